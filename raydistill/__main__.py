@@ -1,0 +1,7 @@
+"""`python -m raydistill` runs the CLI."""
+
+import sys
+
+from raydistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""The one exception type for bad user input.
+
+Anything a user can get wrong (a path, a key in a YAML file, a budget string) raises
+`UserError` with a one-line message naming the file, key or value and what would be valid.
+The CLI turns it into `raydistill: error: <message>` and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input from the user; the message is one line and says what would be valid."""

@@ -1,0 +1,17 @@
+"""Student (and teacher) network families: one registry, one file per family.
+
+Importing this package registers every built-in family. A new family is one module here
+(imported below) plus one `search_spaces/<family>.yaml`; the tests pick it up from the registry.
+"""
+
+from raydistill.students import allconv, cnn, mlp  # noqa: F401  (registers the families)
+from raydistill.students.registry import (
+    Family,
+    build,
+    check_spec,
+    families,
+    get_family,
+    register_family,
+)
+
+__all__ = ["Family", "build", "check_spec", "families", "get_family", "register_family"]

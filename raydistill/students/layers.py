@@ -1,0 +1,48 @@
+"""Shared building blocks of the student and teacher families (no registry entries here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+def conv_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    """A 'same'-padded convolution followed by ReLU (padding keeps H×W at stride 1)."""
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2), nn.ReLU()]
+
+
+def maybe_dropout(p: float, spatial: bool = False) -> list[nn.Module]:
+    """Dropout after a block when p > 0 (the paper's students use none: p = 0)."""
+    if p <= 0:
+        return []
+    return [nn.Dropout2d(p) if spatial else nn.Dropout(p)]
+
+
+def flat_features(features: nn.Sequential, in_shape: Sequence[int]) -> int:
+    """Number of features `features` yields per sample (C·H·W), from the layers' shape rules.
+
+    Walking the layers (rather than running a forward pass) leaves the module where it is and
+    costs nothing, on any device.
+    """
+    c, h, w = (int(v) for v in in_shape)
+    for m in features:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+            h, w = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+            c = m.out_channels if isinstance(m, nn.Conv2d) else c
+        elif not isinstance(m, (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.Identity)):
+            raise TypeError(f"flat_features does not know the shape rule of {type(m).__name__}")
+    return c * h * w
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def check_widths(family: str, widths: Sequence[int], need: int) -> list[int]:
+    """Validate a widths list: `need` positive integers."""
+    widths = [int(w) for w in widths]
+    if len(widths) != need or min(widths, default=1) < 1:
+        raise ValueError(f"{family}: need {need} positive widths, got {widths}")
+    return widths

@@ -1,0 +1,103 @@
+"""The budget solver: params ≤ budget, ≥ 99 % where feasible, exact counts, budget strings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from raydistill.budget import count_params, format_budget, min_params, parse_budget, solve_budget
+from raydistill.errors import UserError
+from raydistill.students import build, families
+
+BUDGETS = ["100k", "300k", "1M", "3.16M", "10M", "31.6M"]
+CASES = [(n, d) for n, f in families(kind="student").items() for d in f.depths]
+
+
+@pytest.mark.parametrize(("family", "depth"), CASES, ids=[f"{f}-d{d}" for f, d in CASES])
+def test_solver_hits_every_budget(family: str, depth: int) -> None:
+    minimum = min_params(family, depth)
+    for text in BUDGETS:
+        budget = parse_budget(text)
+        if budget < minimum:
+            continue
+        sol = solve_budget(family, depth, text)
+        assert sol.params == count_params(sol.spec) <= budget
+        if budget >= 5 * minimum:
+            assert sol.params >= 0.99 * budget, (text, sol.widths, sol.share)
+
+
+@pytest.mark.parametrize(("family", "depth"), CASES, ids=[f"{f}-d{d}" for f, d in CASES])
+def test_meta_count_equals_real_module(family: str, depth: int) -> None:
+    spec = solve_budget(family, depth, "300k", ratios=[0.3, 1.0, 0.0, 0.7, 0.5, 0.2]).spec
+    real = build(spec)
+    assert all(p.device.type == "cpu" for p in real.parameters())
+    assert count_params(spec) == sum(p.numel() for p in real.parameters())
+
+
+def test_ratios_shape_the_widths() -> None:
+    wide_first = solve_budget("cnn", 3, "1M", ratios=[1.0, 0.0, 0.0, 0.0]).widths
+    wide_last = solve_budget("cnn", 3, "1M", ratios=[0.0, 0.0, 0.0, 1.0]).widths
+    assert wide_first[0] > wide_first[1] and wide_last[3] > wide_last[0]
+
+
+def test_infeasible_budget_names_the_minimum() -> None:
+    minimum = min_params("mlp", 3)
+    with pytest.raises(UserError, match=str(minimum)):
+        solve_budget("mlp", 3, minimum - 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("300k", 300_000),
+        ("1M", 1_000_000),
+        ("3.16M", 3_160_000),
+        ("31.6M", 31_600_000),
+        ("250000", 250_000),
+        ("1e6", 1_000_000),
+        (12345, 12345),
+    ],
+)
+def test_parse_budget(text, value) -> None:
+    assert parse_budget(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1X", "-5", "0"])
+def test_parse_budget_rejects(text) -> None:
+    with pytest.raises(UserError):
+        parse_budget(text)
+
+
+def test_format_budget_round_trips() -> None:
+    for text in BUDGETS:
+        assert parse_budget(format_budget(parse_budget(text))) == parse_budget(text)
+
+
+def test_cli_budget_and_families() -> None:
+    run = [sys.executable, "-m", "raydistill"]
+    out = subprocess.run(
+        [*run, "budget", "--family", "cnn", "--depth", "3", "--budget", "1M"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "widths" in out and "% of 1,000,000" in out
+    fams = subprocess.run([*run, "families"], capture_output=True, text=True, check=True).stdout
+    for name in families():
+        assert name in fams
+    bad = subprocess.run(
+        [*run, "budget", "--family", "cnn", "--depth", "3", "--budget", "10"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "minimum" in bad.stderr
+
+
+def test_counting_does_not_allocate() -> None:
+    # 31.6M params on the meta device: no real memory, so this is instant and cheap.
+    sol = solve_budget("mlp", 1, "31.6M")
+    with torch.device("meta"):
+        assert sum(p.numel() for p in build(sol.spec).parameters()) == sol.params
