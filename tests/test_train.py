@@ -1,0 +1,106 @@
+"""The training loop without Ray: reports, exact resume, divergence, checkpoints without pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from raydistill.budget import solve_budget
+from raydistill.checkpoint import load_checkpoint_weights
+from raydistill.errors import UserError
+from raydistill.train import TrainConfig, train_student
+
+SPEC = solve_budget("cnn", 2, 8_000, in_shape=[3, 32, 32], num_classes=2).spec
+FAST = {"batch_size": 64, "max_epochs": 4, "loss": "hard", "lr": 0.01, "device": "cpu"}
+
+
+def _run(splits, cfg: dict, **kwargs):
+    seen: list[dict] = []
+    result = train_student(SPEC, splits, None, TrainConfig(**{**FAST, **cfg}),
+                           report=lambda m, save: seen.append(m), **kwargs)  # fmt: skip
+    return result, seen
+
+
+def test_reports_every_epoch_and_tests_the_best_weights(tiny_splits) -> None:
+    result, seen = _run(tiny_splits, {"max_epochs": 3})
+    assert [m["epoch"] for m in seen] == [1, 2, 3]
+    assert [m["status"] for m in seen] == ["running", "running", "finished"]
+    for m in seen:
+        assert {"train/loss", "val/acc", "val/loss", "lr", "best/val/acc", "params"} <= set(m)
+    assert "test/acc" in seen[-1] and "test/acc" not in seen[0]
+    assert result.status == "finished" and result.epochs == 3
+    assert result.best_val_acc == max(m["val/acc"] for m in seen)
+    assert 0.0 <= result.test_acc <= 1.0
+    assert result.params == sum(v.numel() for k, v in result.state_dict.items())
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_resume_continues_exactly(tiny_splits, tmp_path: Path, schedule: str) -> None:
+    # Dropout consumes the global RNG, the augmentation draws per (seed, epoch): both must resume.
+    cfg = {"schedule": schedule, "augment": "paper"}
+    spec = {**SPEC, "dropout": 0.2}
+    full = train_student(spec, tiny_splits, None, TrainConfig(**{**FAST, **cfg}))
+
+    def save_after_two(metrics, save):
+        if metrics["epoch"] == 2:
+            save(tmp_path / "ckpt")
+
+    two = TrainConfig(**{**FAST, **cfg})
+    train_student(spec, tiny_splits, None, two, report=save_after_two)
+    resumed = train_student(spec, tiny_splits, None, two, checkpoint=tmp_path / "ckpt")
+    assert resumed.epochs == full.epochs == 4
+    assert [h["train/loss"] for h in resumed.history] == [h["train/loss"] for h in full.history]
+    for key, value in full.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[key]), key
+
+
+def test_diverging_run_ends_with_status_and_never_raises(tiny_splits) -> None:
+    result, seen = _run(tiny_splits, {"lr": 1e8, "momentum": 0.99})
+    assert result.status == "diverged"
+    assert seen[-1]["status"] == "diverged"
+    assert len(seen) == 1  # stops at the first epoch that blew up
+
+
+def test_checkpoint_is_safetensors_and_json(tiny_splits, tmp_path: Path) -> None:
+    saved: list[Path] = []
+
+    def keep(metrics, save):
+        save(tmp_path / f"e{metrics['epoch']}")
+        saved.append(tmp_path / f"e{metrics['epoch']}")
+
+    result = train_student(SPEC, tiny_splits, None, TrainConfig(**{**FAST, "max_epochs": 2}),
+                           report=keep)  # fmt: skip
+    last = saved[-1]
+    assert sorted(p.name for p in last.iterdir()) == [
+        "best.safetensors", "checkpoint.json", "model.safetensors", "optim.safetensors",
+        "rng.safetensors",
+    ]  # fmt: skip
+    meta = json.loads((last / "checkpoint.json").read_text())
+    assert meta["status"] == "finished" and meta["epoch"] == 2
+    spec, best = load_checkpoint_weights(last)
+    assert spec == result.spec
+    for key, value in result.state_dict.items():
+        assert torch.equal(best[key], value)
+
+
+def test_loss_that_needs_a_teacher_is_refused_without_transfer(tiny_splits) -> None:
+    with pytest.raises(UserError, match="transfer set"):
+        train_student(SPEC, tiny_splits, None, TrainConfig(**{**FAST, "loss": "l2_logits"}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("schedule", "step"), ("augment", "cutout"), ("loss", "mse"), ("preprocess", "zca")],
+)
+def test_bad_config_values_are_one_line_errors(key: str, value: str) -> None:
+    with pytest.raises(UserError) as info:
+        TrainConfig(**{key: value})
+    assert value in str(info.value) and "\n" not in str(info.value)
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(UserError, match="'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
