@@ -28,7 +28,7 @@ from raydistill.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from raydistill.data import AugConfig, DeviceSplit, Preprocess, dataset_stats, iterate
+from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate
 from raydistill.errors import UserError
 from raydistill.losses import check_loss, compute_loss
 from raydistill.schedule import CosineSchedule, PlateauSchedule, Schedule, schedule_from_state
@@ -152,10 +152,7 @@ def init_weights(model: nn.Module, scheme: str, scale: float) -> None:
 
 def make_preprocess(mode: str, data: Splits) -> Preprocess:
     """The input preprocessing; dataset statistics come from the training split only."""
-    if mode == "dataset":
-        mean, std = dataset_stats(data)
-        return Preprocess(mode="dataset", mean=tuple(mean), std=tuple(std))
-    return Preprocess(mode=mode)
+    return Preprocess.for_splits(mode, data)
 
 
 def _has_conv(model: nn.Module) -> bool:
@@ -253,11 +250,13 @@ class _Trainer:
         index = torch.as_tensor(ts.index[rows], device=dev)
         params = {k: torch.as_tensor(v[rows], device=dev) for k, v in ts.params.items()}
         logits = torch.as_tensor(ts.logits[rows], device=dev)
+        geometric, color = ts.aug_parts  # skip identity transforms without a host sync
         bs = self.cfg.batch_size
         for start in range(0, len(index), bs):
             sl = slice(start, start + bs)
             idx = index[sl]
-            x = replay_batch(self.train.x, idx, {k: v[sl] for k, v in params.items()})
+            batch_params = {k: v[sl] for k, v in params.items()}
+            x = replay_batch(self.train.x, idx, batch_params, geometric=geometric, color=color)
             yield self._scaled(self.preprocess(x)), self.train.y[idx], logits[sl]
 
     def _scaled(self, x: Tensor) -> Tensor:

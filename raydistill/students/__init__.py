@@ -4,7 +4,13 @@ Importing this package registers every built-in family. A new family is one modu
 (imported below) plus one `search_spaces/<family>.yaml`; the tests pick it up from the registry.
 """
 
-from raydistill.students import allconv, cnn, mlp  # noqa: F401  (registers the families)
+from raydistill.students import (  # noqa: F401  (registers the families)
+    allconv,
+    cnn,
+    mlp,
+    resnet_teacher,
+    vgg_teacher,
+)
 from raydistill.students.registry import (
     Family,
     build,

@@ -1,0 +1,166 @@
+"""The manifest every output directory carries, and atomic file writes.
+
+A manifest (`manifest.json`) records what made a directory: the kind of output, the config,
+the seeds, the versions of raydistill / torch / ray / python, the git commit (when the code runs
+from a checkout), the host and time, and the fingerprints (sha256) of the data and teachers it
+depends on. Search, export and reproduce write one with `build_manifest` + `write_manifest`.
+
+Files are written to a temporary file in the same directory and renamed over the target
+(`os.replace` is atomic on POSIX), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from raydistill.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """A fresh temporary path next to `path`, for writers that need a file name (pyarrow)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on (None for one not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("raydistill", "torch", "ray", "pyarrow", "numpy", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """`git rev-parse HEAD` of the checkout the package runs from, or None outside a repo."""
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = res.stdout.strip()
+    return commit if res.returncode == 0 and commit else None
+
+
+def build_manifest(
+    kind: str,
+    config: Mapping[str, Any],
+    *,
+    seeds: Sequence[int] | None,
+    dataset_fingerprint: str | None = None,
+    teacher_fingerprints: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-able manifest for an output of `kind` ("teacher", "search", "export", ...).
+
+    `extra` holds kind-specific results (accuracies, file lists); its keys are merged in at the
+    top level and may not shadow the standard ones.
+    """
+    manifest: dict[str, Any] = {
+        "kind": kind,
+        "format_version": FORMAT_VERSION,
+        "config": dict(config),
+        "seeds": [int(s) for s in seeds] if seeds is not None else None,
+        "dataset_fingerprint": dataset_fingerprint,
+        "teacher_fingerprints": list(teacher_fingerprints) if teacher_fingerprints else None,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_unix": time.time(),
+    }
+    for key, value in (extra or {}).items():
+        if key in manifest:
+            raise ValueError(f"manifest extra key {key!r} shadows a standard key")
+        manifest[key] = value
+    return manifest
+
+
+def write_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write `DIR/manifest.json` atomically; returns its path."""
+    text = json.dumps(manifest, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write_text(Path(directory) / MANIFEST_NAME, text)
+
+
+def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Read `DIR/manifest.json` (UserError when missing, not JSON, or of another kind)."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; is {directory} an output directory?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a JSON object")
+    if kind is not None and manifest.get("kind") != kind:
+        raise UserError(f"{path} has kind {manifest.get('kind')!r}; expected {kind!r}")
+    return manifest
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars / tuples / paths end up in configs; store them as plain JSON values.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,0 +1,533 @@
+"""Weights & Biases tracking: one W&B run per trial, a null tracker, the summary run, read-back.
+
+This is the only module that imports `wandb`, and only inside functions, so importing it costs
+nothing. Training code receives a tracker from `make_tracker` and calls `log` / `finish`
+without ever asking whether logging is on (`NullTracker` does nothing).
+
+Runs:
+- one W&B run per trial, with a deterministic id hashed from (experiment, cell, trial), so a
+  resumed or retried trial continues its own run (`resume="allow"`). group = experiment,
+  job type = cell, tags = family / depth / budget; the epoch is the step metric of every chart.
+- offline runs land in `<root>/wandb/offline-run-<time>-<id>-a<k>/` (k counts the attempts of
+  one trial, so a retry within the same second never overwrites the first attempt). `wandb sync
+  <root>/wandb/offline-run-*` uploads them; attempts of one trial share the id and are merged.
+- `log_summary(dir)`: after a search, one run holding the best config per cell, Table 2 and
+  Figure 1 of the report, and each cell's best student as a `model` artifact aliased `best`.
+
+Secrets: config and summary keys that look like credentials are replaced by "<redacted>", and
+any string equal to the configured API key is too, before anything reaches W&B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import re
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raydistill.errors import UserError
+
+MODES = ("online", "offline", "off")
+DEFAULT_PROJECT = "raydistill"
+REDACTED = "<redacted>"
+_SECRET_KEY = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
+_ONLINE_INIT_TIMEOUT_S = 30.0  # then fall back to an offline run instead of hanging a trial
+_OK_STATUSES = ("finished", "stopped", "diverged", "running")
+
+
+# ---------------------------------------------------------------- mode and secrets
+def has_api_key(host: str | None = None) -> bool:
+    """Whether a W&B API key is configured (env var or a netrc entry), without any network."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = host or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    try:
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+
+        return bool(read_netrc_auth(host=host))
+    except ImportError:  # an older or newer wandb: read the netrc file ourselves
+        return _stdlib_netrc_has(host)
+    except Exception:  # a malformed netrc entry: no usable key
+        return False
+
+
+def _stdlib_netrc_has(host: str) -> bool:
+    import netrc
+    from urllib.parse import urlsplit
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        auth = netrc.netrc(path).authenticators(urlsplit(host).netloc or host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_mode(requested: str | None) -> str:
+    """ "online" | "offline" | "off": an explicit request, else WANDB_MODE, else online iff a key."""
+    if requested is not None:
+        mode = {"disabled": "off", "dryrun": "offline"}.get(requested, requested)
+        if mode not in MODES:
+            raise UserError(f"W&B mode {requested!r} is invalid; valid: {', '.join(MODES)}")
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("offline", "dryrun"):
+        return "offline"
+    if env == "disabled":
+        return "off"
+    if env in ("online", "run"):
+        return "online"
+    return "online" if has_api_key() else "offline"
+
+
+def scrub(value: Any, *, secrets: tuple[str, ...] | None = None) -> Any:
+    """A copy of a config/summary with credential-like keys and known secret values redacted."""
+    if secrets is None:
+        secrets = tuple(s for s in (os.environ.get("WANDB_API_KEY"),) if s)
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if _SECRET_KEY.search(str(k)) else scrub(v, secrets=secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets=secrets) for v in value]
+    if isinstance(value, str) and any(s and s in value for s in secrets):
+        return REDACTED
+    return value
+
+
+# ---------------------------------------------------------------- ids, tags
+_CELL_RE = re.compile(r"^(?P<family>[A-Za-z0-9_]+)-d(?P<depth>\d+)@(?P<budget>.+)$")
+
+
+def run_id(experiment: str, cell: str, trial_id: str) -> str:
+    """Deterministic W&B run id (24 hex digits) of one trial: the same on every retry."""
+    key = "\x1f".join((str(experiment), str(cell), str(trial_id)))
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def cell_tags(cell: str) -> list[str]:
+    """['cnn', 'd2', '1M'] for 'cnn-d2@1M' (family, depth, budget); [] for other names."""
+    m = _CELL_RE.match(cell)
+    return [m["family"], f"d{m['depth']}", m["budget"]] if m else []
+
+
+def _attempt_suffix(wandb_dir: Path, rid: str) -> str:
+    # One directory per attempt: wandb names it by the start second, so two attempts in the
+    # same second would share (and truncate) one transaction log without a suffix.
+    n = len(list(wandb_dir.glob(f"*run-*-{rid}-a*"))) if wandb_dir.is_dir() else 0
+    return f"a{n}"
+
+
+def _settings(wandb: Any, mode: str, suffix: str) -> Any:
+    # Measured on 2 CPU cores: x_save_requirements costs ~60 ms per init (a pip freeze);
+    # console capture would wrap the trial's stdout. System stats are sampled by wandb-core in
+    # its own process and cost the trial nothing, so they stay on.
+    return wandb.Settings(
+        console="off",
+        save_code=False,
+        x_save_requirements=False,
+        silent=True,
+        init_timeout=_ONLINE_INIT_TIMEOUT_S,
+        x_sync_dir_suffix=suffix,
+    )
+
+
+# ---------------------------------------------------------------- trackers
+class NullTracker:
+    """Does nothing; what training code gets when tracking is off."""
+
+    mode = "off"
+    run_id: str | None = None
+    run_dir: Path | None = None
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Nothing."""
+
+    def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
+        """Nothing."""
+
+
+class Tracker:
+    """One W&B run (a trial): numeric metrics per epoch, a summary and a status at the end.
+
+    W&B starts on a background thread (import, service start and init: ~1 s in a fresh
+    process on 2 cores), so the trial trains meanwhile; `log` only queues a row, and `finish`
+    waits until every row, the summary and the exit record are written. A W&B failure is a
+    warning, never a failed trial.
+    """
+
+    def __init__(self, start: Callable[[], Any], mode: str, rid: str) -> None:
+        self.mode = mode
+        self.run_id = rid
+        self._run: Any = None
+        self._ready = threading.Event()
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._finished = False
+        self._thread = threading.Thread(
+            target=self._work, args=(start,), name=f"wandb-{rid}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def run(self) -> Any:
+        """The `wandb` Run (waits for the background init; None if it failed)."""
+        self._ready.wait()
+        return self._run
+
+    @property
+    def run_dir(self) -> Path | None:
+        """This attempt's local run directory (`<root>/wandb/offline-run-...`)."""
+        run = self.run
+        return Path(run.settings.sync_dir) if run is not None else None
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Queue the numeric entries of `metrics` as epoch `step` (1-based finished epochs)."""
+        row = {k: n for k, v in metrics.items() if (n := _number(v)) is not None}
+        row["epoch"] = int(step)
+        self._queue.put(("log", row))
+
+    def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
+        """Write the summary (plus `status`) and close the run (exit code 1 for errors); blocks."""
+        if self._finished:
+            return
+        self._finished = True
+        self._queue.put(("finish", ({**scrub(dict(summary or {})), "status": status}, status)))
+        self._thread.join()
+
+    def _work(self, start: Callable[[], Any]) -> None:
+        try:
+            self._run = start()
+        except Exception as exc:
+            warnings.warn(f"W&B run {self.run_id} could not start: {exc}", stacklevel=1)
+        finally:
+            self._ready.set()
+        while (item := self._queue.get()) is not None:
+            if self._run is None:
+                if item[0] == "finish":
+                    return
+                continue
+            try:
+                if item[0] == "log":
+                    self._run.log(item[1])
+                    continue
+                summary, status = item[1]
+                self._run.summary.update(summary)
+                self._run.finish(exit_code=0 if status in _OK_STATUSES else 1)
+                _wait_for_exit_record(Path(self._run.settings.sync_file))
+                return
+            except Exception as exc:
+                warnings.warn(f"W&B {item[0]} failed for run {self.run_id}: {exc}", stacklevel=1)
+                if item[0] == "finish":
+                    return
+
+
+def _wait_for_exit_record(path: Path, timeout_s: float = 5.0) -> None:
+    """Block until wandb-core has written the run's exit record (measured: 0-3 ms after finish).
+
+    `run.finish()` returns before wandb-core flushes the transaction log; a trial process that
+    exits (or a reader that looks) right away would find the run incomplete.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while path.is_file() and time.monotonic() < deadline:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
+                return
+        except UserError:  # a record half written: look again
+            pass
+        time.sleep(0.005)
+
+
+def _number(v: Any) -> int | float | None:
+    """v as a plain int/float when it is a number (or a 0-d numpy/torch scalar), else None."""
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        v = v.item()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    return None
+
+
+def make_tracker(
+    mode: str | None,
+    *,
+    root: str | Path,
+    experiment: str,
+    cell: str,
+    trial_id: str,
+    config: Mapping[str, Any],
+    tags: list[str] | tuple[str, ...] = (),
+    group: str | None = None,
+    job_type: str | None = None,
+    project: str | None = None,
+) -> Tracker | NullTracker:
+    """The tracker of one trial: a W&B run under `root/wandb/`, or a NullTracker for mode "off".
+
+    `config` holds the sampled values, the solved widths and the parameter count; keys that
+    look like credentials are redacted. Online init failures fall back to an offline run.
+    """
+    mode = resolve_mode(mode)
+    if mode == "off":
+        return NullTracker()
+    root = Path(root).resolve()
+    (root / "wandb").mkdir(parents=True, exist_ok=True)
+    rid = run_id(experiment, cell, trial_id)
+    kwargs = {
+        "project": project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        "dir": str(root),
+        "id": rid,
+        "name": f"{cell}/{trial_id}",
+        "resume": "allow",
+        "group": group or experiment,
+        "job_type": job_type or cell,
+        "tags": list(dict.fromkeys([*cell_tags(cell), *map(str, tags)]))[:20],
+        "config": scrub(dict(config)),
+        "reinit": "create_new",
+    }
+    suffix = _attempt_suffix(root / "wandb", rid)
+    return Tracker(lambda: _init(mode, kwargs, root, suffix), mode, rid)
+
+
+def _init(mode: str, kwargs: dict[str, Any], root: Path, suffix: str) -> Any:
+    import wandb
+
+    try:
+        run = wandb.init(mode=mode, settings=_settings(wandb, mode, suffix), **kwargs)
+    except Exception as exc:
+        if mode != "online":
+            raise
+        warnings.warn(
+            f"W&B online init failed ({exc}); logging this run offline under {root}/wandb",
+            stacklevel=3,
+        )
+        mode = "offline"
+        run = wandb.init(mode=mode, settings=_settings(wandb, mode, suffix), **kwargs)
+    # Every metric is charted against the epoch (a resumed attempt continues the same axis,
+    # and W&B's own _step restarts with each offline attempt).
+    run.define_metric("epoch")
+    run.define_metric("*", step_metric="epoch")
+    return run
+
+
+# ---------------------------------------------------------------- summary run
+def log_summary(
+    directory: str | Path,
+    mode: str | None = None,
+    *,
+    project: str | None = None,
+    export_dir: str | Path | None = None,
+) -> str | None:
+    """After a search: one W&B run with the best config per cell, Table 2, Figure 1 and models.
+
+    Each cell's best student is exported into `export_dir` (default `DIR/export/`) and logged
+    as a `model` artifact aliased `best`. Returns the run id (None when mode is "off").
+    """
+    from raydistill import report as rep
+
+    mode = resolve_mode(mode)
+    if mode == "off":
+        return None
+    d = Path(directory).resolve()
+    result = rep.make_report(d)
+    experiment = result.experiment
+    tracker = make_tracker(
+        mode, root=d, experiment=experiment, cell="summary", trial_id="summary",
+        config={"experiment": experiment, "cells": result.cells}, tags=["summary"],
+        job_type="summary", project=project,
+    )  # fmt: skip
+    run = tracker.run
+    if run is None:
+        raise UserError(f"W&B summary run for {d} could not start (see the warning above)")
+    with _artifact_dirs_inside(d):
+        _log_tables(run, result)
+        models = _log_models(run, d, experiment, Path(export_dir) if export_dir else d / "export")
+    tracker.finish({"cells": len(result.cells), "models": models}, status="finished")
+    return tracker.run_id
+
+
+def _log_tables(run: Any, result: Any) -> None:
+    import wandb
+
+    best = result.best_configs
+    run.log(
+        {
+            "best_configs": wandb.Table(dataframe=best.astype(str)),
+            "table2": wandb.Table(dataframe=result.table2.reset_index().astype(str)),
+            "pareto": wandb.Table(dataframe=result.pareto.astype(str)),
+            "figure1": wandb.Image(str(result.paths["figure1"])),
+        }
+    )
+
+
+def _log_models(run: Any, d: Path, experiment: str, export_dir: Path) -> int:
+    import wandb
+
+    from raydistill.export import export_cells
+
+    try:
+        results = export_cells(d, None, export_dir, verify_test=False)
+    except UserError as exc:
+        warnings.warn(f"no model artifacts logged: {exc}", stacklevel=2)
+        return 0
+    for res in results:
+        meta = json.loads((res.path / "spec.json").read_text())
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{experiment}-{res.cell}")
+        art = wandb.Artifact(name, type="model", metadata=scrub(meta))
+        for f in ("model.safetensors", "spec.json"):
+            art.add_file(str(res.path / f), name=f, policy="immutable")
+        run.log_artifact(art, aliases=["best"])
+    return len(results)
+
+
+@contextlib.contextmanager
+def _artifact_dirs_inside(d: Path) -> Iterator[None]:
+    # W&B stages artifact files under WANDB_DATA_DIR / WANDB_CACHE_DIR (default ~/.local/share,
+    # ~/.cache): keep them inside the experiment directory for the duration of the summary run.
+    old = {k: os.environ.get(k) for k in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")}
+    os.environ["WANDB_DATA_DIR"] = str(d / "wandb" / "data")
+    os.environ["WANDB_CACHE_DIR"] = str(d / "wandb" / "cache")
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ---------------------------------------------------------------- reading runs back
+_LOG_BLOCK = 32768  # the transaction log is a LevelDB-style log of 32 KiB blocks
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+@dataclass
+class OfflineRun:
+    """What an offline W&B run recorded, merged over its attempts (directories) in order."""
+
+    run_id: str
+    dirs: list[Path]
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    group: str = ""
+    job_type: str = ""
+    project: str = ""
+    exit_codes: list[int] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def iter_records(path: str | Path) -> Iterator[Any]:
+    """The protobuf `Record`s of a `.wandb` transaction log, CRC-checked."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    ident, magic, _version = struct.unpack("<4sHB", data[:7])
+    if ident != b":W&B" or magic != 0xBEE1:
+        raise UserError(f"{path} is not a W&B transaction log (header {data[:7]!r})")
+    for payload in _log_payloads(data, 7, path):
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        yield rec
+
+
+def _log_payloads(data: bytes, pos: int, path: str | Path) -> Iterator[bytes]:
+    pending = b""
+    while pos + 7 <= len(data):
+        left = _LOG_BLOCK - pos % _LOG_BLOCK
+        if left < 7:  # block trailer: padding
+            pos += left
+            continue
+        crc, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:  # zero padding to the end of the block (or of a file being written)
+            pos += left
+            continue
+        if pos + 7 + n > len(data):  # the tail of a log still being written
+            return
+        chunk = data[pos + 7 : pos + 7 + n]
+        if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            raise UserError(f"{path}: corrupt record at byte {pos}")
+        pos += 7 + n
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+
+
+def run_dirs(root: str | Path, rid: str) -> list[Path]:
+    """The local directories of run `rid` under `root/wandb/`, oldest attempt first."""
+    wdir = Path(root) / "wandb"
+    pat = re.compile(rf"^(offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(rid)}(-a(\d+))?$")
+    found = [(m, p) for p in wdir.glob(f"*{rid}*") if (m := pat.match(p.name)) and p.is_dir()]
+    return [p for m, p in sorted(found, key=lambda mp: (mp[0][2], int(mp[0][4] or 0)))]
+
+
+def read_offline_run(root: str | Path, rid: str) -> OfflineRun:
+    """Config, summary, history, tags, artifacts of run `rid` from its `.wandb` logs."""
+    dirs = run_dirs(root, rid)
+    if not dirs:
+        raise UserError(f"no W&B run {rid!r} under {Path(root) / 'wandb'}")
+    out = OfflineRun(rid, dirs)
+    for d in dirs:
+        for rec in iter_records(d / f"run-{rid}.wandb"):
+            _apply_record(out, rec)
+    return out
+
+
+def _apply_record(out: OfflineRun, rec: Any) -> None:
+    kind = rec.WhichOneof("record_type")
+    if kind == "run":
+        r = rec.run
+        out.tags, out.group, out.job_type, out.project = (
+            list(r.tags),
+            r.run_group,
+            r.job_type,
+            r.project,
+        )
+        _update(out.config, r.config.update)
+    elif kind == "config":
+        _update(out.config, rec.config.update)
+    elif kind == "summary":
+        _update(out.summary, rec.summary.update)
+    elif kind == "history":
+        row: dict[str, Any] = {}
+        _update(row, rec.history.item)
+        out.history.append(row)
+    elif kind == "exit":
+        out.exit_codes.append(rec.exit.exit_code)
+    elif kind == "artifact":
+        a = rec.artifact
+        files = [e.path for e in a.manifest.contents]
+        out.artifacts.append(
+            {"name": a.name, "type": a.type, "aliases": list(a.aliases), "files": files}
+        )
+
+
+def _update(target: dict[str, Any], items: Any) -> None:
+    # A key is one name ("val/acc" stays whole) or a path into nested dicts (a logged Table
+    # arrives as ["table2", "_type"], ["table2", "path"], ...).
+    for it in items:
+        path = list(it.nested_key) or [it.key]
+        if path[0] == "_wandb":
+            continue
+        node = target
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = json.loads(it.value_json)

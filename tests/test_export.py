@@ -1,0 +1,228 @@
+"""Export: real checkpoints from `train_student`, a generated results table, round trips per family.
+
+Every registered student family is trained for one epoch on the tiny synthetic task, its
+checkpoint is recorded in a trials.parquet written here with pyarrow, and exported; the
+exported files are reloaded (safetensors + spec.json, and the torch.export program) and
+compared with the checkpoint. Tampered exports must be refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from raydistill.budget import format_budget, solve_budget
+from raydistill.checkpoint import load_checkpoint_weights
+from raydistill.cli import main
+from raydistill.errors import UserError
+from raydistill.export import export_cell, export_cells, load_student, parse_selector
+from raydistill.manifest import build_manifest, sha256_file, write_manifest
+from raydistill.students import build, families
+from raydistill.train import TrainConfig, train_student
+
+BUDGET = 12_000
+FAST = {"batch_size": 128, "max_epochs": 1, "loss": "hard", "lr": 0.01, "device": "cpu"}
+
+
+def train_trial(
+    splits,
+    family: str,
+    depth: int,
+    ckpt: Path,
+    seed: int = 0,
+    budget: int = BUDGET,
+    loss: str = "hard",
+) -> dict:
+    """One real 1-epoch trial, checkpointed into `ckpt`, as a trials.parquet row."""
+    sol = solve_budget(family, depth, budget, in_shape=[3, 32, 32], num_classes=2)
+
+    def keep_last(metrics, save):
+        if metrics["status"] != "running":
+            save(ckpt)
+
+    res = train_student(
+        sol.spec, splits, None, TrainConfig(**{**FAST, "seed": seed}), report=keep_last
+    )
+    cell = f"{family}-d{depth}@{format_budget(budget)}"
+    return {
+        "experiment": "exp", "cell": cell, "family": family, "depth": depth, "budget": budget,
+        "trial_id": f"{cell}-{seed}-{loss}", "status": res.status, "config": json.dumps(res.config),
+        "spec": json.dumps(res.spec), "widths": list(sol.spec["widths"]), "params": res.params,
+        "params/budget": res.params / budget, "val/acc": res.best_val_acc,
+        "val/loss": res.best_val_loss, "test/acc": res.test_acc, "epochs": res.epochs,
+        "best_epoch": res.best_epoch, "wall_s": res.wall_s, "checkpoint": str(ckpt), "seed": seed,
+        "loss": loss,
+    }  # fmt: skip
+
+
+def write_search_dir(d: Path, rows: list[dict], splits, data: str | None = None) -> Path:
+    """trials.parquet (pyarrow, the search's schema) + manifest.json, as the search writes them."""
+    d.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows)
+    table = table.set_column(table.schema.get_field_index("widths"), "widths",
+                             pa.array([r["widths"] for r in rows], pa.list_(pa.int32())))  # fmt: skip
+    pq.write_table(table, d / "trials.parquet")
+    config = {"data": data} if data else {}
+    manifest = build_manifest(
+        "search", config, seeds=[0], dataset_fingerprint=splits.fingerprint,
+        teacher_fingerprints=["t" * 16], extra={"teacher": {"val_acc": 0.9, "test_acc": 0.91}},
+    )  # fmt: skip
+    write_manifest(d, manifest)
+    return d
+
+
+@pytest.fixture(scope="module")
+def family_search(tiny_splits, tmp_path_factory) -> Path:
+    """A search dir with one trained trial per student family (depth 1) and a 2nd cnn depth."""
+    d = tmp_path_factory.mktemp("search")
+    rows = [train_trial(tiny_splits, fam, 1, d / "ckpt" / fam) for fam in families(kind="student")]
+    rows.append(train_trial(tiny_splits, "cnn", 2, d / "ckpt" / "cnn2", seed=1))
+    return write_search_dir(d, rows, tiny_splits)
+
+
+@pytest.mark.parametrize("family", sorted(families(kind="student")))
+def test_round_trip_every_family(
+    family_search: Path, tiny_splits, tmp_path: Path, family: str
+) -> None:
+    cell = f"{family}-d1@{format_budget(BUDGET)}"
+    out = export_cell(family_search, cell, tmp_path / "out", splits=tiny_splits)
+    assert out == tmp_path / "out" / cell
+    assert {"model.safetensors", "spec.json", "model.pt2"} <= {p.name for p in out.iterdir()}
+    meta = json.loads((out / "spec.json").read_text())
+    assert meta["family"] == family and meta["budget"] == BUDGET and meta["cell"] == cell
+    assert meta["model_sha256"] == sha256_file(out / "model.safetensors")
+    assert meta["dataset_fingerprint"] == tiny_splits.fingerprint
+    assert meta["teacher_fingerprints"] == ["t" * 16]
+    assert meta["verification"]["test_verified"] is True
+    assert meta["verification"]["test_acc"] == pytest.approx(meta["metrics"]["test/acc"])
+
+    spec, best = load_checkpoint_weights(family_search / "ckpt" / family)
+    reference = build(spec)
+    reference.load_state_dict(best)
+    reference.eval()
+    model = load_student(out)
+    assert meta["params"] == sum(p.numel() for p in model.parameters()) <= BUDGET
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = reference(x)
+        assert torch.allclose(model(x), want, atol=1e-5, rtol=0)
+        program = torch.export.load(str(out / "model.pt2")).module()
+        assert torch.allclose(program(x), want, atol=1e-5, rtol=0)
+        assert program(x[:3]).shape == (3, 2)  # the batch dimension is dynamic
+
+
+def test_family_selector_takes_the_best_depth(family_search: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_parquet(family_search / "trials.parquet")
+    cnn = df[df["family"] == "cnn"].sort_values("val/acc", ascending=False)
+    res = export_cells(family_search, [f"cnn@{format_budget(BUDGET)}"], tmp_path, verify_test=False)
+    assert res[0].cell == cnn["cell"].iloc[0]
+    assert not res[0].test_verified and "not re-verified" in res[0].note
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["kind"] == "export" and res[0].cell in manifest["exports"]
+
+
+def test_without_the_dataset_says_not_reverified(family_search: Path, tmp_path: Path) -> None:
+    out = export_cell(family_search, f"mlp-d1@{format_budget(BUDGET)}", tmp_path)
+    check = json.loads((out / "spec.json").read_text())["verification"]
+    assert check["test_verified"] is False and check["test_acc"] is None
+    assert check["note"].startswith("test accuracy not re-verified: no dataset given")
+
+
+def test_other_dataset_is_not_used_to_verify(family_search: Path, tmp_path: Path) -> None:
+    from raydistill.data import make_synthetic_sep
+
+    other = make_synthetic_sep(64, 32, 32, seed=5)
+    out = export_cell(family_search, f"mlp-d1@{format_budget(BUDGET)}", tmp_path, splits=other)
+    note = json.loads((out / "spec.json").read_text())["verification"]["note"]
+    assert "fingerprint" in note and other.fingerprint in note
+
+
+def test_recorded_accuracy_mismatch_fails_and_leaves_nothing(tiny_splits, tmp_path: Path) -> None:
+    row = train_trial(tiny_splits, "mlp", 1, tmp_path / "ckpt")
+    row["test/acc"] = row["test/acc"] + 0.25  # not what the weights score
+    d = write_search_dir(tmp_path / "s", [row], tiny_splits)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="test accuracy"):
+        export_cell(d, row["cell"], out, splits=tiny_splits)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_tampered_exports_are_refused(family_search: Path, tmp_path: Path) -> None:
+    out = export_cell(family_search, f"cnn-d1@{format_budget(BUDGET)}", tmp_path, verify_test=False)
+    spec_path = out / "spec.json"
+    original = spec_path.read_text()
+    meta = json.loads(original)
+
+    spec_path.write_text(json.dumps({**meta, "params": meta["params"] + 1}))
+    with pytest.raises(UserError, match="params"):
+        load_student(out)
+
+    widths = [w + 1 for w in meta["spec"]["widths"]]  # a spec that no longer fits the weights
+    spec_path.write_text(json.dumps({**meta, "spec": {**meta["spec"], "widths": widths}}))
+    with pytest.raises(UserError, match="params"):
+        load_student(out)
+
+    spec_path.write_text(original)
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        load_student(out)
+    with pytest.raises(UserError, match=r"spec\.json is missing"):
+        load_student(tmp_path / "nowhere")
+
+
+def test_selectors() -> None:
+    assert parse_selector("cnn-d2@1M") == ("cnn", 2, 1_000_000, False)
+    assert parse_selector("allconv@3.16M:hard") == ("allconv", None, 3_160_000, True)
+    for bad in ("cnn-d2", "cnn d2@1M", "cnn-d2@lots"):
+        with pytest.raises(UserError):
+            parse_selector(bad)
+
+
+def test_cli_export_all(family_search: Path, tmp_path: Path, capsys) -> None:
+    assert main(["export", str(family_search), "--all", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "not re-verified" in printed
+    cells = {p.name for p in tmp_path.iterdir() if p.is_dir()}
+    assert cells == {f"{f}-d1@{format_budget(BUDGET)}" for f in families(kind="student")} | {
+        f"cnn-d2@{format_budget(BUDGET)}"
+    }
+    assert main(["export", str(family_search), "--cell", "rnn-d1@1M", "--out", str(tmp_path)]) == 2
+    assert "no finished trial matches" in capsys.readouterr().err
+
+
+def test_hard_twins_are_selected_with_the_hard_suffix(family_search: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    import raydistill
+
+    rows = pd.read_parquet(family_search / "trials.parquet").to_dict("records")
+    mlp = next(r for r in rows if r["family"] == "mlp")
+    distilled = {**mlp, "loss": "l2_logits", "trial_id": "distilled"}  # same weights, other label
+    d = write_search_dir(
+        tmp_path / "s", [distilled, {**mlp, "trial_id": "twin"}], _Fingerprint(mlp)
+    )
+    cell = mlp["cell"]
+    res = export_cells(d, [cell, f"{cell}:hard"], tmp_path / "out", verify_test=False)
+    assert [r.path.name for r in res] == [cell, f"{cell}-hard"]
+    trials = [json.loads((r.path / "spec.json").read_text())["trial_id"] for r in res]
+    assert trials == ["distilled", "twin"]
+    assert (
+        sum(p.numel() for p in raydistill.load_student(res[1].path).parameters()) == mlp["params"]
+    )
+
+
+class _Fingerprint:
+    """Stands in for Splits where only the fingerprint is recorded in the manifest."""
+
+    def __init__(self, row: dict) -> None:
+        self.fingerprint = "0" * 16
