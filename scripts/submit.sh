@@ -3,8 +3,9 @@
 #
 #   scripts/submit.sh [OPTIONS] [--] SEARCH_ARGS...
 #
-# SEARCH_ARGS go to `raydistill search` unchanged, except that `--address auto` is added when
-# absent: inside a Ray job the driver must attach to the cluster it runs on, not start its own.
+# OPTIONS come first; SEARCH_ARGS (from the first non-option, or after --) go to
+# `raydistill search` unchanged, except that `--address auto` is added when absent: inside a
+# Ray job the driver must attach to the cluster it runs on, not start a Ray of its own.
 #
 # The job API is the dashboard's HTTP port (ray[default] on the cluster). From a laptop, reach it
 # through a tunnel that ends on 127.0.0.1:
@@ -25,8 +26,9 @@ PYTHON="${PYTHON:-$(command -v python3 || command -v python || true)}"
 usage() {
     cat <<'EOF'
 usage: scripts/submit.sh [OPTIONS] [--] SEARCH_ARGS...
+OPTIONS come first; everything from the first SPACE.yaml (or after --) goes to raydistill search.
 options:
-  --address URL         job API; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265
+  --job-address URL     job API (dashboard); default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265
   --working-dir DIR     uploaded with the job (default: the repository root; data, runs, .git excluded)
   --pip REQ             pip requirement for the job's runtime env (repeatable; clusters without raydistill)
   --env NAME=VALUE      extra environment variable for the job (repeatable; no secrets)
@@ -109,7 +111,7 @@ main() {
     local -a pips=() envs=() search=()
     while (($#)); do
         case "$1" in
-            --address) address="${2:?--address needs a URL}"; shift 2 ;;
+            --job-address) address="${2:?--job-address needs a URL}"; shift 2 ;;
             --working-dir) working_dir="${2:?--working-dir needs a folder}"; shift 2 ;;
             --pip) pips+=("${2:?--pip needs a requirement}"); shift 2 ;;
             --env) envs+=("${2:?--env needs NAME=VALUE}"); shift 2 ;;
@@ -119,7 +121,8 @@ main() {
             --print) print_only=1; shift ;;
             -h | --help) usage; exit 0 ;;
             --) shift; search+=("$@"); break ;;
-            *) search+=("$1"); shift ;;
+            -*) die "unknown option '$1' before the search arguments (put search options after --)" ;;
+            *) search+=("$@"); break ;;
         esac
     done
     [[ -n "$PYTHON" ]] || die "no python3 on PATH; set PYTHON=/path/to/venv/bin/python"
@@ -167,7 +170,10 @@ main() {
         echo
         return 0
     fi
-    command -v ray >/dev/null || die "no 'ray' on PATH; pip install 'raydistill[cluster]' (ray[default])"
+    local ray_bin="${RAY:-$(dirname "$PYTHON")/ray}"
+    [[ -x "$ray_bin" ]] || ray_bin="$(command -v ray || true)"
+    [[ -n "$ray_bin" ]] || die "no 'ray' next to $PYTHON or on PATH; pip install 'raydistill[cluster]'"
+    cmd[0]="$ray_bin"
     setup_auth
     check_reachable "$address"
     note "submitting to $address: raydistill search ${search[*]}"

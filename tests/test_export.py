@@ -60,7 +60,7 @@ def train_trial(
     }  # fmt: skip
 
 
-def write_search_dir(d: Path, rows: list[dict], splits, data: str | None = None) -> Path:
+def write_search_dir(d: Path, rows: list[dict], fingerprint: str, data: dict | None = None) -> Path:
     """trials.parquet (pyarrow, the search's schema) + manifest.json, as the search writes them."""
     d.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
@@ -69,7 +69,7 @@ def write_search_dir(d: Path, rows: list[dict], splits, data: str | None = None)
     pq.write_table(table, d / "trials.parquet")
     config = {"data": data} if data else {}
     manifest = build_manifest(
-        "search", config, seeds=[0], dataset_fingerprint=splits.fingerprint,
+        "search", config, seeds=[0], dataset_fingerprint=fingerprint,
         teacher_fingerprints=["t" * 16], extra={"teacher": {"val_acc": 0.9, "test_acc": 0.91}},
     )  # fmt: skip
     write_manifest(d, manifest)
@@ -82,7 +82,7 @@ def family_search(tiny_splits, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("search")
     rows = [train_trial(tiny_splits, fam, 1, d / "ckpt" / fam) for fam in families(kind="student")]
     rows.append(train_trial(tiny_splits, "cnn", 2, d / "ckpt" / "cnn2", seed=1))
-    return write_search_dir(d, rows, tiny_splits)
+    return write_search_dir(d, rows, tiny_splits.fingerprint)
 
 
 @pytest.mark.parametrize("family", sorted(families(kind="student")))
@@ -147,7 +147,7 @@ def test_other_dataset_is_not_used_to_verify(family_search: Path, tmp_path: Path
 def test_recorded_accuracy_mismatch_fails_and_leaves_nothing(tiny_splits, tmp_path: Path) -> None:
     row = train_trial(tiny_splits, "mlp", 1, tmp_path / "ckpt")
     row["test/acc"] = row["test/acc"] + 0.25  # not what the weights score
-    d = write_search_dir(tmp_path / "s", [row], tiny_splits)
+    d = write_search_dir(tmp_path / "s", [row], tiny_splits.fingerprint)
     out = tmp_path / "out"
     with pytest.raises(UserError, match="test accuracy"):
         export_cell(d, row["cell"], out, splits=tiny_splits)
@@ -208,9 +208,7 @@ def test_hard_twins_are_selected_with_the_hard_suffix(family_search: Path, tmp_p
     rows = pd.read_parquet(family_search / "trials.parquet").to_dict("records")
     mlp = next(r for r in rows if r["family"] == "mlp")
     distilled = {**mlp, "loss": "l2_logits", "trial_id": "distilled"}  # same weights, other label
-    d = write_search_dir(
-        tmp_path / "s", [distilled, {**mlp, "trial_id": "twin"}], _Fingerprint(mlp)
-    )
+    d = write_search_dir(tmp_path / "s", [distilled, {**mlp, "trial_id": "twin"}], "0" * 16)
     cell = mlp["cell"]
     res = export_cells(d, [cell, f"{cell}:hard"], tmp_path / "out", verify_test=False)
     assert [r.path.name for r in res] == [cell, f"{cell}-hard"]
@@ -221,8 +219,13 @@ def test_hard_twins_are_selected_with_the_hard_suffix(family_search: Path, tmp_p
     )
 
 
-class _Fingerprint:
-    """Stands in for Splits where only the fingerprint is recorded in the manifest."""
+def test_dataset_recorded_in_the_manifest_is_used(
+    family_search: Path, tiny_splits, tmp_path: Path
+) -> None:
+    import pandas as pd
 
-    def __init__(self, row: dict) -> None:
-        self.fingerprint = "0" * 16
+    rows = pd.read_parquet(family_search / "trials.parquet").to_dict("records")
+    data = {"source": "synthetic-sep:512", "val_size": 128, "seed": 0}  # = tiny_splits
+    d = write_search_dir(tmp_path / "s", rows, tiny_splits.fingerprint, data=data)
+    res = export_cells(d, [f"mlp-d1@{format_budget(BUDGET)}"], tmp_path / "out")
+    assert res[0].test_verified and res[0].note == "test accuracy re-verified on 128 images"
