@@ -360,6 +360,117 @@ def _search_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train (one student)
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", required=True)
+    p.add_argument("--depth", type=int, required=True)
+    p.add_argument("--budget", required=True, help="parameter budget: 300k, 1M, 3.16M, ...")
+    p.add_argument("--ratios", type=_floats, help="width ratios in [0,1], one per width slot")
+    p.add_argument("--data", default="cifar10", help="cifar10 | synthetic-sep[:N] | a path")
+    p.add_argument("--val-size", type=int, default=10_000)
+    p.add_argument("--train-subset", type=int, help="class-balanced subset of the train split")
+    p.add_argument("--transfer", help="transfer set (Parquet); without it: hard labels on the fly")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field, e.g. --set lr=0.01 --set loss=kd (repeatable)",
+    )
+    p.add_argument("--checkpoint-dir", help="save a resumable checkpoint here every epoch")
+    p.add_argument("--resume", help="resume from this checkpoint directory")
+
+
+def _parse_sets(items: Sequence[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)  # numbers, booleans and strings as in YAML
+    return out
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raydistill.budget import solve_budget
+    from raydistill.data import load_dataset
+    from raydistill.train import TrainConfig, train_student
+
+    overrides = _parse_sets(args.set)
+    if not args.transfer:
+        overrides.setdefault("loss", "hard")
+    cfg = TrainConfig.from_dict(overrides)
+    splits = load_dataset(args.data, val_size=args.val_size, train_subset=args.train_subset)
+    ts = None
+    if args.transfer:
+        from raydistill.transfer import load_transfer_set
+
+        ts = load_transfer_set(args.transfer, splits=splits)
+    sol = solve_budget(
+        args.family,
+        args.depth,
+        args.budget,
+        args.ratios,
+        in_shape=list(splits.image_shape),
+        num_classes=splits.num_classes,
+    )
+    print(
+        f"{args.family}-d{args.depth}: widths {sol.widths}, {sol.params:,} params "
+        f"({100 * sol.share:.2f}% of {sol.budget:,}); loss {cfg.loss}"
+    )
+    print(f"{'epoch':>5} {'train/loss':>11} {'val/acc':>8} {'val/loss':>9} {'lr':>9}")
+
+    def show(m: dict, save) -> None:
+        print(
+            f"{m['epoch']:>5} {m['train/loss']:>11.4f} {m.get('val/acc', float('nan')):>8.4f} "
+            f"{m.get('val/loss', float('nan')):>9.4f} {m['lr']:>9.2e}",
+            flush=True,
+        )
+        if args.checkpoint_dir:
+            save(Path(args.checkpoint_dir))
+
+    result = train_student(sol.spec, splits, ts, cfg, report=show, checkpoint=args.resume)
+    test = "–" if result.test_acc is None else f"{result.test_acc:.4f}"
+    print(
+        f"status {result.status}; best val/acc {result.best_val_acc:.4f} (epoch "
+        f"{result.best_epoch}); test/acc {test}; {result.wall_s:.1f} s"
+    )
+    return 0 if result.status != "diverged" else 1
+
+
+# ---------------------------------------------------------------- reproduce (the whole study)
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="tiny", help="tiny | small | paper | a scale YAML path")
+    p.add_argument(
+        "--data", help="overrides the scale's data source (a path, cifar10, synthetic-sep)"
+    )
+    p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
+    p.add_argument("--seeds", type=int, help="repeat each cell's best config with N seeds")
+    p.add_argument("--trials", type=int, help="override the scale's trials per cell")
+    p.add_argument("--wandb", choices=["online", "offline", "off"], default="off")
+    p.add_argument("--address", default="local", help="local | auto | HOST:PORT")
+
+
+def _reproduce_run(args: argparse.Namespace) -> int:
+    from raydistill.reproduce import reproduce
+
+    path = reproduce(
+        args.scale,
+        out=args.out,
+        data=args.data,
+        seeds=args.seeds,
+        wandb=args.wandb,
+        address=args.address,
+        trials=args.trials,
+    )
+    print(path.read_text())
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "families": (
         "list the registered network families and their spec keys",
@@ -387,6 +498,12 @@ COMMANDS: dict[str, Command] = {
         "Ray Tune search of student cells (family × depth × budget)",
         _search_args,
         _search_run,
+    ),
+    "train": ("train one student and print the per-epoch table", _train_args, _train_run),
+    "reproduce": (
+        "the paper's whole study: teachers → transfer set → searches → report → export",
+        _reproduce_args,
+        _reproduce_run,
     ),
 }
 

@@ -17,8 +17,8 @@ Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, e
 The self-check runs before anything is visible: the reloaded model's logits must match the
 checkpoint's to 1e-5 on a fixed batch (and so must the torch.export program's), and the test
 accuracy re-evaluated with the training loop's preprocessing must equal the recorded one. The
-dataset for that comes from `splits=` / `data=` or the search manifest's `config.data`; it must
-have the search's dataset fingerprint. Without it the export says "test accuracy not
+dataset for that comes from `splits=` / `data=` or the search manifest's `config.data` (with
+`config.data_options`); it must have the search's dataset fingerprint. Without it the export says "test accuracy not
 re-verified" (in spec.json and on the console) rather than fail. Files are written into a
 temporary directory renamed into place at the end; a failed check leaves nothing behind.
 """
@@ -186,7 +186,10 @@ def _data_source(cfg: Mapping[str, Any]) -> str | None:
 
 
 def _split_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    src = cfg.get("data") if isinstance(cfg.get("data"), Mapping) else cfg
+    """load_dataset's keyword arguments as the search recorded them (`config.data_options`)."""
+    src = cfg.get("data_options")
+    if not isinstance(src, Mapping):
+        src = cfg.get("data") if isinstance(cfg.get("data"), Mapping) else {}
     keys = ("val_size", "seed", "train_subset", "cache_dir")
     return {k: src[k] for k in keys if src.get(k) is not None}
 

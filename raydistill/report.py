@@ -99,17 +99,35 @@ def row_label(family: str, depth: int, twin: bool = False) -> str:
 
 
 def read_teacher(directory: str | Path) -> dict[str, float] | None:
-    """{val_acc, test_acc} of the teacher ensemble from `DIR/manifest.json`, if recorded."""
+    """{val_acc, test_acc} of the teacher ensemble: the manifest's `teacher`, else the ensemble
+    accuracies stored in the metadata of the transfer set the manifest names (`config.transfer`)."""
     path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        return None
     try:
-        teacher = json.loads(path.read_text()).get("teacher")
-    except (json.JSONDecodeError, AttributeError):
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
         return None
-    if not isinstance(teacher, dict) or teacher.get("test_acc") is None:
+    teacher = manifest.get("teacher") if isinstance(manifest, dict) else None
+    if isinstance(teacher, dict) and teacher.get("test_acc") is not None:
+        return {k: float(v) for k, v in teacher.items() if isinstance(v, (int, float))}
+    transfer = (
+        (manifest.get("config") or {}).get("transfer") if isinstance(manifest, dict) else None
+    )
+    return _transfer_teacher(Path(transfer)) if transfer else None
+
+
+def _transfer_teacher(path: Path) -> dict[str, float] | None:
+    import pyarrow.parquet as pq
+
+    from raydistill.transfer import META_KEY
+
+    try:
+        meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
+        return {
+            "val_acc": float(meta["ensemble_val_acc"]),
+            "test_acc": float(meta["ensemble_test_acc"]),
+        }
+    except (OSError, KeyError, TypeError, ValueError):  # no file, not a transfer set: no reference
         return None
-    return {k: float(v) for k, v in teacher.items() if isinstance(v, (int, float))}
 
 
 # ---------------------------------------------------------------- the top-k rule
@@ -322,7 +340,7 @@ def figure1(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    _legend(ax, fontsize=7, ncol=2, loc="best")
     return _save_png(fig, path)
 
 
@@ -355,8 +373,16 @@ def figure_pareto(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: Pareto front per family", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save_png(fig, path)
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """The legend, or a note on an empty plot (an experiment with nothing finished yet)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    if not ax.lines:
+        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center")
 
 
 def _save_png(fig: Any, path: Path) -> Path:

@@ -459,10 +459,7 @@ def report_markdown(
         f"- resources: {platform.node()}, {os.cpu_count()} CPU cores, {gpus} GPU(s), "
         f"{platform.platform()}",
         "",
-        "## Table 2 (mean test accuracy of the 5 best trials by validation accuracy, best in "
-        "parentheses, %)",
-        "",
-        rep.markdown,
+        rep.markdown.replace("# Table 2", "## Table 2", 1),
         "",
         "![Figure 1](study/report/figure1.png)",
         "",

@@ -315,8 +315,8 @@ def run_search(
         experiment=name or out.name, out=str(out), storage=_storage(storage, out),
         spaces=[dict(s.raw) for s in loaded], budgets=budgets,
         depths=list(depths) if depths is not None else None, trials=int(trials),
-        data=data if isinstance(data, str) else None, data_options=dict(data_options or {}),
-        transfer=str(transfer) if isinstance(transfer, (str, Path)) else None, searcher=searcher,
+        data=_source(data), data_options=dict(data_options or {}),
+        transfer=_source(transfer), searcher=searcher,
         scheduler=scheduler, gpus_per_trial=float(gpus_per_trial),
         cpus_per_trial=float(cpus_per_trial), address=address, max_epochs=max_epochs,
         seed=int(seed), wandb=wandb, max_concurrent=max_concurrent, device=device,
@@ -388,9 +388,10 @@ def load_trials(out: str | Path) -> pd.DataFrame:
 
 
 def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
+    """'1M,3.16M' or ["1M", 3160000] → [1000000, 3160000] (duplicates dropped, order kept)."""
     if isinstance(budgets, str):
         budgets = [b for b in budgets.split(",") if b.strip()]
-    return [parse_budget(b) for b in budgets]
+    return list(dict.fromkeys(parse_budget(b) for b in budgets))
 
 
 # ------------------------------------------------------------------ execution
@@ -403,11 +404,11 @@ def _execute(
     try:
         trainable = _trainable(settings, splits, ts)
         with _tune_env(settings):
-            if restore:
-                path = settings.run_path(run)
+            path = settings.run_path(run)
+            if restore and tune.Tuner.can_restore(path):
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-            else:
-                tuner = _new_tuner(settings, run, trainable, verbose)
+            else:  # a fresh run, or one stopped before Tune saved any state
+                tuner = _new_tuner(settings, run, trainable, ts, verbose)
             t0 = time.time()
             tuner.fit()
             run["wall_s"] = run.get("wall_s", 0.0) + time.time() - t0
@@ -465,7 +466,7 @@ def _slots(settings: SearchSettings) -> int:
 
 
 def _new_tuner(
-    settings: SearchSettings, run: Mapping[str, Any], trainable: Any, verbose: int
+    settings: SearchSettings, run: Mapping[str, Any], trainable: Any, ts: Any, verbose: int
 ) -> Any:
     plans = {c.id: (c, s) for c, s in settings.cell_plans()}
     cells = [(*plans[cid], n) for cid, n in run["cells"].items()]
@@ -474,7 +475,7 @@ def _new_tuner(
                             run_index=run["index"], warm=warm)  # fmt: skip
     scheduler = None
     if settings.scheduler == "asha":
-        max_t = _max_epochs([s for _, s, _ in cells], settings.max_epochs, None)
+        max_t = _max_epochs([s for _, s, _ in cells], settings.max_epochs, ts)
         scheduler = CellScheduler(max_t, grace_period=max(1, max_t // 8))
     return tune.Tuner(
         trainable,
@@ -597,6 +598,14 @@ def _check_choices(
         raise UserError(
             f"--gpus-per-trial {gpus} / --cpus-per-trial {cpus}: need gpus ≥ 0, cpus > 0"
         )
+
+
+def _source(value: Any) -> str | None:
+    """A data / transfer source as recorded for --resume: an absolute path when it is one."""
+    if not isinstance(value, (str, Path)):
+        return None  # in-memory data: resume needs it passed again
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else str(value)
 
 
 def _storage(storage: str | None, out: Path) -> str:

@@ -208,6 +208,7 @@ class Tracker:
     def _work(self, start: Callable[[], Any]) -> None:
         try:
             self._run = start()
+            self.mode = str(self._run.settings.mode)  # "offline" after an online fallback
         except Exception as exc:
             warnings.warn(f"W&B run {self.run_id} could not start: {exc}", stacklevel=1)
         finally:
@@ -349,10 +350,14 @@ def log_summary(
     run = tracker.run
     if run is None:
         raise UserError(f"W&B summary run for {d} could not start (see the warning above)")
-    with _artifact_dirs_inside(d):
-        _log_tables(run, result)
-        models = _log_models(run, d, experiment, Path(export_dir) if export_dir else d / "export")
-    tracker.finish({"cells": len(result.cells), "models": models}, status="finished")
+    models, status = 0, "error"
+    try:
+        with _artifact_dirs_inside(d):
+            _log_tables(run, result)
+            models = _log_models(run, d, experiment, Path(export_dir or d / "export"))
+        status = "finished"
+    finally:  # an error still closes the run (exit code 1) before it propagates
+        tracker.finish({"cells": len(result.cells), "models": models}, status=status)
     return tracker.run_id
 
 

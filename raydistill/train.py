@@ -39,7 +39,14 @@ if TYPE_CHECKING:
     from raydistill.transfer import TransferSet
 
 Report = Callable[[dict[str, Any], Callable[[Path], None]], None]
-AUGMENTS = ("paper", "paper_hsv", "flip_translate", "none")
+# On-the-fly augmentation by name (training without a transfer set). "flip_translate" is the
+# usual CIFAR recipe for teachers: mirror and up to 4 px of translation, zero fill.
+AUGMENTS: dict[str, Callable[[], AugConfig]] = {
+    "paper": AugConfig.paper,
+    "paper_hsv": AugConfig.paper_hsv,
+    "flip_translate": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=4),
+    "none": AugConfig.none,
+}
 SCHEDULES = ("plateau", "cosine")
 PREPROCESS = ("per_image", "dataset", "none")
 
@@ -232,7 +239,7 @@ class _Trainer:
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
         """(x preprocessed and scaled, labels, teacher logits or None) for one epoch."""
         if self.transfer is None:
-            aug = getattr(AugConfig, self.cfg.augment)()
+            aug = AUGMENTS[self.cfg.augment]()
             for x, y, _ in iterate(
                 self.train, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch, aug=aug,
                 preprocess=self.preprocess,

@@ -179,6 +179,8 @@ def main() -> None:
         f"data {splits.name}: {splits.sizes()} loaded in {time.perf_counter() - t0:.2f} s",
         flush=True,
     )
+    load = os.getloadavg()
+    print(f"device {args.device}, torch threads {args.threads}, load average {load}", flush=True)
     split = DeviceSplit.from_splits(splits, "train", args.device)
     x_nhwc = np.ascontiguousarray(splits.train_x.transpose(0, 2, 3, 1))
     epoch_steps = -(-len(splits.train_y) // args.batch_size)

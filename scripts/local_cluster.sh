@@ -178,6 +178,8 @@ start_cluster() {
         say "already running at $(cat "$STATE/address") (scripts/local_cluster.sh stop first to restart)"
         return 0
     fi
+    # Processes of an earlier start that never finished: keep their record, stop them first.
+    [[ -z "$(live_pids)" ]] || die "processes of an earlier start are still alive; run: scripts/local_cluster.sh stop"
     rm -f "$STATE/pids" "$STATE/address" "$STATE/env"
     local temp_dir
     temp_dir="$(temp_dir_for_state)"
@@ -252,7 +254,11 @@ term_and_wait() {
 }
 
 stop_cluster() {
-    [[ -f "$STATE/pids" ]] || { say "not running (no $STATE/pids)"; return 0; }
+    if [[ ! -f "$STATE/pids" ]]; then
+        rm -f "$STATE/address" "$STATE/env" "$STATE/dashboard" "$STATE/mode"
+        say "not running (no $STATE/pids)"
+        return 0
+    fi
     local t0 temp_dir sid
     t0="$(now)"
     temp_dir="$(cat "$STATE/temp_dir" 2>/dev/null || true)"
@@ -300,7 +306,7 @@ status_cluster() {
         return 3
     fi
     addr="$(cat "$STATE/address")"
-    n_rec="$(wc -l <"$STATE/pids" 2>/dev/null || echo 0)"
+    n_rec="$(wc -l 2>/dev/null <"$STATE/pids" || echo 0)"
     local gcs_alive=0
     grep -qE ' gcs_server$' <<<"$live" && gcs_alive=1
     if ((gcs_alive)) && (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then

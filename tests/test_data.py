@@ -328,3 +328,11 @@ def test_pickles_with_code_are_refused(sources, tmp_path):
     (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
     _one_line_error(folder, tmp_path / "cache", "not a CIFAR-10 python batch file")
     assert not marker.exists()
+
+
+def test_unwritable_cache_warns_and_still_loads(sources, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache root should be")
+    with pytest.warns(UserWarning, match="cannot cache decoded data"):
+        s = load_dataset(sources["parquet"], cache_dir=blocker, val_size=50)
+    assert s.sizes()["train"] == 150 and blocker.is_file()

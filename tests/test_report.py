@@ -214,3 +214,28 @@ def test_cli_report(search_dir: Path, tmp_path: Path, capsys) -> None:
     assert "| cnn-d2 | 89.20 (80.00) |" in out and "figure1.png" in out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "trials.parquet does not exist" in capsys.readouterr().err
+
+
+def test_teacher_from_the_transfer_set_named_in_the_manifest(tmp_path: Path) -> None:
+    from raydistill.transfer import META_KEY
+
+    ts = tmp_path / "transfer.parquet"
+    meta = {"ensemble_val_acc": 0.93, "ensemble_test_acc": 0.925}
+    table = pa.table({"x": [1]}).replace_schema_metadata({META_KEY: json.dumps(meta)})
+    pq.write_table(table, ts)
+    d = write_results(tmp_path / "e", results_rows(TRIALS[:1]))
+    manifest = json.loads((d / "manifest.json").read_text())
+    write_manifest(d, {**manifest, "config": {"transfer": str(ts)}})
+    rep = make_report(d)
+    assert rep.teacher == {"val_acc": 0.93, "test_acc": 0.925}
+    assert rep.table2.loc["teacher ensemble", "1M"] == "92.50"
+
+
+def test_nothing_finished_yet(tmp_path: Path) -> None:
+    trials = [("cnn", 2, M1, "l2_logits", [("running", 0.5, None), ("error", None, None)])]
+    d = write_results(tmp_path / "early", results_rows(trials))
+    rep = make_report(d)
+    assert rep.cells == [] and rep.pareto.empty
+    assert rep.table2.loc["cnn-d2", "1M"] == "–"
+    assert "- cnn-d2 @ 1M: 1 running, 1 error (0 done)" in rep.markdown
+    assert rep.paths["figure1"].read_bytes()[:4] == b"\x89PNG"

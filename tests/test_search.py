@@ -236,6 +236,22 @@ def test_cell_searcher_gives_each_cell_exactly_n_trials():
     assert objective({"status": "finished", "best/val/acc": 0.7}) == 0.7
 
 
+def test_cell_searcher_warm_start_seeds_the_cell_study():
+    """--extend: the new study starts with the cell's finished trials as completed trials."""
+    from raydistill.search import CellSearcher
+
+    ((cell, space),) = sp.plan_cells([sp.parse_space(small_space("mlp"))], [10_000], depths=[1])
+    done = [{"r0": 0.2, "r1": 0.9, "lr": 0.005, "momentum": 0.9},
+            {"r0": 0.7, "r1": 0.1, "lr": 0.01, "momentum": 0.85}]  # fmt: skip
+    searcher = CellSearcher([(cell, space, 2)], warm={cell.id: (done, [0.61, 0.42])})
+    study = searcher._states[cell.id].optuna._ot_study
+    assert [t.params for t in study.trials] == done
+    assert [t.value for t in study.trials] == [0.61, 0.42]
+    config = searcher.suggest("n1")
+    assert {k: config[k] for k in done[0]} not in done  # a new point, sampled after the warm ones
+    assert len(study.trials) == 3
+
+
 def test_cell_searcher_save_restore(tmp_path):
     from raydistill.search import CellSearcher
 

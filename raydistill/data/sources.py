@@ -39,6 +39,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ def load_dataset(
     `train_subset` keeps a class-balanced subset of the rest (for CPU runs).
     """
     text = os.fspath(source)
-    if text.startswith("synthetic-sep"):
+    if re.fullmatch(r"synthetic-sep(:.*)?", text):
         n = _synthetic_n(text)
         m = min(val_size, n)
         return subset_train(make_synthetic_sep(n, m, m, seed), train_subset, seed)
@@ -286,19 +287,32 @@ def _read_cache(entry: Path) -> Decoded | None:
 
 
 def _write_cache(entry: Path, decoded: Decoded, source: str) -> None:
-    """Write into a temporary sibling folder, then rename it into place (atomic)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    """Write into a temporary sibling folder, then rename it into place (atomic). A cache that
+    cannot be written costs a decode per load, not the run: warn and go on."""
     tmp = entry.parent / f".tmp-{entry.name}-{os.getpid()}"
+    try:
+        _write_entry(tmp, decoded, source)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        warnings.warn(
+            f"raydistill: cannot cache decoded data in {entry.parent} ({e}); set RAYDISTILL_CACHE",
+            stacklevel=3,
+        )
+        return
+    try:
+        os.rename(tmp, entry)
+    except OSError:  # another process cached the same source first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_entry(tmp: Path, decoded: Decoded, source: str) -> None:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for key in _ARRAYS:
         np.save(tmp / f"{key}.npy", getattr(decoded, key), allow_pickle=False)
     meta = {"version": CACHE_VERSION, "classes": list(decoded.classes), "content": decoded.content}
     (tmp / "meta.json").write_text(json.dumps({**meta, "source": source}, indent=1))
-    try:
-        os.rename(tmp, entry)
-    except OSError:  # another process cached the same source first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- decoding
