@@ -281,27 +281,32 @@ def load_transfer_set(
     _check_layout(path, pf, meta)
     _check_provenance(path, meta, splits, teacher_fingerprints)
     table = _read_table(path, pf)
-    index = table.column("index").to_numpy().astype(np.int64)
+    index = _column(table, "index", np.int64)
     if splits is not None and len(index) and index.max() >= len(splits.train_y):
         raise UserError(
             f"transfer set {path} indexes image {int(index.max())}, but the train split of "
             f"{splits.name!r} has {len(splits.train_y)} images"
         )
-    c = int(meta["num_classes"])
-    logits_flat = table.column("logits").combine_chunks().flatten().to_numpy()
-    params = {
-        k: table.column(k).to_numpy().astype(np.int64 if k in INT_PARAMS else np.float32)
-        for k in AUG_KEYS
-    }
+    # One copy per column, from the row groups' chunks straight into writable numpy arrays.
+    logits = np.concatenate(
+        [c.flatten().to_numpy() for c in table.column("logits").chunks] or [np.zeros(0)]
+    ).astype(np.float32, copy=False)
+    params = {k: _column(table, k, np.int64 if k in INT_PARAMS else np.float32) for k in AUG_KEYS}
     return TransferSet(
         path=path,
         index=index,
-        epoch=table.column("epoch").to_numpy().astype(np.int32),
+        epoch=_column(table, "epoch", np.int32),
         params=params,
-        logits=np.array(logits_flat, dtype=np.float32).reshape(-1, c),
+        logits=logits.reshape(-1, int(meta["num_classes"])),
         meta=meta,
         fingerprint=sha256_file(path),
     )
+
+
+def _column(table, name: str, dtype) -> np.ndarray:
+    """A column as one writable numpy array of `dtype` (int64 for indices and int params)."""
+    chunks = [c.to_numpy() for c in table.column(name).chunks]
+    return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
 
 
 def _open_parquet(path: Path):

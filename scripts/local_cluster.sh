@@ -144,7 +144,7 @@ write_env() {
         echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
         echo "export RAY_AUTH_MODE=$mode"
         if [[ "$mode" == token ]]; then
-            echo "export RAY_AUTH_TOKEN_PATH=$STATE/auth_token"
+            printf 'export RAY_AUTH_TOKEN_PATH=%q\n' "$STATE/auth_token"
         fi
         if [[ "$dash" != off ]]; then
             echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$dash"
