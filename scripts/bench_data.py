@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=2, help="torch.set_num_threads in the main process"
     )
     p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--data-steps", type=int, default=100, help="batches, data-only run; 0 skips")
     p.add_argument(
         "--repeats", type=int, default=1, help="alternating runs per pipeline; best counts"
     )
@@ -131,6 +132,26 @@ def conventional(x_nhwc: np.ndarray, y: np.ndarray, bs: int, workers: int):
     return iter(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers))
 
 
+def bench_data_only(args, split, x_nhwc, y) -> dict:
+    """Batch production alone (no model): what each pipeline costs per image."""
+    out = {}
+    for name in ("raydistill", "dataloader"):
+        if name == "raydistill":
+            batches = ours(split, args.batch_size, epoch=0)
+        else:
+            batches = conventional(x_nhwc, y, args.batch_size, args.workers)
+        seen, t0 = 0, time.perf_counter()
+        for _, (xb, *_) in zip(range(args.data_steps), batches, strict=False):
+            seen += len(xb)
+        out[name] = seen / (time.perf_counter() - t0)
+    print(
+        f"data only [{args.data_steps} batches × {args.batch_size}]: raydistill "
+        f"{out['raydistill']:,.0f} img/s, DataLoader {out['dataloader']:,.0f} img/s",
+        flush=True,
+    )
+    return out
+
+
 def bench_model(family, layout, steps, args, split, x_nhwc, y) -> dict:
     """Both pipelines from the same initial weights, `--repeats` times in alternating order
     (ours, DataLoader, DataLoader, ours, ...) so drifting load on a shared machine hits both;
@@ -184,8 +205,11 @@ def main() -> None:
     split = DeviceSplit.from_splits(splits, "train", args.device)
     x_nhwc = np.ascontiguousarray(splits.train_x.transpose(0, 2, 3, 1))
     epoch_steps = -(-len(splits.train_y) // args.batch_size)
-    results = []
-    for family in args.models.split(","):
+    results = [bench_data_only(args, split, x_nhwc, splits.train_y)] if args.data_steps else []
+    families = [m for m in args.models.split(",") if m]
+    if set(families) - {"mlp", "cnn"}:
+        raise SystemExit(f"--models {args.models!r}: expected a comma list of mlp, cnn (or empty)")
+    for family in families:
         steps = args.steps or epoch_steps
         layouts = ["contiguous"]
         if family == "cnn":

@@ -1,13 +1,14 @@
 """What does Ray Tune cost on top of training? The same N trials, by `run_search` and by a loop.
 
-1. `raydistill.search.run_search` runs N trials of one cell (random searcher, 1 CPU per trial,
-   at most 1 trial at a time, so the comparison is serial work against serial work), starting
-   its own local Ray;
-2. a plain Python loop calls `train_student` on exactly the same specs and training configs
-   (read back from trials.parquet), with the same one thread per trial.
+1. a plain Python loop calls `train_student` on N configs of one cell, one thread;
+2. `raydistill.search.run_search` runs the same N trials (random searcher, same seed: the same
+   configs, checked against trials.parquet), 1 CPU per trial and at most one at a time, so it
+   is serial work against serial work, starting its own local Ray;
+3. the loop again: this machine is shared, so the search is compared with the mean of the
+   loops that bracket it, and the load average is printed with each phase.
 
-Printed: both wall times (the search's with and without starting Ray), per trial and in total,
-and their ratio (target ≤ 1.10 for trials of ≥ 30 s).
+Printed: wall times per trial and in total (the search's with and without starting Ray), and
+the ratio search / loop (target ≤ 1.10 for trials of ≥ 30 s).
 
     python scripts/bench_search_overhead.py --data ../shared/datasets/cifar10-jpeg.parquet
 """
@@ -16,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from raydistill import spaces as sp
+from raydistill.budget import parse_budget
 from raydistill.data import load_dataset
-from raydistill.search import SearchSettings, load_trials, run_search
-from raydistill.train import TrainConfig, train_student
+from raydistill.search import CellSearcher, SearchSettings, load_trials, run_search
+from raydistill.train import train_student
+from raydistill.trainable import solve_trial, trial_train_config
 
 
 def _args() -> argparse.Namespace:
@@ -42,39 +47,61 @@ def _args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def planned_trials(args: argparse.Namespace, data) -> list[dict]:
+    """The configs the search will run: its CellSearcher, same seed, random sampler."""
+    space = sp.load_space(args.space).with_train(loss="hard")  # run_search forces it too
+    cell = sp.Cell(space.family, args.depth, parse_budget(args.budget))
+    searcher = CellSearcher([(cell, space, args.trials)], kind="random", seed=0)
+    run = {"seed": 0, "device": "cpu", "max_epochs": args.epochs}
+    return [{**searcher.suggest(f"t{i}"), "run": run} for i in range(args.trials)]
+
+
+def loop(configs: list[dict], data) -> tuple[float, list[tuple[float, float]]]:
+    """Train every config in this process; (total wall, [(wall, best val/acc)])."""
+    torch.set_num_threads(1)  # as the trials run: one thread for one CPU
+    rows, t0 = [], time.perf_counter()
+    for config in configs:
+        t = time.perf_counter()
+        res = train_student(solve_trial(config, data).spec, data, None, trial_train_config(config))
+        rows.append((time.perf_counter() - t, res.best_val_acc))
+    return time.perf_counter() - t0, rows
+
+
 def main() -> None:
     args = _args()
     data = load_dataset(args.data, val_size=args.val_size, train_subset=args.train_subset)
+    configs = planned_trials(args, data)
+    load = [os.getloadavg()[0]]
+    before, rows = loop(configs, data)
+    load.append(os.getloadavg()[0])
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-overhead-")) / "search"
     t0 = time.perf_counter()
     run_search([args.space], budgets=args.budget, depths=[args.depth], trials=args.trials,
                data=data, out=out, searcher="random", cpus_per_trial=1, max_concurrent=1,
                max_epochs=args.epochs, device="cpu", wandb="off", verbose=0)  # fmt: skip
     search_wall = time.perf_counter() - t0
+    load.append(os.getloadavg()[0])
     tune_wall = SearchSettings.load(out).runs[0]["wall_s"]
     trials = load_trials(out).sort_values("started_at")
-
-    torch.set_num_threads(1)  # as the trials ran: one thread for one CPU
-    loop = []
-    t0 = time.perf_counter()
-    for _, row in trials.iterrows():
-        t = time.perf_counter()
-        cfg = TrainConfig.from_dict(json.loads(row["train"]))
-        res = train_student(json.loads(row["spec"]), data, None, cfg)
-        loop.append((time.perf_counter() - t, res.best_val_acc))
-    loop_wall = time.perf_counter() - t0
+    sampled = [json.loads(c) for c in trials["config"]]
+    assert sampled == [{k: c[k] for k in s} for c, s in zip(configs, sampled, strict=True)]
+    after, rows2 = loop(configs, data)
+    load.append(os.getloadavg()[0])
+    ref = (before + after) / 2
 
     print(f"{args.trials} trials of {args.space}-d{args.depth}@{args.budget}, {args.epochs} epochs "
           f"on {len(data.train_y)} images, 1 CPU each, one at a time")  # fmt: skip
-    print(f"{'trial':10s} {'search s':>9s} {'loop s':>8s} {'search acc':>10s} {'loop acc':>9s}")
-    for (_, row), (secs, acc) in zip(trials.iterrows(), loop, strict=True):
-        print(
-            f"{row['trial_id']:10s} {row['wall_s']:9.1f} {secs:8.1f} {row['val/acc']:10.4f} {acc:9.4f}"
-        )
-    print(f"search wall {search_wall:.1f} s (Tune loop {tune_wall:.1f} s, the rest: Ray start/stop "
-          f"and outputs); plain loop {loop_wall:.1f} s")  # fmt: skip
-    print(f"ratio search/loop: {search_wall / loop_wall:.3f} (Tune loop only: "
-          f"{tune_wall / loop_wall:.3f}); mean trial {loop_wall / len(loop):.1f} s")  # fmt: skip
+    print(
+        f"{'trial':10s} {'search s':>9s} {'loop1 s':>8s} {'loop2 s':>8s} {'val/acc':>8s} {'loop':>7s}"
+    )
+    for (_, row), (s1, acc), (s2, _) in zip(trials.iterrows(), rows, rows2, strict=True):
+        print(f"{row['trial_id']:10s} {row['wall_s']:9.1f} {s1:8.1f} {s2:8.1f} "
+              f"{row['val/acc']:8.4f} {acc:7.4f}")  # fmt: skip
+    print(f"loop before {before:.1f} s | search {search_wall:.1f} s (Tune loop {tune_wall:.1f} s; "
+          f"the rest is Ray start/stop and outputs) | loop after {after:.1f} s")  # fmt: skip
+    print(f"ratio search / mean loop: {search_wall / ref:.3f} (Tune loop only: "
+          f"{tune_wall / ref:.3f}); mean trial {ref / len(configs):.1f} s; "
+          f"1-min load average at the phase boundaries {[round(x, 1) for x in load]}")  # fmt: skip
 
 
 if __name__ == "__main__":

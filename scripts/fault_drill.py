@@ -1,0 +1,536 @@
+"""Fault drills of `raydistill search` on real Ray clusters on 127.0.0.1, with measured figures.
+
+    python scripts/fault_drill.py node-kill   --out DIR   # the worker node dies mid-search
+    python scripts/fault_drill.py trial-kill  --out DIR   # one trial's worker is killed, every attempt
+    python scripts/fault_drill.py driver-kill --out DIR   # the driver is SIGKILLed; --resume finishes
+
+node-kill and trial-kill build a head and a worker node with `ray.cluster_utils.Cluster` (one GCS,
+one raylet per node, each node's workers its raylet's children) and run `run_search` in this
+process. node-kill removes the worker node (SIGKILL of its raylet and daemons, its trial workers
+die with it) once a trial running there has checkpointed two epochs. trial-kill SIGKILLs the
+worker process of one trial after each of its attempts has reported an epoch, which is what
+Ray's memory monitor or the kernel's OOM killer does to a trial that runs out of memory, until
+its `max_failures` retries are spent. driver-kill runs the CLI (`--address local`) in its own
+session, SIGKILLs the driver process alone (a crashed or OOM-killed driver), stops every Ray
+process it leaves behind by PID, then runs `raydistill search --resume DIR` to the end.
+
+Each drill writes DIR/drill.json (the results every trial reported, as seen while it ran, which
+node each trial worker ran on, the kills) and prints one `FIGURES {...}` line: cluster start
+time, kill-to-restart times, and trials finished / lost / duplicated.
+tests/test_fault_tolerance.py runs the drills and checks their outputs.
+
+Network and processes: every process runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so all
+nodes sit on 127.0.0.1 and Ray listens on the loopback only (checked: `listening` in
+drill.json), and with its own RAY_TMPDIR, so no other Ray on the machine is touched. Every
+process a drill starts inherits RAYDISTILL_DRILL=<tag>; whatever is left of a drill at its end
+is found by that tag in /proc/PID/environ and stopped by PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TAG_VAR = "RAYDISTILL_DRILL"
+EXPERIMENT = "drill"
+IMAGES, VAL, BUDGET = 512, 128, "10k"
+POLL_S = 0.05  # watcher period (s): epochs here take ~0.1-1 s, trials several seconds
+
+
+# ---------------------------------------------------------------- environment and processes
+def drill_env(tag: str, ray_tmp: str) -> dict[str, str]:
+    """The environment of a drill and of every process it starts (Ray, W&B, Tune settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_"))}
+    env.update({
+        TAG_VAR: tag,
+        "RAY_TMPDIR": ray_tmp,  # sessions, sockets, ray_current_cluster: private to the drill
+        # Single-machine mode: nodes on 127.0.0.1 and every Ray server on the loopback only.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        # Token auth protects a cluster reachable from other machines; these clusters listen on
+        # 127.0.0.1 only and live for one drill, and a drill's CLI resume must rejoin nothing.
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    })  # fmt: skip
+    return env
+
+
+def short_tmp() -> str:
+    """A short private folder: Ray's unix socket paths under it must stay under 108 bytes."""
+    return tempfile.mkdtemp(prefix="rdft-", dir="/tmp")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    stat = _stat(pid)
+    return int(stat[1]) if stat else None
+
+
+def tagged_pids(tag: str, exclude: tuple[int, ...] = ()) -> dict[int, str]:
+    """{pid: name} of live processes whose environment holds RAYDISTILL_DRILL=<tag>."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in exclude:
+            continue
+        try:
+            if needle not in (d / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = _stat(int(d.name))
+            if stat is None or stat[0] == "Z":  # a zombie is gone; its parent reaps it
+                continue
+            found[int(d.name)] = (d / "cmdline").read_bytes().split(b"\0")[0].decode()[:60]
+        except OSError:
+            continue
+    return found
+
+
+def stop_pids(pids: dict[int, str] | list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`, each pid (ours, found by tag), until gone."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        live = [p for p in pids if _alive(p)]
+        for p in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + wait
+        while any(_alive(p) for p in live) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def listening(pids: dict[int, str] | list[int]) -> list[str]:
+    """Local addresses ("127.0.0.1:PORT") of every TCP socket in LISTEN state owned by `pids`."""
+    inodes: set[str] = set()
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{p}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    found.append(_address(cols[1]))
+    return sorted(found)
+
+
+def _address(hex_addr: str) -> str:
+    """/proc/net/tcp{,6} "0100007F:1F90" → "127.0.0.1:8080" (IPv6 shown as hex groups)."""
+    host, port = hex_addr.split(":")
+    if len(host) == 8:
+        ip = ".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    else:  # four little-endian 32-bit words
+        words = [bytes.fromhex(host[i : i + 8])[::-1].hex() for i in range(0, 32, 8)]
+        ip = ":".join(w[i : i + 4] for w in words for i in (0, 4))
+        ip = {"0000:0000:0000:0000:0000:ffff:7f00:0001": "127.0.0.1",
+              "0000:0000:0000:0000:0000:0000:0000:0001": "::1"}.get(ip, ip)  # fmt: skip
+    return f"{ip}:{int(port, 16)}"
+
+
+# ---------------------------------------------------------------- what trials reported
+def read_results(exp_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """{trial dir name: [result, ...]} from Tune's result.json files (complete lines only)."""
+    found = {}
+    for path in sorted(exp_dir.glob("*/result.json")):
+        rows = []
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    rows.append(json.loads(line))
+        found[path.parent.name] = rows
+    return found
+
+
+class Watcher:
+    """Polls a running search: keeps every result each trial reported (Tune may rewrite
+    result.json on a restore) and maps each reporting worker pid to its node via its parent,
+    the node's raylet; `on_poll(self)` runs after each poll (the drills' fault injectors)."""
+
+    KEEP = ("epoch", "status", "training_iteration", "iterations_since_restore", "pid",
+            "reported_at", "time_this_iter_s", "trial_id")  # fmt: skip
+
+    def __init__(self, exp_dir: Path, raylets: dict[int, str], on_poll: Any = None) -> None:
+        self.exp_dir, self.raylets, self.on_poll = exp_dir, raylets, on_poll
+        self.seen: dict[str, list[dict[str, Any]]] = {}
+        self.pid_node: dict[int, str] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="drill-watcher", daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.poll()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.poll()
+                if self.on_poll is not None:
+                    self.on_poll(self)
+            except Exception as exc:  # a failed injector must fail the drill, not hang it
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
+
+    def poll(self) -> None:
+        for name, rows in read_results(self.exp_dir).items():
+            have = self.seen.setdefault(name, [])
+            keys = {(r["pid"], r["training_iteration"]) for r in have}
+            for r in rows:
+                if (r.get("pid"), r.get("training_iteration")) not in keys:
+                    have.append({k: r.get(k) for k in self.KEEP})
+            for r in have:
+                if r["pid"] not in self.pid_node:
+                    node = self.raylets.get(parent_of(r["pid"]) or -1)
+                    if node is not None:
+                        self.pid_node[r["pid"]] = node
+
+    def latest(self, name: str) -> dict[str, Any] | None:
+        rows = self.seen.get(name) or []
+        return max(rows, key=lambda r: r["reported_at"]) if rows else None
+
+
+# ---------------------------------------------------------------- the search, the cluster
+def write_space(path: Path, epochs: int) -> Path:
+    """A tiny CNN space: 10k-parameter students, `epochs` epochs of 32 steps (batch 16 of 512
+    images; ~0.2-0.8 s per epoch on a shared core), no augmentation."""
+    import yaml
+
+    doc = {"family": "cnn", "depths": [1, 2], "width_ratios": {"float": [0.2, 0.8]},
+           "train": {"lr": {"log_float": [0.005, 0.02]}, "momentum": 0.9, "batch_size": 16,
+                     "max_epochs": epochs, "schedule": "cosine", "augment": "none",
+                     "loss": "hard"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@contextlib.contextmanager
+def two_node_cluster(record: dict[str, Any]) -> Iterator[tuple[Any, Any, dict[int, str]]]:
+    """A head and a worker node of 1 CPU each, this process connected as the driver; shut
+    down (and anything of this drill left over stopped by PID) however the block ends."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    t0 = time.perf_counter()
+    cluster = Cluster()
+    try:
+        head = cluster.add_node(num_cpus=1, include_dashboard=False)
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        record["cluster_start_s"] = time.perf_counter() - t0
+        raylets = {_raylet_pid(head): "head", _raylet_pid(worker): "worker"}
+        record["nodes"] = {"head": head.node_id, "worker": worker.node_id}
+        record["listening"] = listening(tagged_pids(record["tag"], (os.getpid(),)))
+        yield cluster, worker, raylets
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        left = tagged_pids(record["tag"], exclude=(os.getpid(), *_ancestors()))
+        record["left_after_shutdown"] = sorted(left.values())
+        stop_pids(left)
+
+
+def _raylet_pid(node: Any) -> int:
+    return node.all_processes["raylet"][0].process.pid
+
+
+def _ancestors(pid: int | None = None) -> list[int]:
+    """The parent, grandparent, ... of `pid` (default: this process), up to init."""
+    out, pid = [], parent_of(pid) if pid is not None else os.getppid()
+    while pid and pid > 1:
+        out.append(pid)
+        pid = parent_of(pid) or 0
+    return out
+
+
+def search_kwargs(
+    out: Path, space: Path, depths: list[int], trials: int, max_failures: int
+) -> dict[str, Any]:
+    return {"spaces": [str(space)], "budgets": BUDGET, "depths": depths,
+            "trials": trials, "data": f"synthetic-sep:{IMAGES}",
+            "data_options": {"val_size": VAL}, "out": out, "name": EXPERIMENT,
+            "device": "cpu", "cpus_per_trial": 1, "max_failures": max_failures,
+            "wandb": "off", "verbose": 0, "searcher": "random"}  # fmt: skip
+
+
+def search(record: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """run_search, timed; an early end (SearchInterrupted: not every trial ended) is recorded,
+    not raised, so that the drill still reports what happened."""
+    from raydistill.search import SearchInterrupted, run_search
+
+    t0 = time.perf_counter()
+    record["search_interrupted"] = False
+    try:
+        run_search(**kwargs)
+    except SearchInterrupted:
+        record["search_interrupted"] = True
+    record["search_s"] = time.perf_counter() - t0
+
+
+def counts(out: Path, cells: int, trials: int) -> dict[str, int]:
+    """Trials finished / errored / lost (planned but absent) / duplicated (repeated ids or
+    configs, or more rows than planned) in DIR/trials.parquet."""
+    from raydistill.search import load_trials
+
+    df = load_trials(out)
+    planned = cells * trials
+    duplicated = (len(df) - df["trial_id"].nunique()) + (len(df) - df["config"].nunique())
+    per_cell = df.groupby("cell").size()
+    duplicated += int((per_cell - trials).clip(lower=0).sum())
+    return {"planned": planned, "rows": len(df),
+            "finished": int((df["status"] == "finished").sum()),
+            "error": int((df["status"] == "error").sum()),
+            "lost": int(max(0, planned - df["trial_id"].nunique())),
+            "duplicated": int(duplicated)}  # fmt: skip
+
+
+# ---------------------------------------------------------------- node-kill
+def node_kill(out: Path, tag: str, epochs: int, trials: int) -> dict[str, Any]:
+    """Kill the worker node once a trial there has reported 2 epochs; the search goes on."""
+    record: dict[str, Any] = {"drill": "node-kill", "tag": tag, "epochs": epochs}
+    space = write_space(out.parent / "cnn.yaml", epochs)
+    with two_node_cluster(record) as (cluster, worker, raylets):
+        worker_raylet = next(p for p, n in raylets.items() if n == "worker")
+
+        def inject(w: Watcher) -> None:
+            if "killed_at" in record:
+                return
+            running = {n: r for n in w.seen if (r := w.latest(n)) and r["status"] == "running"}
+            on_worker = {n: r for n, r in running.items() if w.pid_node.get(r["pid"]) == "worker"}
+            if not any(r["epoch"] >= 2 for r in on_worker.values()):
+                return
+            record["victims"] = {n: r["epoch"] for n, r in on_worker.items()}
+            record["killed_at"] = time.time()
+            record["killed_pids"] = kill_node(tag, worker_raylet)
+            cluster.remove_node(worker, allow_graceful=False)  # its remaining daemons, if any
+            record["remove_node_s"] = time.time() - record["killed_at"]
+
+        with Watcher(out / "tune" / EXPERIMENT, raylets, inject) as w:
+            search(record, search_kwargs(out, space, [1, 2], trials, max_failures=3))
+    return _finish(record, w, out, cells=2, trials=trials)
+
+
+def kill_node(tag: str, raylet: int) -> dict[int, str]:
+    """SIGKILL a node's raylet and every process under it (trial workers, agents) at once, as
+    when its machine dies: a worker process outliving its raylet would otherwise keep training
+    and reporting to the driver for a moment."""
+    procs = tagged_pids(tag)
+    doomed = {p: n for p, n in procs.items() if p == raylet or raylet in _ancestors(p)}
+    for p in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return doomed
+
+
+def _finish(
+    record: dict[str, Any], w: Watcher, out: Path, cells: int, trials: int
+) -> dict[str, Any]:
+    record.update(results=w.seen, pid_node={str(k): v for k, v in w.pid_node.items()},
+                  watcher_error=w.error, counts=counts(out, cells, trials))  # fmt: skip
+    record["restart_s"] = restart_times(w.seen, record.get("killed_at"), record.get("victims"))
+    return record
+
+
+def restart_times(
+    seen: dict[str, list[dict]], killed_at: float | None, victims: Any
+) -> dict[str, dict[str, float]]:
+    """Per trial hit by a kill: seconds from the kill to its restarted attempt starting
+    (its first result's report time minus that epoch's duration) and to that first result."""
+    out: dict[str, dict[str, float]] = {}
+    for name in victims or []:
+        after = [r for r in seen.get(name, []) if killed_at and r["reported_at"] > killed_at]
+        if after:
+            first = min(after, key=lambda r: r["reported_at"])
+            out[name] = {"to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
+                         "to_first_epoch": first["reported_at"] - killed_at,
+                         "first_epoch": first["epoch"]}  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------- trial-kill
+def trial_kill(out: Path, tag: str, epochs: int, trials: int, max_failures: int) -> dict[str, Any]:
+    """SIGKILL one trial's worker after each attempt reports an epoch, max_failures + 1 times."""
+    record: dict[str, Any] = {"drill": "trial-kill", "tag": tag, "epochs": epochs,
+                              "max_failures": max_failures, "kills": []}  # fmt: skip
+    space = write_space(out.parent / "cnn.yaml", epochs)
+    with two_node_cluster(record) as (_, _, raylets):
+
+        def inject(w: Watcher) -> None:
+            if len(record["kills"]) > max_failures:
+                return
+            victim = record.get("victim") or _first_at_epoch(w, 2)
+            if victim is None:
+                return
+            record["victim"] = victim
+            last = w.latest(victim)
+            done = {k["pid"] for k in record["kills"]}
+            if last["status"] != "running" or last["pid"] in done:
+                return
+            if not _kill_trial_worker(tag, victim, last["pid"]):
+                return
+            record["kills"].append({"pid": last["pid"], "epoch": last["epoch"], "at": time.time()})
+
+        with Watcher(out / "tune" / EXPERIMENT, raylets, inject) as w:
+            search(record, search_kwargs(out, space, [1], trials, max_failures=max_failures))
+    return _finish(record, w, out, cells=1, trials=trials)
+
+
+def _first_at_epoch(w: Watcher, epoch: int) -> str | None:
+    for name in sorted(w.seen):
+        last = w.latest(name)
+        if last and last["status"] == "running" and last["epoch"] >= epoch:
+            return name
+    return None
+
+
+def _kill_trial_worker(tag: str, trial_dir: str, pid: int) -> bool:
+    """SIGKILL `pid` if it is this drill's worker running `trial_dir` (Tune makes the trial's
+    working directory, named like its storage folder, the worker's cwd)."""
+    if pid not in tagged_pids(tag):
+        return False
+    try:
+        if Path(os.readlink(f"/proc/{pid}/cwd")).name != trial_dir:
+            return False
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- driver-kill
+def driver_kill(out: Path, tag: str, epochs: int, trials: int, timeout: float) -> dict[str, Any]:
+    """SIGKILL a CLI search's driver mid-search, stop what it leaves by PID, --resume it."""
+    record: dict[str, Any] = {"drill": "driver-kill", "tag": tag, "epochs": epochs}
+    space = write_space(out.parent / "cnn.yaml", epochs)
+    cmd = [sys.executable, "-m", "raydistill", "search", str(space), "--budgets", BUDGET,
+           "--depths", "1,2", "--trials", str(trials), "--data", f"synthetic-sep:{IMAGES}",
+           "--val-size", str(VAL), "--cpus-per-trial", "1", "--out", str(out),
+           "--name", EXPERIMENT, "--device", "cpu", "--wandb", "offline", "--searcher",
+           "random", "--address", "local"]  # fmt: skip
+    w = Watcher(out / "tune" / EXPERIMENT, {})
+    t0 = time.perf_counter()
+    with _session(cmd, out.parent / "driver.log", timeout) as proc:
+        while not _mid_search(w, epochs):
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"search ended (rc {proc.poll()}) before the kill point")
+            time.sleep(POLL_S)
+            w.poll()
+        record["before"] = {n: w.latest(n) for n in w.seen}
+        record["killed_at"] = time.time()
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a crash or OOM kill would
+        proc.wait(timeout=30)
+    time.sleep(2.0)  # what fate-sharing takes down goes in the first seconds
+    left = tagged_pids(tag, exclude=(os.getpid(), *_ancestors()))
+    record["left_after_kill"] = sorted(left.values())
+    stop_pids(left)
+    resume = [sys.executable, "-m", "raydistill", "search", "--resume", str(out)]
+    t1 = time.perf_counter()
+    with _session(resume, out.parent / "resume.log", timeout) as proc:
+        record["resume_rc"] = proc.wait(timeout=timeout)
+    record["resume_s"] = time.perf_counter() - t1
+    record["left_after_resume"] = sorted(tagged_pids(tag, (os.getpid(), *_ancestors())).values())
+    w.poll()
+    return _finish(record, w, out, cells=2, trials=trials) | {
+        "victims_restart_s": restart_times(w.seen, record["killed_at"], record["before"])
+    }
+
+
+def _mid_search(w: Watcher, epochs: int) -> bool:
+    """One trial finished and another has ≥ 2 epochs (checkpointed ≥ 1.5 s ago, longer than
+    the search's 1 s experiment-state snapshot period) and ≥ 2 still to go."""
+    last = {n: r for n in w.seen if (r := w.latest(n))}
+    finished = any(r["status"] == "finished" for r in last.values())
+    now = time.time()
+    running = [
+        n for n, r in last.items()
+        if r["status"] == "running" and 2 <= r["epoch"] <= epochs - 2
+        and any(x["epoch"] == 2 and now - x["reported_at"] > 1.5 for x in w.seen[n])
+    ]  # fmt: skip
+    return finished and bool(running)
+
+
+@contextlib.contextmanager
+def _session(cmd: list[str], log: Path, timeout: float) -> Iterator[subprocess.Popen]:
+    """Run `cmd` in its own session (its own process group); killed as a group on the way out."""
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+
+
+# ---------------------------------------------------------------- main
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("drill", choices=["node-kill", "trial-kill", "driver-kill"])
+    p.add_argument("--out", required=True, help="folder for the search (DIR/search) and drill.json")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per trial")
+    p.add_argument("--trials", type=int, default=3, help="trials per cell")
+    p.add_argument("--max-failures", type=int, default=2, help="trial-kill: retries per trial")
+    p.add_argument("--timeout", type=float, default=240.0, help="driver-kill: per subprocess (s)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    root = Path(args.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    tag = os.environ.get(TAG_VAR) or uuid.uuid4().hex[:12]
+    ray_tmp = os.environ.get("RAY_TMPDIR") or short_tmp()
+    os.environ.update(drill_env(tag, ray_tmp))  # before Ray is imported: its processes inherit
+    out = root / "search"
+    if args.drill == "node-kill":
+        record = node_kill(out, tag, args.epochs, args.trials)
+    elif args.drill == "trial-kill":
+        record = trial_kill(out, tag, args.epochs, args.trials, args.max_failures)
+    else:
+        record = driver_kill(out, tag, args.epochs, args.trials, args.timeout)
+    (root / "drill.json").write_text(json.dumps(record, indent=1))
+    print("FIGURES " + json.dumps(figures(record)), flush=True)
+    return 0
+
+
+def figures(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("drill", "cluster_start_s", "search_s", "remove_node_s", "resume_s", "restart_s",
+            "victims_restart_s", "counts", "left_after_kill", "left_after_shutdown")  # fmt: skip
+    return {k: record[k] for k in keep if k in record}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
