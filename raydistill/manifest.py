@@ -30,11 +30,26 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore it at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp_for(path: Path) -> tuple[int, str]:
+    """A temporary file next to `path`, with the permissions a plain open() would give
+    (mkstemp's are 0600, which os.replace would carry over to the output)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` via a temporary file in the same directory and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp_for(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -54,9 +69,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def temp_path_for(path: str | Path) -> Path:
     """A fresh temporary path next to `path`, for writers that need a file name (pyarrow)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp_for(Path(path))
     os.close(fd)
     return Path(tmp)
 

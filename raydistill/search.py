@@ -678,7 +678,7 @@ TRIALS_SCHEMA = pa.schema([
     ("wall_s", pa.float64()), ("checkpoint", pa.string()), ("seed", pa.int64()),
     ("loss", pa.string()), ("train", pa.string()), ("started_at", pa.float64()),
     ("ended_at", pa.float64()), ("gpu_ids", pa.string()), ("error", pa.string()),
-    ("pruned", pa.bool_()),
+    ("pruned", pa.bool_()), ("failures", pa.int32()),
 ])  # fmt: skip
 
 
@@ -702,7 +702,7 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
         "train": json.dumps(trial_train_config(cfg).to_dict()) if "settings" in cfg else None,
         "started_at": _num(last.get("started_at")), "ended_at": _num(last.get("reported_at")),
         "gpu_ids": last.get("gpu_ids"), "error": _error_text(trial),
-        "pruned": _pruned(trial, last),
+        "pruned": _pruned(trial, last), "failures": int(trial.run_metadata.num_failures),
     }  # fmt: skip
 
 

@@ -6,8 +6,8 @@
 
 node-kill and trial-kill build a head and a worker node with `ray.cluster_utils.Cluster` (one GCS,
 one raylet per node, each node's workers its raylet's children) and run `run_search` in this
-process. node-kill removes the worker node (SIGKILL of its raylet and daemons, its trial workers
-die with it) once a trial running there has checkpointed two epochs. trial-kill SIGKILLs the
+process. node-kill kills the worker node (SIGKILL of its raylet and every process under it at
+once, as when its machine dies) once a trial running there has checkpointed two epochs. trial-kill SIGKILLs the
 worker process of one trial after each of its attempts has reported an epoch, which is what
 Ray's memory monitor or the kernel's OOM killer does to a trial that runs out of memory, until
 its `max_failures` retries are spent. driver-kill runs the CLI (`--address local`) in its own
@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,7 @@ class Watcher:
         self.seen: dict[str, list[dict[str, Any]]] = {}
         self.pid_node: dict[int, str] = {}
         self.error: str | None = None
+        self.killed_at = float("inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="drill-watcher", daemon=True)
 
@@ -209,7 +211,7 @@ class Watcher:
             keys = {(r["pid"], r["training_iteration"]) for r in have}
             for r in rows:
                 if (r.get("pid"), r.get("training_iteration")) not in keys:
-                    have.append({k: r.get(k) for k in self.KEEP})
+                    have.append({k: r.get(k) for k in self.KEEP} | {"seen_at": time.time()})
             for r in have:
                 if r["pid"] not in self.pid_node:
                     node = self.raylets.get(parent_of(r["pid"]) or -1)
@@ -358,24 +360,41 @@ def _finish(
     record: dict[str, Any], w: Watcher, out: Path, cells: int, trials: int
 ) -> dict[str, Any]:
     record.update(results=w.seen, pid_node={str(k): v for k, v in w.pid_node.items()},
-                  watcher_error=w.error, counts=counts(out, cells, trials))  # fmt: skip
-    record["restart_s"] = restart_times(w.seen, record.get("killed_at"), record.get("victims"))
+                  watcher_error=w.error, counts=counts(out, cells, trials),
+                  tune_failures=tune_failures(w.exp_dir))  # fmt: skip
+    record["restart_s"] = restart_times(
+        w.seen, record.get("killed_at"), record.get("victims"), w.exp_dir
+    )
     return record
 
 
+def tune_failures(exp_dir: Path) -> dict[str, int]:
+    """{trial dir: failures Tune logged in its error.txt ("Failure # N (occurred at ...)")}."""
+    found = {}
+    for path in exp_dir.glob("*/error.txt"):
+        text = path.read_text(errors="replace")
+        found[path.parent.name] = sum(ln.startswith("Failure # ") for ln in text.splitlines())
+    return found
+
+
 def restart_times(
-    seen: dict[str, list[dict]], killed_at: float | None, victims: Any
+    seen: dict[str, list[dict]], killed_at: float | None, victims: Any, exp_dir: Path
 ) -> dict[str, dict[str, float]]:
-    """Per trial hit by a kill: seconds from the kill to its restarted attempt starting
-    (its first result's report time minus that epoch's duration) and to that first result."""
+    """Per trial hit by a kill, seconds from the kill to: Tune recording its failure (the
+    mtime of its error.txt; absent after a driver kill), its restarted attempt starting (its
+    first result's report time minus that epoch's duration), and that first result."""
     out: dict[str, dict[str, float]] = {}
     for name in victims or []:
         after = [r for r in seen.get(name, []) if killed_at and r["reported_at"] > killed_at]
-        if after:
-            first = min(after, key=lambda r: r["reported_at"])
-            out[name] = {"to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
-                         "to_first_epoch": first["reported_at"] - killed_at,
-                         "first_epoch": first["epoch"]}  # fmt: skip
+        if not after:
+            continue
+        first = min(after, key=lambda r: r["reported_at"])
+        out[name] = {"to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
+                     "to_first_epoch": first["reported_at"] - killed_at,
+                     "first_epoch": first["epoch"]}  # fmt: skip
+        error = exp_dir / name / "error.txt"
+        if error.is_file():
+            out[name]["to_detect"] = error.stat().st_mtime - killed_at
     return out
 
 
@@ -404,7 +423,24 @@ def trial_kill(out: Path, tag: str, epochs: int, trials: int, max_failures: int)
 
         with Watcher(out / "tune" / EXPERIMENT, raylets, inject) as w:
             search(record, search_kwargs(out, space, [1], trials, max_failures=max_failures))
-    return _finish(record, w, out, cells=1, trials=trials)
+    record = _finish(record, w, out, cells=1, trials=trials)
+    record["attempts"] = attempts(w.seen.get(record.get("victim", ""), []), record["kills"])
+    return record
+
+
+def attempts(rows: list[dict[str, Any]], kills: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's results cut at each kill: per attempt its pid, first and last epoch, status."""
+    cuts = [k["at"] for k in kills] + [float("inf")]
+    out, start = [], 0.0
+    for end in cuts:
+        part = sorted((r for r in rows if start < r["reported_at"] <= end),
+                      key=lambda r: r["reported_at"])  # fmt: skip
+        if part:
+            out.append({"pids": sorted({r["pid"] for r in part}), "first": part[0]["epoch"],
+                        "last": part[-1]["epoch"], "status": part[-1]["status"],
+                        "since_restore": part[0]["iterations_since_restore"]})  # fmt: skip
+        start = end
+    return out
 
 
 def _first_at_epoch(w: Watcher, epoch: int) -> str | None:
@@ -430,7 +466,9 @@ def _kill_trial_worker(tag: str, trial_dir: str, pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- driver-kill
-def driver_kill(out: Path, tag: str, epochs: int, trials: int, timeout: float) -> dict[str, Any]:
+def driver_kill(
+    out: Path, tag: str, epochs: int, trials: int, timeout: float, orphan_wait: float = 2.0
+) -> dict[str, Any]:
     """SIGKILL a CLI search's driver mid-search, stop what it leaves by PID, --resume it."""
     record: dict[str, Any] = {"drill": "driver-kill", "tag": tag, "epochs": epochs}
     space = write_space(out.parent / "cnn.yaml", epochs)
@@ -442,16 +480,17 @@ def driver_kill(out: Path, tag: str, epochs: int, trials: int, timeout: float) -
     w = Watcher(out / "tune" / EXPERIMENT, {})
     t0 = time.perf_counter()
     with _session(cmd, out.parent / "driver.log", timeout) as proc:
-        while not _mid_search(w, epochs):
+        while not all((held := _mid_search(w, epochs)).values()):
             if proc.poll() is not None or time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"search ended (rc {proc.poll()}) before the kill point")
             time.sleep(POLL_S)
             w.poll()
-        record["before"] = {n: w.latest(n) for n in w.seen}
-        record["killed_at"] = time.time()
+        record["before"] = {n: r for n in w.seen if (r := w.latest(n))}
+        record["snapshot_holds"] = held
+        record["killed_at"] = w.killed_at = time.time()
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a crash or OOM kill would
         proc.wait(timeout=30)
-    time.sleep(2.0)  # what fate-sharing takes down goes in the first seconds
+    record["orphans"] = watch_orphans(tag, orphan_wait, w)
     left = tagged_pids(tag, exclude=(os.getpid(), *_ancestors()))
     record["left_after_kill"] = sorted(left.values())
     stop_pids(left)
@@ -463,22 +502,42 @@ def driver_kill(out: Path, tag: str, epochs: int, trials: int, timeout: float) -
     record["left_after_resume"] = sorted(tagged_pids(tag, (os.getpid(), *_ancestors())).values())
     w.poll()
     return _finish(record, w, out, cells=2, trials=trials) | {
-        "victims_restart_s": restart_times(w.seen, record["killed_at"], record["before"])
+        "victims_restart_s": restart_times(w.seen, record["killed_at"], record["before"], w.exp_dir)
     }
 
 
-def _mid_search(w: Watcher, epochs: int) -> bool:
-    """One trial finished and another has ≥ 2 epochs (checkpointed ≥ 1.5 s ago, longer than
-    the search's 1 s experiment-state snapshot period) and ≥ 2 still to go."""
-    last = {n: r for n in w.seen if (r := w.latest(n))}
-    finished = any(r["status"] == "finished" for r in last.values())
-    now = time.time()
-    running = [
-        n for n, r in last.items()
-        if r["status"] == "running" and 2 <= r["epoch"] <= epochs - 2
-        and any(x["epoch"] == 2 and now - x["reported_at"] > 1.5 for x in w.seen[n])
-    ]  # fmt: skip
-    return finished and bool(running)
+def watch_orphans(tag: str, wait_s: float, w: Watcher) -> dict[str, Any]:
+    """What outlives a SIGKILLed driver: {name: seconds it lived after the kill (None: still
+    alive after `wait_s`)} and results its trials reported meanwhile (epochs after death)."""
+    t0, first = time.monotonic(), tagged_pids(tag, exclude=(os.getpid(), *_ancestors()))
+    ended: dict[int, float] = {}
+    while len(ended) < len(first) and time.monotonic() - t0 < wait_s:
+        ended |= {p: time.monotonic() - t0 for p in first if p not in ended and not _alive(p)}
+        w.poll()
+        time.sleep(0.1)
+    lived = {f"{n} ({p})": ended.get(p) for p, n in first.items()}
+    return {"lived_s": lived, "reports_after_kill": sum(
+        1 for rows in w.seen.values() for r in rows if r["reported_at"] > w.killed_at)}  # fmt: skip
+
+
+def _mid_search(w: Watcher, epochs: int) -> dict[str, list[str]]:
+    """The trials whose state the newest experiment-state snapshot already holds: "finished"
+    ones (their last epoch seen before it) and "running" ones with 2 to epochs - 2 epochs (their
+    2nd epoch seen before it). The kill point is when both lists are non-empty."""
+    states = list(w.exp_dir.glob("experiment_state-*.json"))
+    snapshot = max((p.stat().st_mtime for p in states), default=0.0)
+    held: dict[str, list[str]] = {"finished": [], "running": []}
+    for name, rows in w.seen.items():
+        last = w.latest(name) or {"status": None}
+        if last["status"] == "finished" and last["seen_at"] < snapshot:
+            held["finished"].append(name)
+        elif (
+            last["status"] == "running"
+            and 2 <= last["epoch"] <= epochs - 2
+            and any(r["epoch"] == 2 and r["seen_at"] < snapshot for r in rows)
+        ):
+            held["running"].append(name)
+    return held
 
 
 @contextlib.contextmanager
@@ -504,6 +563,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=3, help="trials per cell")
     p.add_argument("--max-failures", type=int, default=2, help="trial-kill: retries per trial")
     p.add_argument("--timeout", type=float, default=240.0, help="driver-kill: per subprocess (s)")
+    p.add_argument(
+        "--orphan-wait",
+        type=float,
+        default=2.0,
+        help="driver-kill: seconds to let orphans of the killed driver end by themselves",
+    )
     return p.parse_args(argv)
 
 
@@ -512,23 +577,32 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     tag = os.environ.get(TAG_VAR) or uuid.uuid4().hex[:12]
+    own_tmp = "RAY_TMPDIR" not in os.environ
     ray_tmp = os.environ.get("RAY_TMPDIR") or short_tmp()
-    os.environ.update(drill_env(tag, ray_tmp))  # before Ray is imported: its processes inherit
+    env = drill_env(tag, ray_tmp)
+    os.environ.clear()  # no RAY_* / WANDB_* of the caller's; set before Ray is imported
+    os.environ.update(env)
     out = root / "search"
-    if args.drill == "node-kill":
-        record = node_kill(out, tag, args.epochs, args.trials)
-    elif args.drill == "trial-kill":
-        record = trial_kill(out, tag, args.epochs, args.trials, args.max_failures)
-    else:
-        record = driver_kill(out, tag, args.epochs, args.trials, args.timeout)
+    drills = {"node-kill": lambda: node_kill(out, tag, args.epochs, args.trials),
+              "trial-kill": lambda: trial_kill(out, tag, args.epochs, args.trials,
+                                               args.max_failures),
+              "driver-kill": lambda: driver_kill(out, tag, args.epochs, args.trials,
+                                                 args.timeout, args.orphan_wait)}  # fmt: skip
+    try:
+        record = drills[args.drill]()
+    finally:
+        stop_pids(tagged_pids(tag, exclude=(os.getpid(), *_ancestors())))
+        if own_tmp:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     (root / "drill.json").write_text(json.dumps(record, indent=1))
     print("FIGURES " + json.dumps(figures(record)), flush=True)
     return 0
 
 
 def figures(record: dict[str, Any]) -> dict[str, Any]:
-    keep = ("drill", "cluster_start_s", "search_s", "remove_node_s", "resume_s", "restart_s",
-            "victims_restart_s", "counts", "left_after_kill", "left_after_shutdown")  # fmt: skip
+    keep = ("drill", "cluster_start_s", "search_s", "search_interrupted", "remove_node_s",
+            "resume_s", "restart_s", "victims_restart_s", "attempts", "counts", "orphans",
+            "left_after_kill", "left_after_shutdown")  # fmt: skip
     return {k: record[k] for k in keep if k in record}
 
 

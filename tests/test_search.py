@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -165,6 +166,39 @@ def test_interrupted_search_resumes_to_full_count(ray_local, tmp_path):
     kept = df.set_index("trial_id").loc[done["trial_id"], "ended_at"]
     assert list(kept) == list(done["ended_at"])  # finished trials were not run again
     assert SearchSettings.load(out).runs[0]["complete"]
+
+
+@pytest.mark.slow
+def test_failed_trial_is_retried_from_its_last_checkpoint(ray_local, tiny_splits, tmp_path):
+    """SIGKILL the trial's worker after epoch 2: FailureConfig retries it from its checkpoint."""
+    from raydistill.search import load_trials
+
+    exp = tmp_path / "f" / "tune" / "f"
+    killed: list[int] = []
+
+    def killer() -> None:
+        t0 = time.time()
+        while time.time() - t0 < 120 and not killed:
+            for result in exp.glob("*/result.json"):
+                rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+                if rows and rows[-1]["epoch"] >= 2:
+                    os.kill(rows[-1]["pid"], signal.SIGKILL)  # the trial's Ray worker
+                    killed.append(rows[-1]["pid"])
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    out = sp_run([small_space("cnn", max_epochs=5)], budgets="10k", depths=[2], trials=1,
+                 data=tiny_splits, out=tmp_path / "f")  # fmt: skip
+    thread.join(5)
+    assert killed
+    row = load_trials(out).iloc[0]
+    assert row["status"] == "finished" and row["epochs"] == 5 and row["failures"] == 1
+    (result,) = exp.glob("*/result.json")
+    epochs = [json.loads(x)["epoch"] for x in result.read_text().splitlines() if x.strip()]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 5  # resumed, not restarted at 1
+    assert len({json.loads(x)["pid"] for x in result.read_text().splitlines() if x.strip()}) == 2
 
 
 def _wait_for_finished_trial(exp: Path, proc: subprocess.Popen, timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def test_manifest_contents_and_atomic_writes(tmp_path: Path) -> None:
     assert (tmp_path / "sub" / "a.bin").read_text() == "hello"
     assert sha256_file(tmp_path / "sub" / "a.bin") == hashlib.sha256(b"hello").hexdigest()
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["a.bin"]  # no temp files
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "sub" / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 # ----------------------------------------------------------------------------- teach
