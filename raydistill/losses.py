@@ -62,5 +62,3 @@ def check_loss(name: str) -> str:
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     return name
-
-
