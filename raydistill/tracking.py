@@ -132,7 +132,8 @@ def _attempt_suffix(wandb_dir: Path, rid: str) -> str:
 def _settings(wandb: Any, mode: str, suffix: str) -> Any:
     # Measured on 2 CPU cores: x_save_requirements costs ~60 ms per init (a pip freeze);
     # console capture would wrap the trial's stdout. System stats are sampled by wandb-core in
-    # its own process and cost the trial nothing, so they stay on.
+    # its own process and cost the trial nothing, so they stay on. The run log is flushed every
+    # second (wandb's default, 15 s, loses a killed attempt's epochs: seen in the fault drills).
     return wandb.Settings(
         console="off",
         save_code=False,
@@ -140,6 +141,7 @@ def _settings(wandb: Any, mode: str, suffix: str) -> Any:
         silent=True,
         init_timeout=_ONLINE_INIT_TIMEOUT_S,
         x_sync_dir_suffix=suffix,
+        x_transaction_log_flush_interval=1.0,
     )
 
 

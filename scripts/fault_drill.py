@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -320,15 +321,16 @@ def counts(out: Path, cells: int, trials: int) -> dict[str, int]:
 
 # ---------------------------------------------------------------- node-kill
 def node_kill(out: Path, tag: str, epochs: int, trials: int) -> dict[str, Any]:
-    """Kill the worker node once a trial there has reported 2 epochs; the search goes on."""
+    """Kill the worker node once trials have reported from both nodes and one on the worker
+    has reported 2 epochs; the search goes on."""
     record: dict[str, Any] = {"drill": "node-kill", "tag": tag, "epochs": epochs}
     space = write_space(out.parent / "cnn.yaml", epochs)
     with two_node_cluster(record) as (cluster, worker, raylets):
         worker_raylet = next(p for p, n in raylets.items() if n == "worker")
 
         def inject(w: Watcher) -> None:
-            if "killed_at" in record:
-                return
+            if "killed_at" in record or set(w.pid_node.values()) != {"head", "worker"}:
+                return  # not until trials have reported from both nodes
             running = {n: r for n in w.seen if (r := w.latest(n)) and r["status"] == "running"}
             on_worker = {n: r for n, r in running.items() if w.pid_node.get(r["pid"]) == "worker"}
             if not any(r["epoch"] >= 2 for r in on_worker.values()):
@@ -380,9 +382,9 @@ def tune_failures(exp_dir: Path) -> dict[str, int]:
 def restart_times(
     seen: dict[str, list[dict]], killed_at: float | None, victims: Any, exp_dir: Path
 ) -> dict[str, dict[str, float]]:
-    """Per trial hit by a kill, seconds from the kill to: Tune recording its failure (the
-    mtime of its error.txt; absent after a driver kill), its restarted attempt starting (its
-    first result's report time minus that epoch's duration), and that first result."""
+    """Per trial hit by a kill, seconds from the kill to: Tune recording its failure (at most;
+    error.txt stamps it to the second; absent after a driver kill), its restarted attempt
+    starting (its first result's report time minus that epoch's duration), and that result."""
     out: dict[str, dict[str, float]] = {}
     for name in victims or []:
         after = [r for r in seen.get(name, []) if killed_at and r["reported_at"] > killed_at]
@@ -392,10 +394,19 @@ def restart_times(
         out[name] = {"to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
                      "to_first_epoch": first["reported_at"] - killed_at,
                      "first_epoch": first["epoch"]}  # fmt: skip
-        error = exp_dir / name / "error.txt"
-        if error.is_file():
-            out[name]["to_detect"] = error.stat().st_mtime - killed_at
+        stamps = failure_times(exp_dir / name / "error.txt")
+        if stamps:
+            out[name]["to_detect_max"] = stamps[0] + 1.0 - killed_at
     return out
+
+
+def failure_times(error_txt: Path) -> list[float]:
+    """Epoch seconds of Tune's "Failure # N (occurred at 2026-11-22_08-13-12)" lines (local
+    time, truncated to the second); [] without the file."""
+    if not error_txt.is_file():
+        return []
+    found = re.findall(r"^Failure # \d+ \(occurred at ([\d_-]+)\)", error_txt.read_text(), re.M)
+    return [time.mktime(time.strptime(t, "%Y-%m-%d_%H-%M-%S")) for t in found]
 
 
 # ---------------------------------------------------------------- trial-kill

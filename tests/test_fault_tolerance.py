@@ -175,7 +175,9 @@ def test_worker_node_death_restarts_its_trials_on_the_head(node_kill):
         assert rec["tune_failures"].get(name) == 1  # one failure, one restart
     others = set(results) - set(rec["victims"])
     assert all(not rec["tune_failures"].get(n) for n in others)
-    check_trials(d, cells=2, epochs=epochs)
+    df = check_trials(d, cells=2, epochs=epochs)
+    failures = df.set_index("trial_id")["failures"].to_dict()
+    assert failures == {n.rsplit("_", 1)[1]: int(n in rec["victims"]) for n in results}
 
 
 # ---------------------------------------------------------------- trial-kill
@@ -200,8 +202,10 @@ def test_killed_trial_is_retried_from_its_checkpoint_then_fails_alone(trial_kill
     assert df.loc[df["status"] != "finished", "trial_id"].tolist() == [victim.rsplit("_", 1)[1]]
 
 
+# Not strict: the Tune race (actor-died callback before the task-failure callback) hit every
+# run here, but a run that misses it would XPASS; once search.py is fixed this always XPASSes.
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="Ray Tune 2.60 saves a trial whose actor died on its last allowed attempt as RUNNING "
     "in experiment_state (TuneController._schedule_trial_stop returns before "
     "_mark_trial_to_checkpoint when the dead actor is already unmapped), and search.py reads "
@@ -215,6 +219,7 @@ def test_trial_out_of_retries_is_an_error_not_an_interrupted_search(trial_kill):
     df = load_trials(trial_kill.out)
     victim = trial_kill.record["victim"].rsplit("_", 1)[1]
     assert df.set_index("trial_id").loc[victim, "status"] == "error"
+    assert df.set_index("trial_id").loc[victim, "failures"] == MAX_FAILURES + 1
     assert not trial_kill.record["search_interrupted"]
 
 
