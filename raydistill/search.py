@@ -410,8 +410,11 @@ def _execute(
             else:  # a fresh run, or one stopped before Tune saved any state
                 tuner = _new_tuner(settings, run, trainable, ts, verbose)
             t0 = time.time()
-            tuner.fit()
+            grid = tuner.fit()
             run["wall_s"] = run.get("wall_s", 0.0) + time.time() - t0
+            # Tune can persist a trial that died on its last allowed retry as RUNNING (its
+            # actor-died callback races the task-failed one); the in-memory result is right.
+            run["errored"] = sorted(set(run.get("errored", [])) | _errored_trial_ids(grid))
     finally:
         if started_ray:
             import ray
@@ -539,6 +542,17 @@ def _ensure_ray(address: str) -> bool:
     return True
 
 
+def _errored_trial_ids(grid: Any) -> set[str]:
+    """Ids of the trials a fit's ResultGrid reports as failed for good."""
+    ids = set()
+    for result in grid:
+        if result.error is not None:
+            tid = (result.metrics or {}).get("trial_id")
+            # Trial dirs are "<cell>_<trial id>" (see trial_dirname); cell ids have no "_" at end.
+            ids.add(tid or Path(result.path).name.rsplit("_", 1)[1])
+    return ids
+
+
 def _run_complete(settings: SearchSettings, run: Mapping[str, Any]) -> bool:
     """Every planned trial of `run` exists and has ended (terminated or errored)."""
     try:
@@ -546,7 +560,9 @@ def _run_complete(settings: SearchSettings, run: Mapping[str, Any]) -> bool:
     except ValueError:  # no experiment state yet
         return False
     planned = sum(run["cells"].values())
-    ended = [t for t in analysis.trials if t.status in ("TERMINATED", "ERROR")]
+    errored = set(run.get("errored", []))
+    ended = [t for t in analysis.trials
+             if t.status in ("TERMINATED", "ERROR") or t.trial_id in errored]  # fmt: skip
     return len(analysis.trials) >= planned and len(ended) == len(analysis.trials)
 
 
@@ -689,7 +705,7 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
     return {
         "experiment": settings.experiment, "run": run["name"], "cell": cfg.get("cell"),
         "family": cfg.get("family"), "depth": cfg.get("depth"), "budget": cfg.get("budget"),
-        "trial_id": trial.trial_id, "status": _status(trial, last),
+        "trial_id": trial.trial_id, "status": _status(trial, last, frozenset(run.get("errored", []))),
         "config": json.dumps(sampled_values(cfg), sort_keys=True),
         "spec": json.dumps(spec) if spec else None,
         "widths": list(spec["widths"]) if spec else None, "params": last.get("params"),
@@ -702,17 +718,17 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
         "train": json.dumps(trial_train_config(cfg).to_dict()) if "settings" in cfg else None,
         "started_at": _num(last.get("started_at")), "ended_at": _num(last.get("reported_at")),
         "gpu_ids": last.get("gpu_ids"), "error": _error_text(trial),
-        "pruned": _pruned(trial, last), "failures": int(trial.run_metadata.num_failures),
+        "pruned": _pruned(trial, last), "failures": _failures(settings, run, trial),
     }  # fmt: skip
 
 
-def _status(trial: Any, last: Mapping[str, Any]) -> str:
+def _status(trial: Any, last: Mapping[str, Any], errored: frozenset[str] = frozenset()) -> str:
     """finished | stopped | diverged | error | running (the report's vocabulary).
 
     A trial ASHA stopped early is "stopped" (and `pruned` is True in its row); one that has not
     ended (an interrupted search) is "running".
     """
-    if trial.status == "ERROR":
+    if trial.status == "ERROR" or trial.trial_id in errored:
         return "error"
     if trial.status != "TERMINATED":
         return "running"
@@ -720,6 +736,13 @@ def _status(trial: Any, last: Mapping[str, Any]) -> str:
     if reported is None:
         return "error"
     return "stopped" if reported == "running" else str(reported)
+
+
+def _failures(settings: SearchSettings, run: Mapping[str, Any], trial: Any) -> int:
+    # A trial that failed for good failed max_failures + 1 times, even when Tune's saved state
+    # missed the last failure (the race noted in _execute).
+    n = int(trial.run_metadata.num_failures)
+    return max(n, settings.max_failures + 1) if trial.trial_id in run.get("errored", []) else n
 
 
 def _pruned(trial: Any, last: Mapping[str, Any]) -> bool:

@@ -327,7 +327,8 @@ class _Trainer:
             optim=optimizer_tensors(self.model, self.opt),
         )
 
-    def restore(self, directory: str | Path) -> None:
+    def restore(self, directory: str | Path) -> str:
+        """Load a checkpoint; returns the run's status when it was saved."""
         meta = read_checkpoint(directory)
         if meta["spec"] != self.spec:
             raise UserError(f"checkpoint {directory} is for spec {meta['spec']}, not {self.spec}")
@@ -337,6 +338,7 @@ class _Trainer:
         restore_rng(load_tensors(directory, "rng"))
         self.schedule = schedule_from_state(self.cfg.schedule, meta["schedule"])
         self.run = _Run(**{k: meta[k] for k in asdict(_Run())})
+        return str(meta.get("status", "running"))
 
 
 @torch.no_grad()
@@ -379,9 +381,11 @@ def train_student(
     """Train one network; see the module docstring. Never raises on divergence."""
     t0 = time.perf_counter()
     tr = _Trainer(spec, data, transfer, config)
+    status = "running"
     if checkpoint is not None:
-        tr.restore(checkpoint)
-    status = "finished" if tr.run.epoch >= tr.num_epochs else "running"
+        status = tr.restore(checkpoint)  # a run that had stopped or diverged stays ended
+    if status == "running" and tr.run.epoch >= tr.num_epochs:
+        status = "finished"
     test_acc = None
     while status == "running":
         epoch = tr.run.epoch

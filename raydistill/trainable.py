@@ -165,7 +165,8 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
             # This epoch's weights are not finite: score it 0 so ASHA and the searcher see it.
             m["val/acc"] = 0.0
         m.update({"params": sol.params, "params/budget": sol.params / budget, "spec": spec_json,
-                  "started_at": started, "reported_at": time.time(), "gpu_ids": gpu_ids})  # fmt: skip
+                  "started_at": started, "reported_at": time.time(),
+                  "gpu_ids": gpu_ids})  # fmt: skip
         m[OBJECTIVE] = objective(m) or 0.0
         tracker.log(m, step=int(m["epoch"]))
         with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as d:

@@ -202,16 +202,9 @@ def test_killed_trial_is_retried_from_its_checkpoint_then_fails_alone(trial_kill
     assert df.loc[df["status"] != "finished", "trial_id"].tolist() == [victim.rsplit("_", 1)[1]]
 
 
-# Not strict: the Tune race (actor-died callback before the task-failure callback) hit every
-# run here, but a run that misses it would XPASS; once search.py is fixed this always XPASSes.
-@pytest.mark.xfail(
-    strict=False,
-    reason="Ray Tune 2.60 saves a trial whose actor died on its last allowed attempt as RUNNING "
-    "in experiment_state (TuneController._schedule_trial_stop returns before "
-    "_mark_trial_to_checkpoint when the dead actor is already unmapped), and search.py reads "
-    "statuses back from disk: the search ends 'interrupted' and the trial's row says 'running'. "
-    "Fix in search.py: take statuses from the ResultGrid that tuner.fit() returns.",
-)
+# Ray Tune 2.60 can save a trial whose actor died on its last allowed attempt as RUNNING (its
+# actor-died callback runs before the task-failure one); search.py takes the final statuses from
+# the ResultGrid of tuner.fit(), so the trial must still end as an error.
 def test_trial_out_of_retries_is_an_error_not_an_interrupted_search(trial_kill):
     from raydistill.search import load_trials
 

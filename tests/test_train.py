@@ -104,3 +104,15 @@ def test_bad_config_values_are_one_line_errors(key: str, value: str) -> None:
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(UserError, match="'learning_rate'"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_resuming_an_ended_run_does_not_train_on(tiny_splits, tmp_path: Path) -> None:
+    # A plateau run told to stop at once (stop_patience 1 after a flat start) saves "stopped".
+    cfg = TrainConfig(**{**FAST, "lr": 1e-9, "stop_patience": 1, "max_epochs": 6})
+    saved = []
+    first = train_student(SPEC, tiny_splits, None, cfg,
+                          report=lambda m, save: (save(tmp_path / "c"), saved.append(m)))  # fmt: skip
+    assert first.status == "stopped" and first.epochs < 6
+    again = train_student(SPEC, tiny_splits, None, cfg, checkpoint=tmp_path / "c")
+    assert again.status == "stopped" and again.epochs == first.epochs
+    assert again.test_acc == first.test_acc
