@@ -46,10 +46,10 @@ from raydistill.manifest import (
     temp_path_for,
     write_manifest,
 )
+from raydistill.tracking import make_tracker
 from raydistill.trainable import (
     META_KEYS,
     OBJECTIVE,
-    default_tracker_factory,
     objective,
     sampled_values,
     solve_trial,
@@ -500,7 +500,7 @@ def _new_tuner(
 def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:
     """train_trial with the arrays in the object store (once) and the trial's resources."""
     fn = tune.with_parameters(train_trial, data=splits, transfer=ts,
-                              tracker_factory=default_tracker_factory())  # fmt: skip
+                              tracker_factory=make_tracker)  # fmt: skip
     return tune.with_resources(fn, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 

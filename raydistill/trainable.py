@@ -23,12 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ray import tune
 
 from raydistill.budget import solve_budget
+from raydistill.tracking import Tracker, make_tracker
 from raydistill.train import TrainConfig, train_student
 
 if TYPE_CHECKING:
@@ -40,41 +41,7 @@ META_KEYS = ("cell", "family", "depth", "budget", "settings", "run")
 OBJECTIVE = "objective"  # the metric each cell's searcher maximises (see `objective`)
 
 
-class Tracker(Protocol):
-    """What a trial logs to: per-epoch metrics and a final summary."""
-
-    def log(self, metrics: Mapping[str, Any], step: int) -> None: ...
-
-    def finish(
-        self, summary: Mapping[str, Any] | None = None, status: str = "finished"
-    ) -> None: ...
-
-
-class NullTracker:
-    """Logs nothing (tracking off, or no tracking module)."""
-
-    def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Nothing."""
-
-    def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
-        """Nothing."""
-
-
 TrackerFactory = Callable[..., Tracker]
-
-
-def default_tracker_factory() -> TrackerFactory:
-    """`raydistill.tracking.make_tracker` (W&B per trial) when present, else a null tracker."""
-    try:
-        from raydistill.tracking import make_tracker
-    except ImportError:  # the tracking module is optional
-        return null_tracker_factory
-    return make_tracker
-
-
-def null_tracker_factory(*args: Any, **kwargs: Any) -> Tracker:
-    """A factory with make_tracker's signature that always returns a NullTracker."""
-    return NullTracker()
 
 
 def objective(result: Mapping[str, Any] | None) -> float | None:
@@ -127,10 +94,10 @@ def train_trial(
     sol = solve_trial(config, data)
     cfg = trial_train_config(config)
     trial_id = tune.get_context().get_trial_id() or "trial"
-    factory = tracker_factory or default_tracker_factory()
+    factory = tracker_factory or make_tracker
     tracker = factory(
         run["wandb"], root=run["root"], experiment=run["experiment"], cell=config["cell"],
-        trial_id=trial_id, config=_tracker_config(config, sol), tags=[config["cell"]],
+        trial_id=trial_id, config=_tracker_config(config, sol), tags=[],
     )  # fmt: skip
     report = _make_report(config, sol, tracker)
     status = "error"
