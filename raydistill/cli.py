@@ -54,11 +54,16 @@ def _families_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budget_args(p: argparse.ArgumentParser) -> None:
+def _shape_args(p: argparse.ArgumentParser) -> None:
+    """A student's shape and budget (budget and train commands)."""
     p.add_argument("--family", required=True)
     p.add_argument("--depth", type=int, required=True)
     p.add_argument("--budget", required=True, help="parameter budget: 300k, 1M, 3.16M, ...")
     p.add_argument("--ratios", type=_floats, help="width ratios in [0,1], one per width slot")
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    _shape_args(p)
     p.add_argument("--json", action="store_true")
 
 
@@ -362,12 +367,8 @@ def _search_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train (one student)
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--family", required=True)
-    p.add_argument("--depth", type=int, required=True)
-    p.add_argument("--budget", required=True, help="parameter budget: 300k, 1M, 3.16M, ...")
-    p.add_argument("--ratios", type=_floats, help="width ratios in [0,1], one per width slot")
-    p.add_argument("--data", default="cifar10", help="cifar10 | synthetic-sep[:N] | a path")
-    p.add_argument("--val-size", type=int, default=10_000)
+    _shape_args(p)
+    _data_args(p, required=True)
     p.add_argument("--train-subset", type=int, help="class-balanced subset of the train split")
     p.add_argument("--transfer", help="transfer set (Parquet); without it: hard labels on the fly")
     p.add_argument(
@@ -404,7 +405,8 @@ def _train_run(args: argparse.Namespace) -> int:
     if not args.transfer:
         overrides.setdefault("loss", "hard")
     cfg = TrainConfig.from_dict(overrides)
-    splits = load_dataset(args.data, val_size=args.val_size, train_subset=args.train_subset)
+    splits = load_dataset(args.data, cache_dir=args.cache_dir, val_size=args.val_size,
+                          seed=args.split_seed, train_subset=args.train_subset)  # fmt: skip
     ts = None
     if args.transfer:
         from raydistill.transfer import load_transfer_set
