@@ -17,13 +17,22 @@ from raydistill.errors import UserError
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of numbers"
-        ) from exc
+def _number_list(cast: type) -> Callable[[str], list]:
+    """An argparse type for comma-separated numbers: "1,2,3" → [1, 2, 3]."""
+
+    def parse(text: str) -> list:
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a comma-separated list of {cast.__name__}s"
+            ) from exc
+
+    return parse
+
+
+_floats = _number_list(float)
+_ints = _number_list(int)
 
 
 # ---------------------------------------------------------------- families / budget
@@ -81,13 +90,6 @@ def _budget_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- teach / transfer
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from exc
 
 
 def _spec_items(items: Sequence[str]) -> dict:

@@ -303,15 +303,14 @@ def _twins(sc: Scale, splits, transfer: Path, out: Path, trials: int, wandb, add
 
 def combine(out: Path, directories: list[Path], ensemble: Any) -> Path:
     """One study directory: the searches' trials in one table, a manifest with the teacher."""
-    from raydistill.manifest import atomic_write_bytes, read_manifest, write_manifest
+    from raydistill.manifest import read_manifest, temp_path_for, write_manifest
 
     frames = [pd.read_parquet(Path(d) / "trials.parquet") for d in directories]
     frame = pd.concat(frames, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "trials.parquet.building"
+    tmp = temp_path_for(out / "trials.parquet")
     frame.to_parquet(tmp, index=False)
-    atomic_write_bytes(out / "trials.parquet", tmp.read_bytes())
-    tmp.unlink()
+    os.replace(tmp, out / "trials.parquet")
     manifest = dict(read_manifest(directories[0]))
     acc = ensemble.manifest.get("ensemble", {})  # {"val/acc": .., "test/acc": ..}
     teacher = {k.replace("/acc", "_acc"): float(v) for k, v in acc.items() if k.endswith("/acc")}
