@@ -2,21 +2,40 @@
 
 Pipeline (one module each): data → teachers → transfer → students + budget → train → search
 (Ray) → tracking (W&B) → report / export.
+
+The public names below are loaded on first use (PEP 562), so `import raydistill` — and with it
+`raydistill --help` and every refusal of bad input — does not pay for importing torch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-from raydistill.budget import count_params, parse_budget, solve_budget
-from raydistill.students import build as build_student
+# public name -> (module, attribute)
+_LAZY = {
+    "build_student": ("raydistill.students", "build"),
+    "count_params": ("raydistill.budget", "count_params"),
+    "load_student": ("raydistill.export", "load_student"),
+    "parse_budget": ("raydistill.budget", "parse_budget"),
+    "solve_budget": ("raydistill.budget", "solve_budget"),
+}
 
 
-def load_student(path):  # thin lazy re-export: export.py imports safetensors
-    """Rebuild an exported student from `spec.json` + `model.safetensors` (see raydistill.export)."""
-    from raydistill.export import load_student as _load
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'raydistill' has no attribute {name!r}")
+    import importlib
 
-    return _load(path)
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

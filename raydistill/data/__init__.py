@@ -1,64 +1,47 @@
 """The data layer: sources → decoded uint8 arrays (cached) → splits → device batches + augmentation.
 
-- `sources`: `load_dataset`, `make_synthetic_sep`, `Splits`, the decode cache;
+- `sources`: `load_dataset`, `check_source`, `make_synthetic_sep`, `Splits`, the decode cache
+  (numpy only: importing it does not import torch, so the CLI can check `--data` cheaply);
 - `augment`: `AugConfig`, `HSVJitter`, `sample_aug`, `apply_aug` (per-view parameters);
 - `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`.
+
+Names are loaded from their module on first use (PEP 562), so `raydistill.data.sources` can be
+imported without torch.
 """
 
 from __future__ import annotations
 
-from raydistill.data.augment import (
-    AUG_KEYS,
-    AugConfig,
-    HSVJitter,
-    apply_aug,
-    hsv_to_rgb,
-    identity_params,
-    rgb_to_hsv,
-    sample_aug,
-)
-from raydistill.data.batches import (
-    DeviceSplit,
-    Preprocess,
-    dataset_stats,
-    epoch_generator,
-    epoch_plan,
-    iterate,
-    to_float,
-)
-from raydistill.data.sources import (
-    CIFAR10_CLASSES,
-    DECODE_STATS,
-    SYNTHETIC_CLASSES,
-    Splits,
-    cache_root,
-    load_dataset,
-    make_synthetic_sep,
-    synthetic_sep_labels,
-)
+from typing import Any
 
-__all__ = [
-    "AUG_KEYS",
-    "CIFAR10_CLASSES",
-    "DECODE_STATS",
-    "SYNTHETIC_CLASSES",
-    "AugConfig",
-    "DeviceSplit",
-    "HSVJitter",
-    "Preprocess",
-    "Splits",
-    "apply_aug",
-    "cache_root",
-    "dataset_stats",
-    "epoch_generator",
-    "epoch_plan",
-    "hsv_to_rgb",
-    "identity_params",
-    "iterate",
-    "load_dataset",
-    "make_synthetic_sep",
-    "rgb_to_hsv",
-    "sample_aug",
-    "synthetic_sep_labels",
-    "to_float",
-]
+_MODULES = {
+    "augment": (
+        "AUG_KEYS", "AugConfig", "HSVJitter", "apply_aug", "hsv_to_rgb", "identity_params",
+        "rgb_to_hsv", "sample_aug",
+    ),
+    "batches": (
+        "DeviceSplit", "Preprocess", "dataset_stats", "epoch_generator", "epoch_plan", "iterate",
+        "to_float",
+    ),
+    "sources": (
+        "CIFAR10_CLASSES", "DECODE_STATS", "SYNTHETIC_CLASSES", "Splits", "cache_root",
+        "check_source", "load_dataset", "make_synthetic_sep", "synthetic_sep_labels",
+    ),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'raydistill.data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"raydistill.data.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+__all__ = sorted(_WHERE)

@@ -1,6 +1,8 @@
 """Dataset sources → decoded uint8 arrays (decoded once, cached on disk) → seeded `Splits`.
 
-Sources for CIFAR-10-like data (all give NCHW uint8 `(N, 3, H, W)` arrays and int64 labels):
+Sources for CIFAR-10-like data (all give NCHW uint8 `(N, C, H, W)` arrays and int64 labels;
+C = 1 when every image is grayscale, else 3 — grayscale images among colour ones become RGB,
+alpha is dropped; every image must have the same size):
 
 - torchvision's pickled layout `cifar-10-batches-py` (`data_batch_1..5`, `test_batch`,
   `batches.meta`), read with a restricted unpickler (numpy arrays, lists, dicts only);
@@ -28,6 +30,9 @@ entry can be reused:
 The *content hash* stored in `meta.json` is sha256 of the decoded arrays and class names, so
 the same pixels read from different formats or places share a dataset fingerprint.
 `Splits.fingerprint` = sha256 of (content hash, val_size, seed, train_subset), 16 hex digits.
+
+Validation split: `val_size` images of the training pool; by default (None) min(10,000, 20 % of
+the pool) — the paper's 10,000 on CIFAR-10, and a usable split on smaller datasets.
 """
 
 from __future__ import annotations
@@ -63,18 +68,21 @@ CIFAR10_CLASSES = (
 )
 SYNTHETIC_CLASSES = ("ch1>=ch0", "ch0>ch1")
 SYNTHETIC_DEFAULT_N = 10_000
-CACHE_VERSION = 1
+SYNTHETIC_DEFAULT_SIZE, SYNTHETIC_DEFAULT_CHANNELS = 32, 3  # 3×32×32, CIFAR-10's shape
+CACHE_VERSION = 2  # 2: grayscale sources keep one channel
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_COLUMNS = ("jpeg", "png", "image", "bytes")
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FILES = (*CIFAR_TRAIN_FILES, "test_batch", "batches.meta")
 EXPECTED = (
-    "expected 'cifar10', 'synthetic-sep[:N]', a .parquet file (split/label/jpeg columns), "
+    "expected 'cifar10', 'synthetic-sep[:N[:S[:C]]]', a .parquet file (split/label/jpeg columns), "
     "a cifar-10-batches-py folder (or its parent) or an ImageFolder root with train/ and test/"
 )
 
 # Counts real decodes (source → arrays), so tests and users can see the cache being used.
 DECODE_STATS = {"decodes": 0, "cache_hits": 0}
+DEFAULT_VAL_SIZE = 10_000
+DEFAULT_VAL_SHARE = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +142,7 @@ def load_dataset(
     source: str | os.PathLike,
     *,
     cache_dir: str | os.PathLike | None = None,
-    val_size: int = 10_000,
+    val_size: int | None = None,
     seed: int = 0,
     train_subset: int | None = None,
     download: bool = False,
@@ -142,16 +150,20 @@ def load_dataset(
     """Load `source` as seeded, class-balanced train / val / test splits.
 
     `source`: "cifar10" (torchvision's layout in the cache root, downloaded there if
-    `download`), "synthetic-sep" / "synthetic-sep:N" (N training images; val and test get
-    min(val_size, N) each), or a path (Parquet file, cifar-10-batches-py folder or its parent,
+    `download`), "synthetic-sep" / "synthetic-sep:N[:S[:C]]" (N training images of C×S×S,
+    default 3×32×32; val and test get min(val_size, N) each), or a path (Parquet file, cifar-10-batches-py folder or its parent,
     ImageFolder root). `val_size` images of the training pool become the validation split;
-    `train_subset` keeps a class-balanced subset of the rest (for CPU runs).
+    `train_subset` keeps a class-balanced subset of the rest (for CPU runs). `val_size` None:
+    min(10,000, 20 % of the training pool) (`default_val_size`).
     """
     text = os.fspath(source)
+    if val_size is None and re.fullmatch(r"synthetic-sep(:.*)?", text):
+        val_size = DEFAULT_VAL_SIZE  # synthetic-sep sizes val and test as min(val_size, N)
     if re.fullmatch(r"synthetic-sep(:.*)?", text):
-        n = _synthetic_n(text)
+        n, size, channels = _synthetic_args(text)
         m = min(val_size, n)
-        return subset_train(make_synthetic_sep(n, m, m, seed), train_subset, seed)
+        splits = make_synthetic_sep(n, m, m, seed, size=size, channels=channels)
+        return subset_train(splits, train_subset, seed)
     root = cache_root(cache_dir)
     if text == "cifar10":
         name, kind, path = "cifar10", "cifar-batches", _cifar10_dir(root, download)
@@ -159,7 +171,36 @@ def load_dataset(
         kind, path = detect_source(Path(text).expanduser())
         name = "cifar10" if kind == "cifar-batches" else path.stem
     decoded = load_decoded(kind, path, root)
+    if val_size is None:
+        val_size = default_val_size(len(decoded.train_y))
     return split_decoded(name, decoded, val_size=val_size, seed=seed, train_subset=train_subset)
+
+
+def default_val_size(pool: int) -> int:
+    """The validation split taken from a training pool of `pool` images when none is given."""
+    return min(DEFAULT_VAL_SIZE, int(DEFAULT_VAL_SHARE * pool))
+
+
+def check_source(
+    source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, download: bool = False
+) -> None:
+    """Refuse (UserError) a source that cannot be loaded, without decoding it (no torch).
+
+    The CLI calls this before any heavy import, so a typo costs a fraction of a second.
+    """
+    text = os.fspath(source)
+    if re.fullmatch(r"synthetic-sep(:.*)?", text):
+        _synthetic_n(text)
+    elif text == "cifar10":
+        if not download:
+            _cifar10_dir(cache_root(cache_dir), download=False)
+    else:
+        detect_source(Path(text).expanduser())
+
+
+def fetch_cifar10(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Download CIFAR-10 into the cache root unless it is already there; its folder."""
+    return _cifar10_dir(cache_root(cache_dir), download=True)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -171,12 +212,22 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _synthetic_n(text: str) -> int:
-    m = re.fullmatch(r"synthetic-sep(?::(\d+))?", text)
-    if not m or (m.group(1) is not None and int(m.group(1)) < 1):
+    """N of a "synthetic-sep[:N[:S[:C]]]" source string."""
+    return _synthetic_args(text)[0]
+
+
+def _synthetic_args(text: str) -> tuple[int, int, int]:
+    """(N, S, C) of "synthetic-sep[:N[:S[:C]]]": N training images of C×S×S (C ≥ 2)."""
+    m = re.fullmatch(r"synthetic-sep(?::(\d+)(?::(\d+)(?::(\d+))?)?)?", text)
+    defaults = (SYNTHETIC_DEFAULT_N, SYNTHETIC_DEFAULT_SIZE, SYNTHETIC_DEFAULT_CHANNELS)
+    values = [int(g) if g else d for g, d in zip(m.groups(), defaults, strict=True)] if m else []
+    if not m or values[0] < 1 or values[1] < 1 or values[2] < 2:
         raise UserError(
-            f"dataset {text!r} is invalid; expected 'synthetic-sep' or 'synthetic-sep:N' (N ≥ 1)"
+            f"dataset {text!r} is invalid; expected 'synthetic-sep' or 'synthetic-sep:N' (N ≥ 1), "
+            "optionally 'synthetic-sep:N:S' / 'synthetic-sep:N:S:C' (S ≥ 1 image side, C ≥ 2 "
+            "channels)"
         )
-    return int(m.group(1)) if m.group(1) else SYNTHETIC_DEFAULT_N
+    return values[0], values[1], values[2]
 
 
 def _cifar10_dir(root: Path, download: bool) -> Path:
@@ -231,10 +282,24 @@ def load_decoded(kind: str, path: Path, root: Path) -> Decoded:
         DECODE_STATS["cache_hits"] += 1
         return cached
     classes, arrays = _READERS[kind](path)
+    _check_train_test_shapes(arrays, str(path))
     DECODE_STATS["decodes"] += 1
     decoded = Decoded(classes=classes, content=content_hash(classes, arrays), **arrays)
     _write_cache(entry, decoded, source=str(path))
     return decoded
+
+
+def _check_train_test_shapes(arrays: dict[str, np.ndarray], where: str) -> None:
+    train, test = arrays["train_x"].shape[1:], arrays["test_x"].shape[1:]
+    if train[1:] != test[1:]:
+        raise UserError(
+            f"dataset {where!r}: train images are {train[2]}×{train[1]} px, test images "
+            f"{test[2]}×{test[1]} px; both splits must have one size"
+        )
+    if train[0] != test[0]:  # one split all grayscale, the other colour: colour for both
+        for key in ("train_x", "test_x"):
+            if arrays[key].shape[1] == 1:
+                arrays[key] = np.repeat(arrays[key], 3, axis=1)
 
 
 def source_key(kind: str, path: Path) -> str:
@@ -319,7 +384,10 @@ def _write_entry(tmp: Path, decoded: Decoded, source: str) -> None:
 
 
 def decode_images(blobs: Sequence[bytes], where: str) -> np.ndarray:
-    """Encoded images → (N, 3, H, W) uint8. JPEGs in one batched torchvision call; PNG etc. by PIL.
+    """Encoded images → (N, C, H, W) uint8. JPEGs in one batched torchvision call; PNG etc. by PIL.
+
+    C is 1 when every image is grayscale, else 3 (grayscale images among colour ones are
+    repeated to RGB; alpha is dropped).
 
     `where` names the source in the error raised for undecodable or differently sized images.
     """
@@ -335,9 +403,10 @@ def decode_images(blobs: Sequence[bytes], where: str) -> np.ndarray:
             out[i] = img
     for i in np.flatnonzero(~is_jpeg):
         out[i] = _decode_pil(blobs[i], f"{where} image {i}")
-    shapes = {a.shape for a in out}
-    if len(shapes) != 1:
-        raise UserError(f"{where}: images have different sizes {sorted(shapes)}; all must be equal")
+    if len({a.shape[0] for a in out}) > 1:  # grayscale among colour images: make them RGB
+        out = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in out]
+    _check_same_size(out, where)
+    shapes = {out[0].shape}
     # Copy into one C-contiguous NCHW array: decoders hand out HWC memory seen as CHW, and
     # np.stack would keep that layout (np.save then writes it 10× slower).
     stacked = np.empty((len(out), *shapes.pop()), np.uint8)
@@ -346,17 +415,34 @@ def decode_images(blobs: Sequence[bytes], where: str) -> np.ndarray:
     return stacked
 
 
+def _check_same_size(images: Sequence[np.ndarray], where: str) -> None:
+    """One-line refusal naming the first image whose size differs from the first one's."""
+    first = images[0].shape[1:]
+    for i, img in enumerate(images):
+        if img.shape[1:] != first:
+            n = sum(a.shape[1:] != first for a in images)
+            raise UserError(
+                f"{where}: images have mixed sizes: image 0 is {first[1]}×{first[0]} px, image {i} "
+                f"is {img.shape[2]}×{img.shape[1]} px ({n} of {len(images)} differ); resize them "
+                "to one size"
+            )
+
+
 def _decode_jpegs(blobs: list[bytes], where: str) -> list[np.ndarray]:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     try:
-        images = decode_jpeg(tensors, mode=ImageReadMode.RGB)
+        images = decode_jpeg(tensors, mode=ImageReadMode.UNCHANGED)  # grayscale stays 1 channel
     except RuntimeError as e:
         raise UserError(
             f"{where}: a JPEG could not be decoded ({str(e).splitlines()[0]})"
         ) from None
+    # CMYK and other >3-channel JPEGs are rare: decode just those again as RGB
+    odd = [i for i, img in enumerate(images) if img.shape[0] not in (1, 3)]
+    for i in odd:
+        images[i] = decode_jpeg(tensors[i], mode=ImageReadMode.RGB)
     return [img.numpy() for img in images]
 
 
@@ -365,10 +451,15 @@ def _decode_pil(blob: bytes, where: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(blob)) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
+                im.mode == "P" and im.palette is not None and im.palette.mode == "L"
+            )
+            pixels = np.asarray(im.convert("L" if gray else "RGB"))
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{where}: not a decodable JPEG/PNG image ({e})") from None
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))  # HWC → CHW
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(pixels[None])  # (1, H, W)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # HWC → CHW
 
 
 # ---------------------------------------------------------------------------------- readers
@@ -578,6 +669,7 @@ def split_decoded(
         raise UserError(
             f"val_size {val_size} is invalid for {name!r}: must be in 0..{n - 1} (training pool of {n})"
         )
+    _warn_missing_classes(name, decoded)
     rng = np.random.default_rng([seed, 0x5EED])
     val_idx = balanced_take(decoded.train_y, val_size, rng)
     train_idx = np.setdiff1d(np.arange(n), val_idx)
@@ -599,6 +691,21 @@ def split_decoded(
         test_y=np.array(decoded.test_y),
     )
     return subset_train(splits, train_subset, seed, refingerprint=False)
+
+
+def _warn_missing_classes(name: str, decoded: Decoded) -> None:
+    """A test split without some class makes its accuracy incomparable: say so (not fatal)."""
+    missing = sorted(set(range(len(decoded.classes))) - set(np.unique(decoded.test_y).tolist()))
+    if missing:
+        names = ", ".join(decoded.classes[i] for i in missing[:5]) + (
+            " …" if len(missing) > 5 else ""
+        )
+        warnings.warn(
+            f"dataset {name!r}: the test split has no image of {len(missing)} of "
+            f"{len(decoded.classes)} classes ({names}); its test accuracy covers the others only",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def subset_train(
@@ -636,23 +743,37 @@ def _fingerprint(settings: dict) -> str:
 # ---------------------------------------------------------------------------------- synthetic
 
 
-def make_synthetic_sep(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Splits:
-    """Li, Zhang & Arora (ICLR 2021): x ~ N(0, 1)^(3×32×32) float32; y = 1 iff ‖x[0]‖₂ > ‖x[1]‖₂.
+def make_synthetic_sep(
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int = 0,
+    *,
+    size: int = SYNTHETIC_DEFAULT_SIZE,
+    channels: int = SYNTHETIC_DEFAULT_CHANNELS,
+) -> Splits:
+    """Li, Zhang & Arora (ICLR 2021): x ~ N(0, 1)^(C×S×S) float32; y = 1 iff ‖x[0]‖₂ > ‖x[1]‖₂.
 
-    Each split has its own random stream (spawned from `seed`), so the test set does not
-    depend on n_train.
+    `size` S (image side) and `channels` C ≥ 2 set the input dimension d = C·S²; channels past
+    the first two carry noise only. Each split has its own random stream (spawned from `seed`),
+    so the test set does not depend on n_train. The default 3×32×32 keeps its fingerprint.
     """
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     bad = {k: v for k, v in sizes.items() if int(v) < 0}
     if bad:
         raise UserError(f"synthetic-sep sizes must be ≥ 0, got {bad}")
+    if int(size) < 1 or int(channels) < 2:
+        raise UserError(f"synthetic-sep needs size ≥ 1 and channels ≥ 2, got {size}, {channels}")
+    shape = (int(channels), int(size), int(size))
     streams = np.random.SeedSequence([int(seed), 0x5E9]).spawn(3)
     arrays = {}
     for (part, n), ss in zip(sizes.items(), streams, strict=True):
-        x = np.random.default_rng(ss).standard_normal((int(n), 3, 32, 32), dtype=np.float32)
+        x = np.random.default_rng(ss).standard_normal((int(n), *shape), dtype=np.float32)
         arrays[f"{part}_x"] = x
         arrays[f"{part}_y"] = synthetic_sep_labels(x)
     settings = {"dataset": "synthetic-sep", "v": 1, **sizes, "seed": int(seed)}
+    if shape != (SYNTHETIC_DEFAULT_CHANNELS, SYNTHETIC_DEFAULT_SIZE, SYNTHETIC_DEFAULT_SIZE):
+        settings["shape"] = list(shape)  # only when not the default: old fingerprints hold
     return Splits(
         name="synthetic-sep",
         fingerprint=_fingerprint(settings),
