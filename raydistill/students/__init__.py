@@ -5,9 +5,11 @@ Importing this package registers every built-in family. A new family is one modu
 """
 
 from raydistill.students import (  # noqa: F401  (registers the families)
+    adder,
     allconv,
     cnn,
     mlp,
+    nin,
     resnet_teacher,
     vgg_teacher,
 )
