@@ -1,8 +1,9 @@
-"""The one exception type for bad user input.
+"""The exception types for bad user input.
 
 Anything a user can get wrong (a path, a key in a YAML file, a budget string) raises
 `UserError` with a one-line message naming the file, key or value and what would be valid.
-The CLI turns it into `raydistill: error: <message>` and exit status 2.
+The CLI turns it into `raydistill: error: <message>` and exit status 2. `ExportError` is the
+`UserError` of `load_student`: a path that is not a loadable export.
 """
 
 from __future__ import annotations
@@ -10,3 +11,7 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user; the message is one line and says what would be valid."""
+
+
+class ExportError(UserError):
+    """An exported student that cannot be loaded: missing, truncated, damaged or modified files."""

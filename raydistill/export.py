@@ -3,11 +3,17 @@
 `export_cell(DIR, selector, OUT)` writes `OUT/<cell>/`:
 
     model.safetensors   the best-validation weights of the cell's best trial (no pickle)
-    spec.json           family, spec, params, budget, metrics, inputs (preprocessing), dataset
-                        and teacher fingerprints, raydistill version, sha256 of the weights,
-                        and what the self-check measured
+    spec.json           family, spec, params, budget, metrics, inputs (dtype, preprocessing,
+                        input scale), dataset and teacher fingerprints, raydistill version,
+                        sha256 of the weights, and what the self-check measured
     model.pt2           a `torch.export` program (batch dimension dynamic)
     model.onnx          with `onnx=True`, when the onnx + onnxscript packages are installed
+
+Every form takes raw images and returns logits: the preprocessing the student was trained with
+is inside (`raydistill.inference.RawImageStudent`). `load_student` returns that module; the
+program and the ONNX graph take the dataset's own image dtype (`inputs.dtype` in spec.json:
+uint8 NCHW for image datasets, float32 for float datasets such as synthetic-sep); the module
+takes uint8, or float in [0, 1].
 
 Selectors: a full cell id `cnn-d2@1M` (the best trial of that cell by validation accuracy), or
 `FAMILY@BUDGET` such as `cnn@1M` (the best over every depth of that family at that budget).
@@ -15,8 +21,9 @@ Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, e
 `cnn-d2@1M-hard/`; twins are the "hard" trials of an experiment that also distils). Only finished or stopped trials are candidates.
 
 The self-check runs before anything is visible: the reloaded model's logits must match the
-checkpoint's to 1e-5 on a fixed batch (and so must the torch.export program's), and the test
-accuracy re-evaluated with the training loop's preprocessing must equal the recorded one. The
+checkpoint's to 1e-5 on a fixed batch of raw images (and so must the torch.export program's),
+and the test accuracy of the reloaded model and of the program on the raw test images must
+equal the recorded one. The
 dataset for that comes from `splits=` / `data=` or the search manifest's `config.data` (with
 `config.data_options`); it must have the search's dataset fingerprint. Without it the export says "test accuracy not
 re-verified" (in spec.json and on the console) rather than fail. Files are written into a
@@ -31,16 +38,18 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from raydistill import __version__
-from raydistill.errors import UserError
+from raydistill.errors import ExportError, UserError
+from raydistill.inference import RawImageStudent, wrap
 from raydistill.manifest import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
     from raydistill.data import Splits
 
 LOGITS_ATOL = 1e-5
-FORMAT = 1
+FORMAT = 2  # 2: the exported module and program take raw images
 _CELL_RE = re.compile(r"^(?P<family>[A-Za-z0-9_]+?)(?:-d(?P<depth>\d+))?$")
 _FIXED_BATCH = 8  # images in the fixed comparison batch (seeded N(0, 1) inputs)
 
@@ -86,18 +95,17 @@ def parse_selector(selector: str) -> tuple[str, int | None, int, bool]:
 
 
 def select_trial(df: pd.DataFrame, selector: str) -> pd.Series:
-    """The best finished/stopped trial (by validation accuracy) that `selector` names."""
-    from raydistill.report import DONE
+    """The best trial (`raydistill.results`' rule) that `selector` names."""
+    from raydistill.results import eligible
 
     family, depth, budget, hard = parse_selector(selector)
-    ok = df["status"].isin(DONE) & df["val/acc"].notna()
-    ok &= (df["family"] == family) & (df["budget"] == budget)
+    ok = eligible(df) & (df["family"] == family) & (df["budget"] == budget)
     if depth is not None:
         ok &= df["depth"] == depth
     ok &= df["twin"] if hard else ~df["twin"]
     cand = df[ok]
     if cand.empty:
-        have = sorted(set(df.loc[df["status"].isin(DONE), "cell"]))
+        have = sorted(set(df.loc[eligible(df), "cell"]))
         raise UserError(
             f"no finished trial matches {selector!r}; cells with finished trials: {have}"
         )
@@ -211,7 +219,8 @@ def export_trial(
     if not (ckpt / "checkpoint.json").is_file():
         raise UserError(f"trial {row['trial_id']} of {row['cell']}: checkpoint {ckpt} is missing")
     meta = read_checkpoint(ckpt)
-    reference = _rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt)
+    inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
+    reference = wrap(_rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
     params = sum(p.numel() for p in reference.parameters())
     recorded = _num(row.get("params"))
     if recorded is not None and int(recorded) != params:
@@ -223,8 +232,8 @@ def export_trial(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        spec_json = _write_files(tmp, reference, meta, row, manifest or {}, onnx)
-        check = _self_check(tmp, reference, meta, row, splits, no_data_reason)
+        spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx)
+        check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
         spec_json["verification"] = check
         atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
         _replace_dir(tmp, target)
@@ -237,6 +246,27 @@ def export_trial(
     )  # fmt: skip
 
 
+def _inputs(meta: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """spec.json's "inputs": what the exported forms take and the pipeline inside them."""
+    cfg = meta.get("config") or {}
+    shape = [int(s) for s in meta["spec"].get("in_shape", (3, 32, 32))]
+    values = "0..255" if dtype == "uint8" else "the dataset's float values (images: [0, 1])"
+    return {
+        "shape": shape, "dtype": dtype, "layout": "NCHW", "values": values,
+        "preprocess": meta.get("preprocess") or {"mode": "none"},
+        "input_scale": float(cfg.get("input_scale", 1.0)),
+        "channels_last": bool(cfg.get("channels_last", False)),
+    }  # fmt: skip
+
+
+def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
+    """The dtype of the dataset's images: the splits' when known, else from the source name."""
+    if splits is not None:
+        return "uint8" if splits.test_x.dtype == "uint8" else "float32"
+    source = _data_source(manifest.get("config") or {}) or ""
+    return "float32" if source.startswith("synthetic-sep") else "uint8"
+
+
 def _rebuild(spec: Mapping[str, Any], state: dict[str, torch.Tensor], where: Path) -> nn.Module:
     from raydistill.students import build
 
@@ -245,7 +275,7 @@ def _rebuild(spec: Mapping[str, Any], state: dict[str, torch.Tensor], where: Pat
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise UserError(f"{where}: weights do not fit the spec {dict(spec)}: {first}") from exc
+        raise ExportError(f"{where}: weights do not fit the spec {dict(spec)}: {first}") from exc
     return model.eval()
 
 
@@ -257,14 +287,15 @@ def _num(v: Any) -> float | None:
 
 
 def _write_files(
-    tmp: Path, model: nn.Module, meta: Mapping[str, Any], row: Mapping[str, Any],
-    manifest: Mapping[str, Any], onnx: bool,
+    tmp: Path, model: RawImageStudent, inputs: dict[str, Any], meta: Mapping[str, Any],
+    row: Mapping[str, Any], manifest: Mapping[str, Any], onnx: bool,
 ) -> dict[str, Any]:  # fmt: skip
     from safetensors.torch import save_file
 
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    net_state = model.net.state_dict()
+    weights = {k: v.detach().cpu().contiguous() for k, v in net_state.items()}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    example = _fixed_batch(meta["spec"])
+    example = _fixed_batch(inputs)
     program = torch.export.export(
         model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
     )
@@ -272,7 +303,8 @@ def _write_files(
     files = ["model.safetensors", "spec.json", "model.pt2"]
     if onnx:
         files += _write_onnx(tmp, model, example)
-    spec_json = _spec_json(model, meta, row, manifest, files)
+    spec_json = _spec_json(model.net, meta, row, manifest, files)
+    spec_json["inputs"] = {**inputs, **model.inputs()}
     spec_json["model_sha256"] = sha256_file(tmp / "model.safetensors")
     atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
     return spec_json
@@ -299,12 +331,6 @@ def _spec_json(
         "trial_id": str(row["trial_id"]),
         "loss": row.get("loss") or cfg.get("loss"),
         "metrics": metrics,
-        "inputs": {
-            "shape": list(meta["spec"].get("in_shape", [])),
-            "dtype": "float32 in [0, 1] (uint8 images / 255), NCHW",
-            "preprocess": meta.get("preprocess"),
-            "input_scale": cfg.get("input_scale", 1.0),
-        },
         "train_config": cfg,
         "dataset_fingerprint": manifest.get("dataset_fingerprint"),
         "teacher_fingerprints": manifest.get("teacher_fingerprints"),
@@ -324,10 +350,13 @@ def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]
     return ["model.onnx"]
 
 
-def _fixed_batch(spec: Mapping[str, Any]) -> torch.Tensor:
-    shape = tuple(int(s) for s in spec.get("in_shape", (3, 32, 32)))
+def _fixed_batch(inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Seeded raw images of the export's input dtype and shape (the comparison batch)."""
+    shape = (_FIXED_BATCH, *(int(s) for s in inputs["shape"]))
     g = torch.Generator().manual_seed(0)
-    return torch.randn((_FIXED_BATCH, *shape), generator=g)
+    if inputs["dtype"] == "uint8":
+        return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    return torch.rand(shape, generator=g)
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
@@ -342,14 +371,15 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 # ---------------------------------------------------------------- self-check
 @torch.no_grad()
 def _self_check(
-    tmp: Path, reference: nn.Module, meta: Mapping[str, Any], row: Mapping[str, Any],
+    tmp: Path, reference: RawImageStudent, inputs: Mapping[str, Any], row: Mapping[str, Any],
     splits: Splits | None, no_data_reason: str,
 ) -> dict[str, Any]:  # fmt: skip
-    x = _fixed_batch(meta["spec"])
+    x = _fixed_batch(inputs)
     want = reference(x)
     reloaded = load_student(tmp)
+    program = torch.export.load(str(tmp / "model.pt2")).module()
     diff = float((reloaded(x) - want).abs().max())
-    prog = float((torch.export.load(str(tmp / "model.pt2")).module()(x) - want).abs().max())
+    prog = float((program(x) - want).abs().max())
     if not (diff <= LOGITS_ATOL and prog <= LOGITS_ATOL):
         raise UserError(
             f"export of {row['cell']} failed its check: logits differ by {max(diff, prog):.3g} > {LOGITS_ATOL}"
@@ -359,73 +389,90 @@ def _self_check(
     if splits is None:
         out["note"] = f"test accuracy not re-verified: {no_data_reason}"
         return out
-    acc, n = _test_accuracy(reloaded, meta, splits)
-    out["test_acc"] = acc
+    acc, n = raw_accuracy(reloaded, splits)
+    out["test_acc"], out["program_test_acc"] = acc, raw_accuracy(program, splits)[0]
     rec = out["test_acc_recorded"]
     if rec is None:
         out["note"] = "test accuracy measured; the results table recorded none to compare"
         return out
-    if round(acc * n) != round(rec * n):
-        raise UserError(
-            f"export of {row['cell']} failed its check: test accuracy {acc:.4f} != recorded {rec:.4f} ({n} images)"
-        )
-    out.update(test_verified=True, note=f"test accuracy re-verified on {n} images")
+    for what, got in (("module", acc), ("torch.export program", out["program_test_acc"])):
+        if round(got * n) != round(rec * n):
+            raise UserError(
+                f"export of {row['cell']} failed its check: the {what}'s test accuracy on raw "
+                f"images {got:.4f} != recorded {rec:.4f} ({n} images)"
+            )
+    out.update(test_verified=True, note=f"test accuracy re-verified on {n} raw images")
     return out
 
 
-def _test_accuracy(model: nn.Module, meta: Mapping[str, Any], splits: Splits) -> tuple[float, int]:
-    """Test accuracy with the training loop's own evaluation (preprocess, scale, layout)."""
-    from raydistill.data import DeviceSplit, Preprocess
-    from raydistill.train import evaluate
-
-    cfg = meta.get("config") or {}
-    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    channels_last = bool(cfg.get("channels_last", False)) and conv
-    if channels_last:  # the same memory layout (and so the same kernels) as in training
-        model = model.to(memory_format=torch.channels_last)
-    test = DeviceSplit.from_splits(splits, "test", "cpu")
-    acc, _loss = evaluate(
-        model, test, preprocess=Preprocess.from_dict(meta.get("preprocess") or {}),
-        input_scale=float(cfg.get("input_scale", 1.0)),
-        batch_size=int(cfg.get("eval_batch_size", 1000)), channels_last=channels_last,
-    )  # fmt: skip
-    return acc, len(test)
+@torch.no_grad()
+def raw_accuracy(model: Callable[[torch.Tensor], torch.Tensor], splits: Splits,
+                 split: str = "test", batch_size: int = 1000) -> tuple[float, int]:  # fmt: skip
+    """(accuracy, n) of an exported form on the split's raw images, as a user would call it."""
+    x, y = splits.split(split)
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        logits = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
+        correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
+    return correct / max(len(y), 1), len(y)
 
 
 # ---------------------------------------------------------------- loading
-def load_student(path: str | Path) -> nn.Module:
+def load_student(path: str | Path) -> RawImageStudent:
     """Rebuild an exported student from `spec.json` + `model.safetensors` (no pickle), in eval mode.
 
-    Refuses (UserError) an export whose weights do not have the sha256 recorded in spec.json,
-    or whose spec builds a model with another parameter count than spec.json records.
+    The module takes raw images (uint8 NCHW, or float in [0, 1]) and returns logits; `.net` is
+    the bare network. Refuses (`ExportError`, a `UserError`, naming the file) a path that is
+    not an export, a missing, unreadable or truncated file, weights whose sha256 is not the one
+    spec.json records, or a spec that builds another parameter count than spec.json records.
     """
-    from safetensors.torch import load_file
-
     d = Path(path)
     d = d.parent if d.name == "spec.json" else d
-    meta = _read_json(d / "spec.json")
-    if meta is None:
-        raise UserError(f"{d / 'spec.json'} is missing or not JSON; is {d} an exported student?")
-    missing = [k for k in ("spec", "params", "model_sha256") if k not in meta]
-    if missing:
-        raise UserError(f"{d / 'spec.json'} lacks key(s) {missing}")
+    if not d.is_dir():
+        raise ExportError(f"{d} does not exist or is not a directory; expected an exported student")
+    meta = _read_spec(d / "spec.json")
     weights = d / "model.safetensors"
     if not weights.is_file():
-        raise UserError(f"{weights} is missing")
+        raise ExportError(f"{weights} is missing")
     digest = sha256_file(weights)
     if digest != meta["model_sha256"]:
-        raise UserError(
-            f"{weights} has sha256 {digest[:16]}…, spec.json says {str(meta['model_sha256'])[:16]}…: the export was modified"
+        raise ExportError(
+            f"{weights} has sha256 {digest[:16]}…, spec.json says {str(meta['model_sha256'])[:16]}…: the export was modified or truncated"
         )
     from raydistill.students import build
 
-    model = build(meta["spec"])
-    n = sum(p.numel() for p in model.parameters())
+    try:
+        n = sum(p.numel() for p in build(meta["spec"]).parameters())
+    except (UserError, TypeError, ValueError) as exc:
+        raise ExportError(f"{d / 'spec.json'}: its spec does not build ({exc})") from None
     if n != meta["params"]:
-        raise UserError(
+        raise ExportError(
             f"{d / 'spec.json'}: params is {meta['params']} but its spec builds {n} parameters: the file was modified"
         )
-    return _rebuild(meta["spec"], load_file(str(weights)), d)
+    net = _rebuild(meta["spec"], _read_weights(weights), d)
+    return wrap(net, meta.get("inputs") or {})
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ExportError(f"{path} is missing; is {path.parent} an exported student?")
+    meta = _read_json(path)
+    if meta is None:
+        raise ExportError(f"{path} is not a JSON object; the export is damaged")
+    missing = [k for k in ("spec", "params", "model_sha256") if k not in meta]
+    if missing:
+        raise ExportError(f"{path} lacks key(s) {missing}")
+    return meta
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ExportError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -19,8 +19,9 @@ import torch
 from raydistill.budget import format_budget, solve_budget
 from raydistill.checkpoint import load_checkpoint_weights
 from raydistill.cli import main
-from raydistill.errors import UserError
-from raydistill.export import export_cell, export_cells, load_student, parse_selector
+from raydistill.data.batches import Preprocess
+from raydistill.errors import ExportError, UserError
+from raydistill.export import export_cell, export_cells, load_student, parse_selector, raw_accuracy
 from raydistill.manifest import build_manifest, sha256_file, write_manifest
 from raydistill.students import build, families
 from raydistill.train import TrainConfig, train_student
@@ -107,13 +108,18 @@ def test_round_trip_every_family(
     reference.eval()
     model = load_student(out)
     assert meta["params"] == sum(p.numel() for p in model.parameters()) <= BUDGET
+    assert meta["inputs"]["dtype"] == "float32"  # synthetic-sep: the dataset's own floats
     x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        want = reference(x)
+        want = reference(Preprocess.from_dict(meta["inputs"]["preprocess"])(x))  # raw in
         assert torch.allclose(model(x), want, atol=1e-5, rtol=0)
+        assert torch.allclose(model.net(model.preprocess(x)), want, atol=1e-5, rtol=0)
         program = torch.export.load(str(out / "model.pt2")).module()
         assert torch.allclose(program(x), want, atol=1e-5, rtol=0)
         assert program(x[:3]).shape == (3, 2)  # the batch dimension is dynamic
+    # the export's accuracy on the raw test images is the reported test accuracy
+    assert raw_accuracy(model, tiny_splits)[0] == pytest.approx(meta["metrics"]["test/acc"])
+    assert raw_accuracy(program, tiny_splits)[0] == pytest.approx(meta["metrics"]["test/acc"])
 
 
 def test_family_selector_takes_the_best_depth(family_search: Path, tmp_path: Path) -> None:
@@ -176,7 +182,7 @@ def test_tampered_exports_are_refused(family_search: Path, tmp_path: Path) -> No
     weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match="sha256"):
         load_student(out)
-    with pytest.raises(UserError, match=r"spec\.json is missing"):
+    with pytest.raises(ExportError, match="nowhere does not exist"):
         load_student(tmp_path / "nowhere")
 
 
@@ -228,4 +234,91 @@ def test_dataset_recorded_in_the_manifest_is_used(
     data = {"source": "synthetic-sep:512", "val_size": 128, "seed": 0}  # = tiny_splits
     d = write_search_dir(tmp_path / "s", rows, tiny_splits.fingerprint, data=data)
     res = export_cells(d, [f"mlp-d1@{format_budget(BUDGET)}"], tmp_path / "out")
-    assert res[0].test_verified and res[0].note == "test accuracy re-verified on 128 images"
+    assert res[0].test_verified and res[0].note == "test accuracy re-verified on 128 raw images"
+
+
+# ---------------------------------------------------------------- raw images, bad files, ONNX
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory) -> tuple[Path, object]:
+    """A cnn trained on small uint8 grayscale images (1×20×20, 3 classes), exported verified."""
+    import numpy as np
+
+    from raydistill.data.sources import Decoded, content_hash, split_decoded
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    x = np.clip(rng.normal(60 + 50 * y[:, None, None, None], 40, (len(y), 1, 20, 20)), 0, 255)
+    arrays = {"train_x": x[::2].astype(np.uint8), "train_y": y[::2],
+              "test_x": x[1::2].astype(np.uint8), "test_y": y[1::2]}  # fmt: skip
+    decoded = Decoded(classes=("a", "b", "c"), content=content_hash("abc", arrays), **arrays)
+    splits = split_decoded("gray", decoded, val_size=18, seed=0, train_subset=None)
+    d = tmp_path_factory.mktemp("images")
+    sol = solve_budget("cnn", 1, 3000, in_shape=[1, 20, 20], num_classes=3)
+    config = TrainConfig(**{**FAST, "max_epochs": 2, "input_scale": 2.0, "batch_size": 16})
+
+    def keep_last(metrics, save):
+        if metrics["status"] != "running":
+            save(d / "ckpt")
+
+    res = train_student(sol.spec, splits, None, config, report=keep_last)
+    row = {"experiment": "exp", "cell": "cnn-d1@3k", "family": "cnn", "depth": 1, "budget": 3000,
+           "trial_id": "t0", "status": res.status, "config": json.dumps(res.config),
+           "spec": json.dumps(res.spec), "widths": list(sol.spec["widths"]), "params": res.params,
+           "params/budget": res.params / 3000, "val/acc": res.best_val_acc,
+           "val/loss": res.best_val_loss, "test/acc": res.test_acc, "epochs": res.epochs,
+           "best_epoch": res.best_epoch, "wall_s": res.wall_s, "checkpoint": str(d / "ckpt"),
+           "seed": 0, "loss": "hard"}  # fmt: skip
+    search = write_search_dir(d / "search", [row], splits.fingerprint)
+    return export_cell(search, "cnn-d1@3k", d / "export", splits=splits, onnx=True), splits
+
+
+def test_export_takes_raw_uint8_images(image_export) -> None:
+    out, splits = image_export
+    meta = json.loads((out / "spec.json").read_text())
+    assert meta["inputs"]["dtype"] == "uint8" and meta["inputs"]["shape"] == [1, 20, 20]
+    assert meta["inputs"]["input_scale"] == 2.0 and meta["verification"]["test_verified"]
+    model = load_student(out)
+    program = torch.export.load(str(out / "model.pt2")).module()
+    reported = meta["metrics"]["test/acc"]
+    assert raw_accuracy(model, splits)[0] == pytest.approx(reported)  # uint8 in
+    assert raw_accuracy(program, splits)[0] == pytest.approx(reported)
+    raw = torch.from_numpy(splits.test_x[:4])
+    with torch.no_grad():  # float in [0, 1] is the same input as uint8
+        assert torch.allclose(model(raw.float() / 255), model(raw), atol=1e-5)
+        assert program(raw[:1]).shape == (1, 3)  # a batch of one
+
+
+def test_onnx_export_matches(image_export) -> None:
+    pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    out, splits = image_export
+    raw = splits.test_x[:16]
+    session = ReferenceEvaluator(str(out / "model.onnx"))
+    (logits,) = session.run(None, {session.input_names[0]: raw})
+    with torch.no_grad():
+        want = load_student(out)(torch.from_numpy(raw)).numpy()
+    assert abs(logits - want).max() < 1e-4
+
+
+def test_bad_exports_raise_one_error_naming_the_file(image_export, tmp_path: Path) -> None:
+    import shutil
+
+    out, _ = image_export
+    with pytest.raises(ExportError, match="does not exist"):
+        load_student(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match=r"empty/spec\.json is missing"):
+        load_student(tmp_path / "empty")
+    copy = shutil.copytree(out, tmp_path / "copy")
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ExportError, match=r"model\.safetensors .*truncated"):
+        load_student(copy)
+    meta = json.loads((copy / "spec.json").read_text())
+    (copy / "spec.json").write_text(json.dumps({**meta, "model_sha256": sha256_file(weights)}))
+    with pytest.raises(ExportError, match=r"model\.safetensors is not a readable safetensors"):
+        load_student(copy)  # truncated, with a matching digest
+    (copy / "spec.json").write_text("{not json")
+    with pytest.raises(ExportError, match=r"spec\.json is not a JSON object"):
+        load_student(copy)
