@@ -1,0 +1,126 @@
+"""Prune-to-budget: exact budgets for every prunable family, the weakest channels go first,
+fine-tuning on a transfer set, the trials-table row, and one-line errors that write nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from raydistill.budget import count_params, parse_budget, solve_budget
+from raydistill.checkpoint import load_checkpoint_weights, save_checkpoint
+from raydistill.errors import UserError
+from raydistill.prune import prune_spec, prune_to_budget, trials_row
+from raydistill.students import build
+from raydistill.train import TrainConfig, make_preprocess, train_student
+
+FAST = {"batch_size": 64, "max_epochs": 2, "lr": 0.01, "device": "cpu"}
+
+
+def _source(tmp_path: Path, spec: dict, state: dict) -> Path:
+    d = tmp_path / "source"
+    meta = {"spec": spec, "status": "finished"}
+    save_checkpoint(d, meta=meta, model=state, best=state, optim={})
+    return d
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"family": "cnn", "depth": 3, "widths": [32, 48, 48, 128]},
+        {"family": "mlp", "depth": 1, "widths": [64, 200]},
+        {"family": "nin", "depth": 2, "widths": [32, 24, 32, 24]},
+        {"family": "allconv", "depth": 2, "widths": [24, 32, 32]},
+        {"family": "resnet9", "depth": 9, "widths": [8, 16, 16, 24]},
+    ],
+    ids=lambda s: s["family"],
+)
+def test_pruned_net_is_within_one_percent_of_the_budget(spec: dict) -> None:
+    torch.manual_seed(0)
+    state = build(spec).state_dict()
+    budget = count_params(spec) // 3
+    new_spec, pruned = prune_spec(spec, state, budget)
+    assert 0.99 * budget <= count_params(new_spec) <= budget
+    assert all(w <= w0 for w, w0 in zip(new_spec["widths"], spec["widths"], strict=True))
+    model = build(new_spec)
+    model.load_state_dict(pruned)  # strict: the spec alone describes the pruned net
+    assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_dead_units_are_the_ones_removed() -> None:
+    # Units with zero in- and out-weights contribute nothing: pruning exactly them keeps the
+    # function, so the outputs must not change.
+    torch.manual_seed(1)
+    spec = {"family": "mlp", "depth": 2, "widths": [8, 8], "in_shape": [3, 4, 4]}
+    model = build(spec)
+    lin = [m for m in model if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer, nxt, dead in ((lin[0], lin[1], [1, 3, 4, 6]), (lin[1], lin[2], [0, 2, 5, 7])):
+            layer.weight[dead] = 0
+            layer.bias[dead] = 0
+            nxt.weight[:, dead] = 0
+    budget = count_params({**spec, "widths": [4, 4]})
+    new_spec, pruned = prune_spec(spec, model.state_dict(), budget)
+    assert new_spec["widths"] == [4, 4]
+    small = build(new_spec)
+    small.load_state_dict(pruned)
+    x = torch.randn(5, 3, 4, 4)
+    torch.testing.assert_close(small(x), model(x))
+
+
+def test_prune_and_fine_tune_on_a_transfer_set(tmp_path: Path, tiny_splits) -> None:
+    from raydistill.teachers import make_ensemble
+    from raydistill.transfer import load_transfer_set, write_transfer_set
+
+    wide = solve_budget("cnn", 2, 120_000, num_classes=tiny_splits.num_classes).spec
+    cfg = TrainConfig(**FAST, loss="hard")
+    trained = train_student(wide, tiny_splits, None, cfg, evaluate_test=False)
+    source = _source(tmp_path, trained.spec, trained.state_dict)
+    blob = save({k: v.contiguous() for k, v in trained.state_dict.items()})
+    ens = make_ensemble(trained.spec, [blob], make_preprocess("per_image", tiny_splits))
+    ts_path = write_transfer_set(tmp_path / "ts.parquet", ens, tiny_splits, 2, seed=0)
+    transfer = load_transfer_set(ts_path, splits=tiny_splits)
+    out = tmp_path / "pruned"
+    res = prune_to_budget(
+        source, "50k", data=tiny_splits, transfer=transfer,
+        config=TrainConfig(**FAST, loss="l2_logits"), out_dir=out,
+    )  # fmt: skip
+    assert res.cell == "prune-cnn-d2@50k"
+    assert 0.99 * 50_000 <= res.params <= 50_000
+    assert res.train is not None and res.train.status == "finished" and res.train.epochs == 2
+    spec, state = load_checkpoint_weights(out / "checkpoint")
+    assert spec == res.spec and count_params(spec) == res.params
+    build(spec).load_state_dict(state)
+    row = json.loads((out / "prune.json").read_text())
+    assert row == json.loads(json.dumps(trials_row(res)))
+    assert row["cell"] == "prune-cnn-d2@50k" and row["family"] == "prune-cnn"
+    assert row["params/budget"] >= 0.99 and row["val/acc"] is not None
+
+
+def test_budget_above_the_network_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    spec = {"family": "cnn", "depth": 2, "widths": [8, 8, 16]}
+    source = _source(tmp_path, spec, build(spec).state_dict())
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=str(count_params(spec))) as info:
+        prune_to_budget(source, count_params(spec) + 1, out_dir=out)
+    assert "\n" not in str(info.value) and not out.exists()
+
+
+def test_checkpoint_that_does_not_match_its_spec_is_refused(tmp_path: Path) -> None:
+    spec = {"family": "cnn", "depth": 2, "widths": [8, 8, 16]}
+    other = build({**spec, "widths": [8, 9, 16]}).state_dict()
+    source = _source(tmp_path, spec, other)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="does not match its spec") as info:
+        prune_to_budget(source, "1k", out_dir=out)
+    assert "\n" not in str(info.value) and not out.exists()
+
+
+def test_budget_below_the_family_minimum_names_it() -> None:
+    spec = {"family": "nin", "depth": 2, "widths": [8, 8, 8, 8]}
+    with pytest.raises(UserError, match="minimum") as info:
+        prune_spec(spec, build(spec).state_dict(), parse_budget(10))
+    assert "\n" not in str(info.value)
