@@ -118,12 +118,14 @@ class TrialSettings:
 
 # ------------------------------------------------------------------ loading and validation
 def space_dir() -> Path:
-    """The folder of the shipped spaces (`search_spaces/` next to the package)."""
+    """The folder of the shipped spaces: in a checkout (and an editable install) the top-level
+    `search_spaces/`, the source of truth; in a wheel the copy the build hook (setup.py) puts in
+    the package, `raydistill/search_spaces/`."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "search_spaces", here / "search_spaces"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "search_spaces"
+    checkout = here.parent / "search_spaces"
+    if (here.parent / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return here / "search_spaces"
 
 
 def shipped_spaces() -> dict[str, Path]:
