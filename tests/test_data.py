@@ -272,6 +272,23 @@ def test_synthetic_sep_through_load_dataset():
             load_dataset(bad)
 
 
+def test_synthetic_sep_input_size_and_channels():
+    """size / channels set d = C·S² for the sample-efficiency study; the default is unchanged."""
+    # Pinned: the fingerprint of the default 3×32×32 task before size / channels existed.
+    assert make_synthetic_sep(50, 10, 10, 3).fingerprint == "8c97fa2ac3de9380"
+    small = make_synthetic_sep(40, 10, 20, seed=2, size=5, channels=2)
+    assert small.image_shape == (2, 5, 5) and small.train_x.dtype == np.float32
+    sq = (small.test_x.astype(np.float64) ** 2).reshape(20, 2, -1).sum(-1)
+    np.testing.assert_array_equal(small.test_y, (sq[:, 0] > sq[:, 1]).astype(np.int64))
+    assert small.fingerprint != make_synthetic_sep(40, 10, 20, seed=2, size=6).fingerprint
+    s = load_dataset("synthetic-sep:100:8:2", val_size=20)
+    assert s.image_shape == (2, 8, 8) and s.sizes() == {"train": 100, "val": 20, "test": 20}
+    assert load_dataset("synthetic-sep:60:4", val_size=10).image_shape == (3, 4, 4)
+    for bad in ("synthetic-sep:10:0", "synthetic-sep:10:4:1", "synthetic-sep:10:4:2:1"):
+        with pytest.raises(UserError, match="synthetic-sep:N:S"):
+            load_dataset(bad)
+
+
 # ---------------------------------------------------------------------------------- errors
 
 
