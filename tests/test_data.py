@@ -353,3 +353,60 @@ def test_unwritable_cache_warns_and_still_loads(sources, tmp_path):
     with pytest.warns(UserWarning, match="cannot cache decoded data"):
         s = load_dataset(sources["parquet"], cache_dir=blocker, val_size=50)
     assert s.sizes()["train"] == 150 and blocker.is_file()
+
+
+# ---------------------------------------------------------------- grayscale, other sizes, defaults
+def _gray_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img[0], mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gray(n_per_class: int, classes: int, side: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = rng.integers(0, 256, (len(y), 1, side, side)).astype(np.uint8)
+    return x, y
+
+
+def test_grayscale_28px_keeps_one_channel_in_every_layout(tmp_path):
+    train, test = _gray(20, 5, 28, seed=1), _gray(4, 5, 28, seed=2)
+    root = tmp_path / "folder"
+    for part, (x, y) in (("train", train), ("test", test)):
+        for i, (img, lab) in enumerate(zip(x, y, strict=True)):
+            (root / part / f"c{lab}").mkdir(parents=True, exist_ok=True)
+            (root / part / f"c{lab}" / f"{i:03d}.png").write_bytes(_gray_png(img))
+    parquet = write_parquet(tmp_path / "gray.parquet", train, test, encode=_gray_png)
+    for source in (root, parquet):
+        s = load_dataset(source, cache_dir=tmp_path / "cache", seed=0)
+        assert s.image_shape == (1, 28, 28) and s.num_classes == 5
+        assert s.sizes() == {"train": 80, "val": 20, "test": 20}  # default val: 20 % of 100
+        pool_x = np.concatenate([s.train_x, s.val_x])
+        assert sorted(map(bytes, pool_x)) == sorted(map(bytes, train[0]))  # pixels exact
+        np.testing.assert_array_equal(s.test_x, test[0])
+
+
+def test_default_val_size_adapts_and_keeps_cifar_at_10000():
+    assert S.default_val_size(50_000) == 10_000
+    assert S.default_val_size(100) == 20
+
+
+def test_mixed_image_sizes_are_refused_in_one_line(tmp_path):
+    x, y = _images(2, seed=3)
+    small = np.ascontiguousarray(x[:1, :, :16, :16])
+    blobs = [_png(img) for img in x] + [_png(small[0])]
+    path = tmp_path / "mixed.parquet"
+    table = pa.table({"split": ["train"] * len(blobs) + ["test"], "label": [*y.tolist(), 0, 0],
+                      "png": pa.array([*blobs, blobs[0]], pa.binary())})  # fmt: skip
+    pq.write_table(table, path)
+    msg = _one_line_error(path, tmp_path / "cache", "mixed sizes")
+    assert "image 0 is 32×32 px" in msg and "16×16 px" in msg
+
+
+def test_test_split_missing_a_class_warns(tmp_path):
+    train, test = _gray(10, 3, 12, seed=4), _gray(4, 3, 12, seed=5)
+    keep = test[1] != 2
+    path = write_parquet(tmp_path / "t.parquet", train, (test[0][keep], test[1][keep]), _gray_png)
+    with pytest.warns(UserWarning, match="test split has no image of 1 of 3 classes"):
+        s = load_dataset(path, cache_dir=tmp_path / "cache")
+    assert s.num_classes == 3
