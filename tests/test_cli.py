@@ -1,0 +1,184 @@
+"""The CLI's first hour: fast answers, one-line refusals that leave nothing behind.
+
+Subprocess tests run `python -X importtime -m raydistill ...` and read which modules were
+imported: `--help`, `families` and every refusal of bad input must import neither torch nor
+Ray. In-process tests call `raydistill.cli.main` for refusals that need the schema modules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raydistill.cli import main
+from raydistill.cli.args import parse_key_values
+from raydistill.errors import UserError
+
+HEAVY = re.compile(r"\|\s+(torch|ray)(\.|$)")
+
+
+def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, float, bool]:
+    """(exit status, stdout, stderr without import times, seconds, whether torch/ray loaded)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "raydistill", *argv],
+                         capture_output=True, text=True, cwd=cwd, timeout=120)  # fmt: skip
+    wall = time.perf_counter() - t0
+    lines = res.stderr.splitlines()
+    heavy = any(HEAVY.search(line) for line in lines if line.startswith("import time:"))
+    err = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return res.returncode, res.stdout, err, wall, heavy
+
+
+def test_help_and_families_are_light() -> None:
+    for argv in (["--help"], ["train", "--help"], ["families"], ["families", "--json"]):
+        code, out, err, wall, heavy = run_cli(*argv)
+        assert code == 0 and not err, (argv, err)
+        assert not heavy, f"raydistill {' '.join(argv)} imported torch or ray"
+        assert wall < 5, (argv, wall)  # < 1 s on an idle machine; CI shares its cores
+    assert "cnn" in {row["name"] for row in json.loads(out)}
+
+
+def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "trials.parquet").write_bytes(b"")
+    cases = {
+        ("budget", "--family", "cnn", "--depth", "2", "--budget", "abc"): "is not a positive parameter budget",
+        ("budget", "--family", "nope", "--depth", "2", "--budget", "1M"): "unknown student family 'nope'",
+        ("budget", "--family", "cnn", "--depth", "9", "--budget", "1M"): "depth 9 is invalid",
+        ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "synthetic-sep", "--set", "lr"): "not KEY=VALUE",
+        ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", str(tmp_path / "none")): "does not exist",
+        ("teach", "--data", "synthetic-sep", "--family", "resnet9", "--epochs", "1", "--out", "/proc/nope"): "cannot be written",
+        ("teach", "--data", "cifar10", "--cache-dir", str(tmp_path), "--family", "resnet9", "--epochs", "1", "--out", "t"): "--download",
+        ("search", "mlp", "--budgets", "1M", "--data", "synthetic-sep", "--out", "/proc/nope"): "cannot be written",
+        ("export", str(search), "--all", "--out", "/proc/nope"): "cannot be written",
+        ("reproduce", "--seeds", "0"): "must be ≥ 1",
+        ("families", "--kind", "dog"): "invalid choice",
+    }  # fmt: skip
+    for argv, message in cases.items():
+        code, _, err, _, heavy = run_cli(*argv, cwd=tmp_path)
+        assert code == 2, (argv, err)
+        assert err.startswith("raydistill: error: ") and "\n" not in err.strip(), (argv, err)
+        assert message in err, (argv, err)
+        assert not heavy, f"refusing {argv} imported torch or ray"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search"]  # nothing left behind
+
+
+def test_broken_pipe_is_quiet() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "raydistill", "families"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # `raydistill families | head -0`
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
+
+
+def test_the_family_index_is_the_registry() -> None:
+    from raydistill.cli.families_index import static_families
+    from raydistill.students import families
+
+    index, registry = static_families(), families()
+    assert index is not None and list(index) == list(registry)
+    for name, fam in registry.items():
+        got = index[name]
+        assert (got.kind, got.depths, got.spec_keys, got.summary) == (
+            fam.kind, fam.depths, fam.spec_keys, fam.summary,
+        )  # fmt: skip
+
+
+def test_budget_grammar_matches_parse_budget() -> None:
+    import argparse
+
+    from raydistill.budget import parse_budget
+    from raydistill.cli.args import budget
+
+    for text in (
+        "300k",
+        "1M",
+        "3.16M",
+        "250000",
+        "1e6",
+        " 2 K",
+        ".5M",
+        "abc",
+        "1MM",
+        "-1",
+        "0",
+        "",
+    ):
+        try:
+            want = parse_budget(text)
+        except UserError:
+            want = None
+        try:
+            budget(text)
+            ok = True
+        except argparse.ArgumentTypeError:
+            ok = False
+        assert ok == (want is not None), text
+
+
+def test_key_values_are_yaml_everywhere() -> None:
+    got = parse_key_values(["lr=0.01", "nesterov=false", "widths=[1, 2]", "loss=kd", "x="], "--set")
+    assert got == {"lr": 0.01, "nesterov": False, "widths": [1, 2], "loss": "kd", "x": ""}
+    with pytest.raises(UserError, match="not KEY=VALUE"):
+        parse_key_values(["=3"], "--spec")
+
+
+def test_wrong_types_and_unknown_keys_are_refused(capsys, tmp_path: Path) -> None:
+    base = ["--family", "mlp", "--depth", "1", "--budget", "10k", "--data", "synthetic-sep:64"]
+    for sets, message in ((["lr=abc"], "--set lr='abc' is invalid: expected a float"),
+                          (["nesterov=3"], "expected a bool"),
+                          (["lr_typo=1"], "--set lr_typo: unknown key")):  # fmt: skip
+        argv = ["train", *base, *(x for s in sets for x in ("--set", s))]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("raydistill: error: ") and err.count("\n") == 1 and message in err
+    space = ["search", "mlp", "--budgets", "10k", "--data", "synthetic-sep:64", "--dry-run"]
+    assert main([*space, "--set", "momentum=abc"]) == 2
+    assert "--set momentum='abc' is invalid" in capsys.readouterr().err
+
+
+def test_refused_export_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    search = tmp_path / "search"
+    search.mkdir()
+    row = {"experiment": "e", "cell": "mlp-d1@10k", "family": "mlp", "depth": 1, "budget": 10_000,
+           "trial_id": "t", "status": "finished", "val/acc": 0.5, "test/acc": 0.5, "params": 9_000,
+           "twin": False, "loss": "hard", "checkpoint": str(tmp_path / "gone")}  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([row]), search / "trials.parquet")
+    out = tmp_path / "export"
+    assert main(["export", str(search), "--all", "--out", str(out), "--no-verify-test"]) == 2
+    assert "checkpoint" in capsys.readouterr().err and not out.exists()
+
+
+def test_every_data_command_takes_download_and_reproduce_takes_seed() -> None:
+    from raydistill.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["teach", "--data", "cifar10", "--family", "vgg8", "--epochs", "1", "--out", "o"],
+                 ["transfer", "--teacher", "t", "--epochs", "1", "--out", "o.parquet"],
+                 ["train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "cifar10"],
+                 ["search", "cnn", "--budgets", "1M"], ["export", "d", "--all", "--out", "o"],
+                 ["reproduce"]):  # fmt: skip
+        assert parser.parse_args([*argv, "--download"]).download is True
+    args = parser.parse_args(["reproduce", "--seed", "3", "--seeds", "2"])
+    assert (args.seed, args.seeds) == (3, 2)
+
+
+def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet")
+    out = tmp_path / "search"
+    argv = ["search", "mlp", "--budgets", "10k", "--data", "synthetic-sep:64", "--transfer",
+            str(junk), "--out", str(out), "--wandb", "off"]  # fmt: skip
+    assert main(argv) == 2  # refused after the search wrote its settings into --out
+    assert "is not a Parquet file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.parquet"]
