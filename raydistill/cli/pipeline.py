@@ -17,12 +17,14 @@ Outputs = list[tuple[Path, bool]]  # (path, is_file)
 
 
 # ---------------------------------------------------------------- shared arguments
-def data_args(p: argparse.ArgumentParser, *, required: bool, inherited: bool = False) -> None:
+def data_args(
+    p: argparse.ArgumentParser, *, required: bool, inherited: bool = False, note: str = ""
+) -> None:
     """--data, --val-size, --split-seed, --cache-dir, --download."""
+    note = " (default: the teacher's)" if inherited else note
     p.add_argument("--data", required=required,
                    help="dataset: cifar10, a .parquet file, an ImageFolder root, a "
-                        "cifar-10-batches-py folder, synthetic-sep[:N]"
-                        + (" (default: the teacher's)" if inherited else ""))  # fmt: skip
+                        "cifar-10-batches-py folder, synthetic-sep[:N]" + note)  # fmt: skip
     more = " (default: the teacher's)" if inherited else ""
     p.add_argument("--val-size", type=A.at_least(0),
                    help="validation images taken from the training pool (default: "
@@ -48,11 +50,17 @@ def check_family(family: str, depth: int | None, kind: str) -> None:
     """Refuse an unknown family or depth from the source index (no torch)."""
     from raydistill.cli.families_index import static_families
 
-    known = static_families(kind)
-    if known is None:  # the index could not read the sources: the registry will check
+    every = static_families()
+    if every is None:  # the index could not read the sources: the registry will check
         return
+    known = {n: f for n, f in every.items() if f.kind == kind}
     if family not in known:
-        raise UserError(f"unknown {kind} family {family!r}; valid: {', '.join(known)}")
+        what = (
+            f"{family!r} is a {every[family].kind} family"
+            if family in every
+            else (f"unknown family {family!r}")
+        )
+        raise UserError(f"{what}; {kind} families: {', '.join(known)}")
     if depth is not None and depth not in known[family].depths:
         raise UserError(
             f"family {family!r} depth {depth} is invalid; valid: {list(known[family].depths)}"
@@ -128,8 +136,9 @@ def transfer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .parquet file")
     data_args(p, required=False, inherited=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the views and their order")
-    p.add_argument("--aug", choices=["paper_hsv", "paper"], default="paper_hsv",
-                   help="augmentation of the views (paper_hsv needs colour images)")  # fmt: skip
+    p.add_argument("--aug", choices=["paper_hsv", "paper"],
+                   help="augmentation of the views (default: paper_hsv for colour uint8 "
+                        "images, paper otherwise: HSV jitter needs colours)")  # fmt: skip
     p.add_argument("--batch-size", type=A.at_least(1), default=1000, help="views per forward pass")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
@@ -161,9 +170,11 @@ def transfer_run(args: argparse.Namespace) -> int:
         seed=args.split_seed if args.split_seed is not None else split.get("seed", 0),
         train_subset=None,
     )
+    colour = splits.train_x.dtype == "uint8" and splits.image_shape[0] == 3
+    aug = args.aug or ("paper_hsv" if colour else "paper")
     t0 = time.perf_counter()
     path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed,
-                              aug=getattr(AugConfig, args.aug)(), batch_size=args.batch_size,
+                              aug=getattr(AugConfig, aug)(), batch_size=args.batch_size,
                               log=print)  # fmt: skip
     wall = time.perf_counter() - t0
     ts = load_transfer_set(path, splits=splits, teacher_fingerprints=ensemble.fingerprints)

@@ -78,8 +78,9 @@ def report_args(p: argparse.ArgumentParser) -> None:
 
 
 def report_check(args: argparse.Namespace) -> Outputs:
-    if not (Path(args.dir) / "trials.parquet").is_file():
-        raise UserError(f"{args.dir!r} holds no trials.parquet; is it a search directory?")
+    path = Path(args.dir) / "trials.parquet"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; is {args.dir!r} a search directory?")
     return []
 
 

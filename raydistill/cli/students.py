@@ -99,8 +99,7 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depths", type=A.number_list(int), help="depths to search (∩ each space's)")
     p.add_argument("--trials", type=A.at_least(1), default=16, help="trials per cell (default 16)")
     p.add_argument("--transfer", help="transfer set (.parquet); without it: hard labels, loss 'hard'")  # fmt: skip
-    data_args(p, required=False)
-    p.set_defaults(data="cifar10")
+    data_args(p, required=False, note=" (default: cifar10)")  # checked after the spaces
     p.add_argument("--train-subset", type=A.at_least(1), help="class-balanced training subset (CPU runs)")  # fmt: skip
     set_args(p, "fixed in every space (overrides the space)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: 4 trials per GPU")
@@ -139,7 +138,7 @@ def search_check(args: argparse.Namespace) -> Outputs:
         raise UserError("search needs SPACE.yaml ..., --budgets and --out (or --resume DIR)")
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
-    A.check_data(args.data, args.cache_dir, args.download)
+    A.check_data(args.data, args.cache_dir, args.download)  # when given: a typo costs no torch
     return [] if args.dry_run else [(A.check_out(args.out), False)]
 
 
@@ -160,6 +159,7 @@ def search_run(args: argparse.Namespace) -> int:
     if sets:  # re-validated as part of each space: the same rules as a value in the YAML
         spaces = [parse_space({**s.raw, "train": {**(s.raw.get("train") or {}), **sets}},
                               f"{s.source} with --set") for s in spaces]  # fmt: skip
+    args.data = args.data or "cifar10"
     prepare_data(args)
     options = {"val_size": args.val_size, "seed": args.split_seed,
                "train_subset": args.train_subset, "cache_dir": args.cache_dir}  # fmt: skip
