@@ -50,7 +50,7 @@ def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
     (search / "trials.parquet").write_bytes(b"")
     cases = {
         ("budget", "--family", "cnn", "--depth", "2", "--budget", "abc"): "is not a positive parameter budget",
-        ("budget", "--family", "nope", "--depth", "2", "--budget", "1M"): "unknown student family 'nope'",
+        ("budget", "--family", "nope", "--depth", "2", "--budget", "1M"): "unknown family 'nope'; student families",
         ("budget", "--family", "cnn", "--depth", "9", "--budget", "1M"): "depth 9 is invalid",
         ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "synthetic-sep", "--set", "lr"): "not KEY=VALUE",
         ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", str(tmp_path / "none")): "does not exist",
