@@ -48,8 +48,8 @@ import torch
 from torch import nn
 
 from raydistill import __version__
-from raydistill.errors import ExportError, UserError
-from raydistill.inference import RawImageStudent, wrap
+from raydistill.errors import UserError
+from raydistill.inference import RawImageStudent, load_student, read_json, rebuild, wrap
 from raydistill.manifest import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def export_cells(
 
     d, out = Path(directory), Path(out_dir)
     df = load_results(d)
-    manifest = _read_json(d / "manifest.json") or {}
+    manifest = read_json(d / "manifest.json") or {}
     rows = (
         [select_trial(df, s) for s in selectors]
         if selectors is not None
@@ -220,7 +220,7 @@ def export_trial(
         raise UserError(f"trial {row['trial_id']} of {row['cell']}: checkpoint {ckpt} is missing")
     meta = read_checkpoint(ckpt)
     inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
-    reference = wrap(_rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
+    reference = wrap(rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
     params = sum(p.numel() for p in reference.parameters())
     recorded = _num(row.get("params"))
     if recorded is not None and int(recorded) != params:
@@ -265,18 +265,6 @@ def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
         return "uint8" if splits.test_x.dtype == "uint8" else "float32"
     source = _data_source(manifest.get("config") or {}) or ""
     return "float32" if source.startswith("synthetic-sep") else "uint8"
-
-
-def _rebuild(spec: Mapping[str, Any], state: dict[str, torch.Tensor], where: Path) -> nn.Module:
-    from raydistill.students import build
-
-    model = build(spec)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"{where}: weights do not fit the spec {dict(spec)}: {first}") from exc
-    return model.eval()
 
 
 def _num(v: Any) -> float | None:
@@ -417,78 +405,12 @@ def raw_accuracy(model: Callable[[torch.Tensor], torch.Tensor], splits: Splits,
     return correct / max(len(y), 1), len(y)
 
 
-# ---------------------------------------------------------------- loading
-def load_student(path: str | Path) -> RawImageStudent:
-    """Rebuild an exported student from `spec.json` + `model.safetensors` (no pickle), in eval mode.
-
-    The module takes raw images (uint8 NCHW, or float in [0, 1]) and returns logits; `.net` is
-    the bare network. Refuses (`ExportError`, a `UserError`, naming the file) a path that is
-    not an export, a missing, unreadable or truncated file, weights whose sha256 is not the one
-    spec.json records, or a spec that builds another parameter count than spec.json records.
-    """
-    d = Path(path)
-    d = d.parent if d.name == "spec.json" else d
-    if not d.is_dir():
-        raise ExportError(f"{d} does not exist or is not a directory; expected an exported student")
-    meta = _read_spec(d / "spec.json")
-    weights = d / "model.safetensors"
-    if not weights.is_file():
-        raise ExportError(f"{weights} is missing")
-    digest = sha256_file(weights)
-    if digest != meta["model_sha256"]:
-        raise ExportError(
-            f"{weights} has sha256 {digest[:16]}…, spec.json says {str(meta['model_sha256'])[:16]}…: the export was modified or truncated"
-        )
-    from raydistill.students import build
-
-    try:
-        n = sum(p.numel() for p in build(meta["spec"]).parameters())
-    except (UserError, TypeError, ValueError) as exc:
-        raise ExportError(f"{d / 'spec.json'}: its spec does not build ({exc})") from None
-    if n != meta["params"]:
-        raise ExportError(
-            f"{d / 'spec.json'}: params is {meta['params']} but its spec builds {n} parameters: the file was modified"
-        )
-    net = _rebuild(meta["spec"], _read_weights(weights), d)
-    return wrap(net, meta.get("inputs") or {})
-
-
-def _read_spec(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ExportError(f"{path} is missing; is {path.parent} an exported student?")
-    meta = _read_json(path)
-    if meta is None:
-        raise ExportError(f"{path} is not a JSON object; the export is damaged")
-    missing = [k for k in ("spec", "params", "model_sha256") if k not in meta]
-    if missing:
-        raise ExportError(f"{path} lacks key(s) {missing}")
-    return meta
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise ExportError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _write_export_manifest(
     out: Path, source: Path, manifest: Mapping[str, Any], results: list[ExportResult]
 ) -> None:
     from raydistill.manifest import build_manifest, write_manifest
 
-    previous = (_read_json(out / "manifest.json") or {}).get("exports") or {}
+    previous = (read_json(out / "manifest.json") or {}).get("exports") or {}
     exports = {**previous, **{r.cell: {"path": r.path.name, "params": r.params, "test_acc": r.test_acc,
                                        "test_verified": r.test_verified} for r in results}}  # fmt: skip
     write_manifest(out, build_manifest(
