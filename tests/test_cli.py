@@ -182,3 +182,25 @@ def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
     assert main(argv) == 2  # refused after the search wrote its settings into --out
     assert "is not a Parquet file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.parquet"]
+
+
+def test_every_command_takes_a_config_file(tmp_path: Path, capsys) -> None:
+    from raydistill.cli import COMMANDS, build_parser
+    from raydistill.cli.config import config_tokens
+
+    parser = build_parser()
+    assert all("--config" in parser.commands[name].format_help() for name in COMMANDS)
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text("family: mlp\ndepth: 1\nbudget: 10k\njson: true\n")
+    assert main(["budget", "--config", str(cfg), "--budget", "20k"]) == 0  # typed options win
+    assert json.loads(capsys.readouterr().out)["budget"] == 20_000
+    search = tmp_path / "search.yaml"
+    search.write_text("spaces: [mlp]\nbudgets: [10k, 1M]\ndepths: [1, 2]\ndry-run: true\n"
+                      "set: {lr: 0.01, loss: kd}\nval_size: 5\n")  # fmt: skip
+    tokens = config_tokens(str(search), parser.commands["search"])
+    assert tokens == ["--budgets", "10k,1M", "--depths", "1,2", "--dry-run", "--set", "lr=0.01",
+                      "--set", 'loss="kd"', "--val-size", "5", "mlp"]  # fmt: skip
+    cfg.write_text("family: mlp\nbudgett: 10k\n")
+    assert main(["budget", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown option 'budgett'" in err

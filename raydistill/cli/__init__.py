@@ -5,7 +5,8 @@ importing torch or Ray (argument types, `--data`, `--out`, family names; see `ar
 the outputs the command creates; `run` imports its module and does the work. A refusal — a
 `UserError` or an `OSError` from anywhere — prints one line `raydistill: error: ...`, exits 2,
 and removes the outputs this command created, unless they already hold finished work (`keep`:
-names inside the directory that mark a resumable run's progress).
+names inside the directory that mark a resumable run's progress). Every command takes
+`--config FILE`, a YAML mapping of its options (`raydistill.cli.config`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from raydistill.cli import pipeline, results, students
+from raydistill.cli.config import config_tokens, split_config
 from raydistill.errors import UserError
 
 
@@ -73,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.add_args(p)
+        p.add_argument("--config", metavar="FILE",
+                       help="YAML mapping of this command's options (typed options win)")  # fmt: skip
         p.set_defaults(_cmd=cmd)
+    parser.commands = sub.choices  # name -> sub-parser, for --config
     return parser
 
 
@@ -84,9 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `raydistill` console script; returns the exit status."""
     warnings.showwarning = _one_line_warning
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0)
+    except UserError as exc:  # a bad --config file
+        print(f"raydistill: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     cmd: Command = args._cmd
     created: list[tuple[Path, bool]] = []
     try:
@@ -106,6 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raydistill: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """parse_args, with a command's `--config FILE` spliced in as tokens before the typed ones."""
+    parser = build_parser()
+    argv, config = split_config(argv)
+    command = next((i for i, t in enumerate(argv) if t in COMMANDS), None)
+    if config is not None and command is not None:
+        tokens = config_tokens(config, parser.commands[argv[command]])
+        argv = [*argv[: command + 1], *tokens, *argv[command + 1 :]]
+    return parser.parse_args(argv)
 
 
 def _one_line(exc: BaseException) -> str:
