@@ -1,6 +1,9 @@
 """Distillation losses: pure functions of logits (B, C) and labels (B,).
 
-- `l2_logits`: the paper's loss, mean squared error between student and teacher logits.
+- `l2_logits`: the paper's loss (Ba & Caruana, 2014; Urban et al., 2017): ½‖s − t‖² between
+  student and teacher logit vectors, summed over the C classes and averaged over the batch.
+  The reduction is part of the definition: the paper's learning-rate range (0.0013–0.016) is
+  for this loss; a mean over batch × classes would scale every gradient by 2/C.
 - `kd`: Hinton et al. (2015): soft cross-entropy at temperature T, scaled by T² so its gradient
   does not shrink with T, mixed with the hard-label cross-entropy by weight α.
 - `hard`: cross-entropy on labels only, for the paper's hard-label twins (and teachers).
@@ -17,8 +20,8 @@ LOSSES = ("l2_logits", "kd", "hard")
 
 
 def l2_logits(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean over batch and classes of (student − teacher)²."""
-    return F.mse_loss(student, teacher)
+    """½ Σ_c (student − teacher)², averaged over the batch: (B, C), (B, C) → scalar."""
+    return 0.5 * (student - teacher).square().sum(dim=1).mean()
 
 
 def kd(

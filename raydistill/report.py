@@ -31,16 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydistill.budget import format_budget
+from raydistill.budget import format_budget, parse_budget
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_write_bytes, atomic_write_text
+from raydistill.results import STATUSES, rank
 
 TOP_K = 5  # the paper averages the 5 best trials (by validation accuracy) of each experiment
-DONE = ("finished", "stopped")  # statuses whose trials count for the table
-STATUSES = ("finished", "stopped", "diverged", "error", "running")
 HARD = "hard"  # the loss of the hard-label twins
 REQUIRED = ("cell", "family", "depth", "budget", "trial_id", "status", "val/acc", "test/acc")
-PAPER_TABLE = Path(__file__).with_name("paper_table2.yaml")
+PAPER_TABLE = Path(__file__).with_name("urban2017.yaml")  # the paper's numbers, with source
 
 
 @dataclass
@@ -132,11 +131,9 @@ def _transfer_teacher(path: Path) -> dict[str, float] | None:
 
 # ---------------------------------------------------------------- the top-k rule
 def rank_done(df: pd.DataFrame) -> pd.DataFrame:
-    """Finished/stopped trials, best validation accuracy first within each (row, budget)."""
-    done = df[df["status"].isin(DONE) & df["val/acc"].notna()]
-    return done.sort_values(
-        ["row", "budget", "val/acc", "trial_id"], ascending=[True, True, False, True]
-    )
+    """The trials the best-trial rule admits (`raydistill.results`), best validation accuracy
+    first within each (row, budget)."""
+    return rank(df, ("row", "budget"))
 
 
 def cell_stats(df: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
@@ -397,20 +394,26 @@ def _save_png(fig: Any, path: Path) -> Path:
 
 # ---------------------------------------------------------------- the paper's numbers
 def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:
-    """The published Table 2 data file: {source, note, unit, rows: {row: {budget: acc}}}."""
+    """The published numbers (`urban2017.yaml`, transcribed from the paper's Table 2 and text)
+    as {source, unit, teacher, rows: {row label: {budget label: accuracy %}}}: the distilled
+    rows ("cnn-d2") at every budget and the hard-label rows ("cnn-d2 (hard)") at 10M."""
     import yaml
 
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path} is not a readable YAML file: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("rows") or {}, dict):
+        budgets = [str(b) for b in data["budgets"]]
+        rows = {row: dict(zip(budgets, accs, strict=True))
+                for row, accs in data["distilled"].items()}  # fmt: skip
+        for row, acc in (data.get("hard_labels_10M") or {}).items():
+            rows[f"{row} ({HARD})"] = {"10M": acc}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(
-            f"{path} must be a mapping with a 'rows' mapping of row -> budget -> accuracy"
-        )
-    data["rows"] = data.get("rows") or {}
-    return data
+            f"{path} is not a paper table (budgets, distilled rows, hard_labels_10M): {exc}"
+        ) from None
+    teacher = (data.get("teacher") or {}).get("ensemble_test_acc")
+    return {"source": data.get("source"), "unit": data.get("unit"), "rows": rows,
+            "teacher": teacher, "findings": data.get("findings") or []}  # fmt: skip
 
 
 def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:
@@ -421,20 +424,31 @@ def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:
         f"Source: {paper.get('source', '?')}",
         "",
     ]
-    if paper.get("note"):
-        lines += [str(paper["note"]).strip(), ""]
-    if not paper["rows"]:
-        return "\n".join([*lines, "No published numbers with a verified source are shipped in "
-                          f"{PAPER_TABLE.name}; nothing to compare."]) + "\n"  # fmt: skip
-    ours = {(r.row, r.budget_label): r.mean_test_acc for r in stats.itertuples(index=False)}
-    lines += ["| model | budget | paper (%) | ours (%) | ours − paper |", "|---|---|---|---|---|"]
-    for row, by_budget in paper["rows"].items():
-        for budget, acc in (by_budget or {}).items():
-            mine = ours.get((row, str(budget)))
-            diff = "–" if mine is None or math.isnan(mine) else f"{100 * mine - float(acc):+.2f}"
-            lines.append(
-                f"| {row} | {budget} | {float(acc):.2f} | {_pct(mine) if mine is not None else '–'} | {diff} |"
-            )
+    ours: dict[str, dict[str, float]] = {}
+    for r in stats.itertuples(index=False):
+        ours.setdefault(r.row, {})[r.budget_label] = r.mean_test_acc
+    ours_budgets = sorted({b for v in ours.values() for b in v}, key=parse_budget)
+    paper_budgets = sorted({b for v in paper["rows"].values() for b in v}, key=parse_budget)
+    lines += [
+        "The paper's students are at 1M–31.6M parameters (hard-label twins at 10M); ours at "
+        "the budgets of this experiment. Same row, side by side; '–' where a row or budget "
+        "was not run.",
+        "",
+        "| model | "
+        + " | ".join(f"paper {b}" for b in paper_budgets)
+        + " | "
+        + " | ".join(f"ours {b}" for b in ours_budgets)
+        + " |",
+        "|---|" + "---|" * (len(paper_budgets) + len(ours_budgets)),
+    ]
+    for row in sorted(set(paper["rows"]) | set(ours), key=_row_order):
+        pub = [paper["rows"].get(row, {}).get(b) for b in paper_budgets]
+        mine = [ours.get(row, {}).get(b) for b in ours_budgets]
+        cells = [f"{float(v):.2f}" if v is not None else "–" for v in pub]
+        cells += [_pct(v) if v is not None else "–" for v in mine]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if paper.get("teacher") is not None:
+        lines += ["", f"Teacher ensemble: paper {float(paper['teacher']):.2f} %."]
     return "\n".join(lines) + "\n"
 
 

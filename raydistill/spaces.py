@@ -39,7 +39,10 @@ RESERVED_SPEC = {"depth": "the cell's depth", "widths": "the budget solver",
                  "in_shape": "the dataset", "num_classes": "the dataset"}  # fmt: skip
 RESERVED_TRAIN = {"seed": "--seed", "device": "the trial's resources"}
 SEARCHERS = ("tpe", "gp", "random")
-RATIO_PREFIX = "r"  # sampled width ratios are named r0, r1, ... in trial configs
+RATIO_PREFIX = "r"  # sampled width ratios are named r1, r2, ... in trial configs
+# Slot 0's ratio: fixed (see SearchSpace.searched), at the middle of [0, 1] so the other slots
+# can be up to 8**0.5 ≈ 2.8× narrower or wider than slot 0, and up to 8× apart from each other.
+FIRST_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,21 +79,49 @@ class SearchSpace:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def ratio_names(self, depth: int) -> list[str]:
+        """The names of every width slot's ratio at `depth`: r0, r1, ..."""
         return [f"{RATIO_PREFIX}{i}" for i in range(get_family(self.family).width_slots(depth))]
 
     def searched(self, depth: int) -> dict[str, Param]:
-        """The sampled entries at `depth`, by their trial-config name (r0.., spec, train keys)."""
+        """The sampled entries at `depth`, by their trial-config name (r1.., spec, train keys).
+
+        r0 is never sampled: adding one constant to every ratio gives the same widths (the
+        solver's common scale absorbs it), so slot 0 is fixed at `FIRST_RATIO` and d slots
+        search d − 1 dimensions."""
         out: dict[str, Param] = {}
         if self.width_ratios.searched:
-            out.update({n: self.width_ratios for n in self.ratio_names(depth)})
+            out.update({n: self.width_ratios for n in self.ratio_names(depth)[1:]})
         for section in (self.spec, self.train):
             out.update({k: p for k, p in section.items() if p.searched})
         return out
 
+    def with_depths(self, depths: Iterable[int]) -> SearchSpace:
+        """A copy searching only `depths` (each must be one of the space's depths)."""
+        depths = tuple(int(d) for d in depths)
+        bad = [d for d in depths if d not in self.depths]
+        if bad or not depths:
+            raise UserError(
+                f"{self.source}: depth {bad[0] if bad else depths} is invalid for family "
+                f"{self.family!r}; valid: {list(self.depths)}"
+            )
+        return replace(self, depths=depths, raw={**self.raw, "depths": list(depths)})
+
     def with_train(self, **values: Any) -> SearchSpace:
-        """A copy with train entries fixed to `values` (e.g. loss="hard" without a transfer set)."""
-        train = {**self.train, **{k: Param("fixed", v) for k, v in values.items()}}
-        return replace(self, train=train, raw={**self.raw, "train": _raw_section(train)})
+        """A copy with train entries set to `values`: fixed values (loss="hard") or primitives
+        ({log_float: [lo, hi]}), validated like the file's own entries."""
+        return self.with_overrides(train=values)
+
+    def with_overrides(
+        self, *, train: Mapping[str, Any] | None = None, spec: Mapping[str, Any] | None = None
+    ) -> SearchSpace:
+        """A copy with some train / spec entries replaced (a scale's settings), re-validated."""
+        raw = {
+            **self.raw,
+            "depths": list(self.depths),
+            "train": {**_raw_section(self.train), **(train or {})},
+            "spec": {**_raw_section(self.spec), **(spec or {})},
+        }
+        return parse_space(raw, self.source)
 
 
 @dataclass(frozen=True)
@@ -388,8 +419,10 @@ def plan_cells(
 def settings(space: SearchSpace, depth: int, sampled: Mapping[str, Any]) -> TrialSettings:
     """Fixed values + one sample (`sampled`: names as in `searched(depth)`) → what to train."""
     names = space.ratio_names(depth)
-    ratios = [float(sampled[n]) if space.width_ratios.searched else float(space.width_ratios.value)
-              for n in names]  # fmt: skip
+    if space.width_ratios.searched:
+        ratios = [FIRST_RATIO, *(float(sampled[n]) for n in names[1:])]
+    else:
+        ratios = [float(space.width_ratios.value)] * len(names)
 
     def pick(section: Mapping[str, Param]) -> dict[str, Any]:
         return {k: sampled[k] if p.searched else p.value for k, p in section.items()}

@@ -176,10 +176,9 @@ def train_members(
     shuts it down afterwards), "auto" or "host:port" joins a running cluster. Each task asks
     for `gpu_fraction` GPUs when the cluster has GPUs (default: `gpu_fraction_for`), else 1 CPU.
     """
-    import ray
+    from raydistill.cluster import ray_session
 
-    started = _init_ray(ray, address, num_cpus)
-    try:
+    with ray_session(address, num_cpus) as ray:
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         frac = gpu_fraction_for(len(configs), gpus) if gpu_fraction is None else gpu_fraction
         opts = {"num_gpus": frac, "num_cpus": 1} if frac > 0 else {"num_cpus": 1}
@@ -187,26 +186,6 @@ def train_members(
         data_ref = ray.put(splits)  # once: every member reads the same object-store copy
         refs = [task.remote(spec, data_ref, c.to_dict()) for c in configs]
         return ray.get(refs)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _init_ray(ray, address: str, num_cpus: int | None) -> bool:
-    """Connect to / start Ray; True when this call started it (and must shut it down)."""
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address == "local":
-        kwargs.update(num_cpus=num_cpus)
-    try:
-        ray.init(address=address, configure_logging=False, **kwargs)
-    except ConnectionError as exc:
-        raise UserError(
-            f"no Ray cluster at address {address!r} ({str(exc).splitlines()[0]}); "
-            "start one with `ray start --head` or use --address local"
-        ) from None
-    return True
 
 
 # ----------------------------------------------------------------------------- ensembles

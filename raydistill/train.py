@@ -28,7 +28,7 @@ from raydistill.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate
+from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate, to_float
 from raydistill.errors import UserError
 from raydistill.losses import check_loss, compute_loss
 from raydistill.schedule import CosineSchedule, PlateauSchedule, Schedule, schedule_from_state
@@ -209,6 +209,7 @@ class _Trainer:
         self.preprocess = make_preprocess(cfg.preprocess, data)
         self.train = DeviceSplit.from_numpy(data.train_x, data.train_y, self.device)
         self.val = DeviceSplit.from_numpy(data.val_x, data.val_y, self.device)
+        self._data_init()
         self.num_epochs = cfg.max_epochs
         if transfer is not None:
             self.num_epochs = min(cfg.max_epochs, transfer.num_epochs)
@@ -216,6 +217,14 @@ class _Trainer:
         self.schedule: Schedule = self._make_schedule()
         self.run = _Run()
         self.best_state = self._weights()
+
+    def _data_init(self) -> None:
+        """Data-dependent init for models that define `data_init(x)` (airbench's whitening), on
+        up to 5,000 preprocessed training images (un-augmented: the statistics of the data)."""
+        if not hasattr(self.model, "data_init"):
+            return
+        sample = self.preprocess(to_float(self.train.x[:5000]))
+        self.model.data_init(sample)
 
     def _steps_per_epoch(self) -> int:
         n = self.transfer.views_per_epoch if self.transfer is not None else len(self.data.train_y)

@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from raydistill.data import AUG_KEYS, AugConfig, DeviceSplit, apply_aug, epoch_plan, to_float
+from raydistill.data.augment import HSVJitter
 from raydistill.errors import UserError
 from raydistill.manifest import sha256_file, temp_path_for
 
@@ -184,9 +185,14 @@ def epoch_logits(
 def transfer_meta(
     ensemble: Ensemble, splits: Splits, epochs: int, seed: int, aug: AugConfig
 ) -> dict[str, Any]:
-    """The metadata a transfer set carries (ensemble accuracies are measured on `splits`)."""
-    val = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("val")))
-    test = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("test")))
+    """The metadata a transfer set carries (ensemble accuracies are measured on `splits`:
+    taken from the teacher manifest when it was measured on the same splits, else measured)."""
+    measured = ensemble.manifest.get("ensemble") or {}
+    if ensemble.manifest.get("dataset_fingerprint") == splits.fingerprint and measured:
+        val, test = float(measured["val/acc"]), float(measured["test/acc"])
+    else:
+        val = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("val")))
+        test = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("test")))
     return {
         "format_version": FORMAT_VERSION,
         "dataset": splits.name,
@@ -222,34 +228,43 @@ def write_transfer_set(
     (Parquet, one row group per epoch; a temporary file renamed into place at the end).
 
     Epoch e's order and views are `epoch_plan(n, seed=seed, epoch=e, aug=aug)`: CPU generators,
-    so the file does not depend on the device or the batch size. `aug` defaults to the paper's
-    augmentation with HSV jitter (`AugConfig.paper_hsv()`); the ensemble sees each view with
-    its own preprocessing. `device` defaults to the ensemble's (the members are moved there)."""
+    so the file does not depend on the device or the batch size. `aug` defaults to
+    `default_aug(splits)` (the paper's with HSV jitter for images); the ensemble sees each view
+    with its own preprocessing. The metadata records the ensemble's accuracy on the test
+    images under this augmentation (`ensemble_test_view_acc`). `device` defaults to the ensemble's (the members are moved there)."""
     import pyarrow.parquet as pq
 
     if epochs < 1:
         raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
-    aug = aug if aug is not None else AugConfig.paper_hsv()
+    aug = aug if aug is not None else default_aug(splits)
+    _check_aug(aug, splits)
     dev = torch.device(device) if device is not None else ensemble.device
     if dev != ensemble.device:
         ensemble.members = [m.to(dev) for m in ensemble.members]
     meta = transfer_meta(ensemble, splits, epochs, seed, aug)
-    schema = _schema(splits.num_classes, meta)
     # Resident on the device (uint8 stays uint8: 4× smaller); batches are gathered by index.
     images = DeviceSplit.from_numpy(splits.train_x, splits.train_y, dev).x
     n = len(splits.train_y)
     parts = _parts(aug, meta["image_size"])
+    # The ensemble's accuracy on the views it labels: on test images under the same
+    # augmentation (how good the targets are on unseen data), then on the stored train views.
+    meta["ensemble_test_view_acc"] = view_accuracy(
+        ensemble, splits.test_x, splits.test_y, aug, seed=seed, batch_size=batch_size
+    )
+    labels = np.asarray(splits.train_y)
+    hits = 0
     path = Path(path)
     tmp = temp_path_for(path)
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(tmp, _schema(splits.num_classes, meta), compression="zstd") as w:
             for e in range(epochs):
                 t0 = time.perf_counter()
                 order, params = epoch_plan(n, seed=seed, epoch=e, aug=aug)
                 logits = epoch_logits(
                     ensemble, images, order, params, batch_size=batch_size, parts=parts
                 )
-                writer.write_table(_epoch_table(schema, e, order, params, logits), n)
+                hits += int((logits.argmax(1) == labels[order.numpy()]).sum())
+                w.write_table(_epoch_table(w.schema, e, order, params, logits), n)
                 if log is not None:
                     log(
                         f"transfer epoch {e + 1}/{epochs}: {n} views, {time.perf_counter() - t0:.1f}s"
@@ -257,7 +272,81 @@ def write_transfer_set(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if log is not None:
+        log(
+            f"ensemble accuracy: test {100 * meta['ensemble_test_acc']:.2f}%, test views "
+            f"{100 * meta['ensemble_test_view_acc']:.2f}%, stored train views "
+            f"{100 * hits / max(n * epochs, 1):.2f}%"
+        )
     return path
+
+
+@torch.no_grad()
+def view_accuracy(
+    ensemble: Ensemble,
+    x: np.ndarray,
+    y: np.ndarray,
+    aug: AugConfig,
+    *,
+    seed: int,
+    batch_size: int = 1000,
+) -> float:
+    """The ensemble's accuracy on one augmented view of each image of (x, y) (seeded)."""
+    dev = ensemble.device
+    images = DeviceSplit.from_numpy(x, y, dev).x
+    order, params = epoch_plan(len(y), seed=seed + 7919, epoch=0, aug=aug)  # not a train stream
+    logits = epoch_logits(
+        ensemble, images, order, params, batch_size=batch_size,
+        parts=_parts(aug, int(min(x.shape[2:]))),
+    )  # fmt: skip
+    return float((logits.argmax(1) == np.asarray(y)[order.numpy()]).mean()) if len(y) else 0.0
+
+
+def default_aug(splits: Splits) -> AugConfig:
+    """The transfer set's augmentation for a dataset: the paper's (mirror, 24–32 px crops
+    resized, HSV jitter) for images; mirror only for non-image float data (`synthetic-sep`):
+    its features are N(0, 1), not colours in [0, 1], and a crop would change what they mean."""
+    size = int(min(splits.image_shape[1:]))
+    if splits.train_x.dtype == np.uint8 and splits.image_shape[0] == 3:
+        return default_aug_for_images(size)
+    if splits.train_x.dtype == np.uint8:  # grey or multispectral images: no colour jitter
+        return replace(default_aug_for_images(size), hsv=None)
+    return AugConfig(mirror=True, crop_min=size, crop_max=size, translate=0, hsv=None)
+
+
+def transfer_aug(name: str, splits: Splits) -> AugConfig:
+    """A transfer set's augmentation by name: "auto" (`default_aug`), "paper", "paper_hsv",
+    "mirror" (mirror only) or "none"."""
+    size = int(min(splits.image_shape[1:]))
+    named = {
+        "auto": lambda: default_aug(splits),
+        "paper": lambda: replace(default_aug_for_images(size), hsv=None),
+        "paper_hsv": lambda: default_aug_for_images(size),
+        "mirror": lambda: AugConfig(mirror=True, crop_min=size, crop_max=size),
+        "none": lambda: AugConfig(mirror=False, crop_min=size, crop_max=size),
+    }
+    if name not in named:
+        raise UserError(f"transfer augmentation {name!r} is unknown; valid: {', '.join(named)}")
+    return named[name]()
+
+
+def default_aug_for_images(size: int) -> AugConfig:
+    """The paper's: mirror, an S×S crop with S in [¾·size, size] resized back, HSV jitter."""
+    lo = max(1, round(size * 0.75))  # 24 of 32 px
+    return AugConfig(mirror=True, crop_min=lo, crop_max=size, translate=0, hsv=HSVJitter())
+
+
+def _check_aug(aug: AugConfig, splits: Splits) -> None:
+    if aug.hsv is not None and splits.train_x.dtype != np.uint8:
+        raise UserError(
+            f"HSV jitter needs images (uint8, colours in [0, 1]); dataset {splits.name!r} is "
+            f"{splits.train_x.dtype} data: use an augmentation without hsv"
+        )
+    if aug.hsv is not None and splits.image_shape[0] != 3:
+        raise UserError(
+            f"HSV jitter needs 3-channel RGB images; dataset {splits.name!r} has "
+            f"{splits.image_shape[0]} channel(s): use an augmentation without hsv"
+        )
 
 
 def _parts(aug: AugConfig, size: int) -> tuple[bool, bool]:

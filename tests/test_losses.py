@@ -26,9 +26,17 @@ def _ce(logits: np.ndarray, label: int) -> float:
     return -math.log(_softmax(logits)[label])
 
 
-def test_l2_logits_is_mean_squared_difference() -> None:
-    ref = sum((S[i, j] - T[i, j]) ** 2 for i in range(6) for j in range(5)) / 30
+def test_l2_logits_is_half_squared_distance_summed_over_classes_mean_over_batch() -> None:
+    ref = sum(0.5 * (S[i, j] - T[i, j]) ** 2 for i in range(6) for j in range(5)) / 6
     assert l2_logits(torch.tensor(S), torch.tensor(T)).item() == pytest.approx(ref, rel=1e-12)
+
+
+def test_l2_logits_is_zero_when_the_student_equals_the_teacher() -> None:
+    t = torch.tensor(T, requires_grad=True)
+    loss = l2_logits(t, torch.tensor(T))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(t.grad).item() == 0
 
 
 def test_hard_is_cross_entropy() -> None:

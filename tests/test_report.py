@@ -190,8 +190,14 @@ def test_compare_paper(search_dir: Path) -> None:
     md = compare_paper(
         rep.stats, {"source": "test", "rows": {"cnn-d2": {"1M": 90.0, "31.6M": 91.0}}}
     )
-    assert "| cnn-d2 | 1M | 90.00 | 89.20 | -0.80 |" in md
-    assert "| cnn-d2 | 31.6M | 91.00 | – | – |" in md
+    # Side by side: the paper's budgets, then ours; '–' where a row or budget was not run.
+    assert "| model | paper 1M | paper 31.6M | ours 1M | ours 3.16M |" in md
+    assert "| cnn-d2 | 90.00 | 91.00 | 89.20 | 89.00 |" in md
+    assert "| mlp-d1 | – | – | 61.00 | – |" in md
+    # The shipped file: the paper's distilled rows at 4 budgets, hard-label twins at 10M.
+    assert shipped["rows"]["cnn-d3"] == {"1M": 90.7, "3.16M": 91.6, "10M": 91.9, "31.6M": 92.3}
+    assert shipped["rows"]["cnn-d1 (hard)"] == {"10M": 84.6}
+    assert shipped["teacher"] == 93.8
 
 
 def test_bad_inputs(tmp_path: Path) -> None:

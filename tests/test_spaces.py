@@ -41,10 +41,15 @@ def test_shipped_space_is_valid_and_every_depth_trains(name):
     assert space.train["input_scale"] == sp.Param("float", (0.8, 1.25))
     assert space.train["init_scale"] == sp.Param("float", (0.4, 2.0))
     assert space.width_ratios == sp.Param("float", (0.0, 1.0))
-    assert space.spec["dropout"] == sp.Param("fixed", 0.0)
+    # Dropout is searched (Bayesian search over lr, dropout and width), or fixed by the family.
+    dropout = space.spec["dropout"]
+    assert dropout.kind in ("fixed", "float") and min(dropout.candidates()) >= 0
+    assert max(dropout.candidates()) <= 0.5
     for depth in space.depths:
         dists = sp.to_optuna(space, depth)
-        assert sum(k.startswith("r") and k[1:].isdigit() for k in dists) == fam.width_slots(depth)
+        # Slot 0's ratio is fixed: d width slots search d − 1 ratios, none of them redundant.
+        ratios = [k for k in dists if k.startswith("r") and k[1:].isdigit()]
+        assert ratios == [f"r{i}" for i in range(1, fam.width_slots(depth))]
         for sampled in sp.sample_configs(space, depth, 2, seed=depth):
             s = sp.settings(space, depth, sampled)
             TrainConfig.from_dict(s.train)  # a valid training config
@@ -130,11 +135,11 @@ def test_to_optuna_translates_every_primitive():
     }
     space = sp.parse_space({"family": "mlp", "depths": [3], "train": train})
     d = sp.to_optuna(space, 3)
-    assert list(d) == ["r0", "r1", "r2", "lr", "momentum", "max_epochs"]
+    assert list(d) == ["r1", "r2", "lr", "momentum", "max_epochs"]
     assert d["lr"] == optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
     assert d["momentum"] == optuna.distributions.FloatDistribution(0.5, 0.9)
     assert d["max_epochs"] == optuna.distributions.IntDistribution(2, 5)
-    assert d["r0"] == optuna.distributions.FloatDistribution(0.0, 1.0)
+    assert d["r1"] == optuna.distributions.FloatDistribution(0.0, 1.0)
     samples = sp.sample_configs(space, 3, 20, seed=1)
     assert samples == sp.sample_configs(space, 3, 20, seed=1)  # seeded
     assert samples != sp.sample_configs(space, 3, 20, seed=2)
@@ -182,3 +187,13 @@ def test_with_train_forces_values_and_keeps_record():
 def test_cell_seed_is_stable_and_distinct():
     assert sp.cell_seed(0, "cnn-d2@1M") == sp.cell_seed(0, "cnn-d2@1M")
     assert len({sp.cell_seed(s, c, r) for s in (0, 1) for c in ("a", "b") for r in (0, 1)}) == 8
+
+
+def test_adding_a_constant_to_every_ratio_gives_the_same_widths_so_r0_is_fixed():
+    # Why slot 0 is not searched: the solver's common scale absorbs a shift of every ratio.
+    a = solve_budget("cnn", 3, 100_000, [0.2, 0.5, 0.3, 0.6])
+    b = solve_budget("cnn", 3, 100_000, [0.4, 0.7, 0.5, 0.8])
+    assert a.widths == b.widths
+    space = sp.parse_space({"family": "cnn", "depths": [3]})
+    s = sp.settings(space, 3, {"r1": 0.1, "r2": 0.9, "r3": 0.4})
+    assert s.ratios == [sp.FIRST_RATIO, 0.1, 0.9, 0.4]

@@ -6,6 +6,7 @@ Importing this package registers every built-in family. A new family is one modu
 
 from raydistill.students import (  # noqa: F401  (registers the families)
     adder,
+    airbench_teacher,
     allconv,
     cnn,
     mlp,

@@ -1,0 +1,143 @@
+"""Study scales: the schema of `raydistill/scales/*.yaml` and its loading (no torch, no Ray).
+
+A scale is a data-only YAML file naming everything a study runs: the data and its split, the
+teacher ensemble, the transfer set, the searches, the hard-label twins and the seed repeats.
+`load_scale("tiny")` reads a shipped scale, `load_scale(path)` a user's copy; the schema
+(pydantic, unknown keys refused) turns every mistake into one line naming the file, the key,
+the value and what is valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raydistill.budget import parse_budget
+from raydistill.errors import UserError
+
+SCALES_DIR = Path(__file__).with_name("scales")
+Searcher = Literal["tpe", "gp", "random"]
+Scheduler = Literal["asha", "none"]
+TransferAug = Literal["auto", "paper", "paper_hsv", "mirror", "none"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    source: str
+    val_size: int = Field(ge=1)
+    train_subset: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class TeacherSection(_Section):
+    family: str
+    members: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    width_scale: float = Field(default=1.0, gt=0)
+    widths: list[int] | None = None  # explicit widths (overrides width_scale)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransferSection(_Section):
+    epochs: int = Field(ge=1)
+    seed: int = 0
+    aug: TransferAug = "auto"  # auto: the paper's (with HSV) for images, mirror for float data
+
+
+def _budgets(values: list[Any]) -> list[Any]:
+    for v in values:
+        try:
+            parse_budget(v)
+        except UserError as exc:  # pydantic reports ValueErrors with the key's location
+            raise ValueError(str(exc)) from None
+    return values
+
+
+class SearchSection(_Section):
+    spaces: list[str] = Field(min_length=1)
+    depths: list[int] | dict[str, list[int]] | None = None  # per space name, or for all
+    budgets: list[str | int] = Field(min_length=1)
+    trials: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    searcher: Searcher = "tpe"
+    scheduler: Scheduler = "none"
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig entries for every space
+    spec: dict[str, Any] = Field(default_factory=dict)  # builder entries (e.g. pin dropout)
+
+    _check_budgets = field_validator("budgets")(classmethod(lambda cls, v: _budgets(v)))
+
+    def depths_for(self, space: str) -> list[int] | None:
+        """The depths to search for one space (None: the space's own list)."""
+        if isinstance(self.depths, dict):
+            return self.depths.get(space)
+        return self.depths
+
+
+class TwinsSection(_Section):
+    space: str
+    budget: str | int
+    trials: int = Field(ge=1)
+    depths: list[int] | None = None
+
+    _check_budget = field_validator("budget")(classmethod(lambda cls, v: _budgets([v])[0]))
+
+
+class Scale(_Section):
+    """A validated scale file."""
+
+    name: str
+    description: str = ""
+    data: DataSection
+    teacher: TeacherSection
+    transfer: TransferSection
+    search: SearchSection
+    hard_twins: TwinsSection
+    seeds: int = Field(default=2, ge=1)
+    source: str = ""  # where it was read from (set by load_scale)
+
+
+def shipped_scales() -> list[str]:
+    """Names of the scales shipped with the package."""
+    return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
+
+
+def load_scale(name_or_path: str | Path) -> Scale:
+    """A shipped scale by name ("demo", "tiny", "small", "paper") or a YAML path, validated."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SCALES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(
+                f"unknown scale {name_or_path!r}; valid: {', '.join(shipped_scales())} or a path"
+            )
+    if not path.is_file():
+        raise UserError(f"scale file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid data-only YAML ({type(exc).__name__})") from None
+    return parse_scale(raw, str(path))
+
+
+def parse_scale(raw: Any, where: str) -> Scale:
+    """Validate a scale mapping; UserError with one line on the first problem."""
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"{where}: a scale is a mapping of sections; see raydistill/scales/tiny.yaml"
+        )
+    try:
+        return Scale.model_validate({"name": Path(where).stem, **raw, "source": where})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        value = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        raise UserError(f"{where}: {key}: {err['msg']}{value}") from None

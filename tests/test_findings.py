@@ -1,0 +1,114 @@
+"""The findings against their noise, and the one best-trial rule, on hand-built tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from raydistill import results
+from raydistill.findings import Estimate, compare, judge
+from raydistill.repeats import repeat_jobs, summarize
+from raydistill.report import cell_stats, load_results
+
+
+def _cells(rows: list[tuple[str, float, float]], n: int = 2, budget: int = 100_000) -> pd.DataFrame:
+    out = []
+    for row, mean, std in rows:
+        fam, depth = row.split("-d")[0], int(row.split("-d")[1].split(" ")[0])
+        out.append({"row": row, "family": fam, "depth": depth, "budget": budget,
+                    "twin": row.endswith("(hard)"), "n": n, "mean": mean, "std": std})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+PAPER_LIKE = [
+    ("mlp-d1", 0.40, 0.005), ("mlp-d2", 0.42, 0.005), ("cnn-d1", 0.55, 0.005),
+    ("cnn-d2", 0.62, 0.005), ("cnn-d3", 0.66, 0.005), ("cnn-d1 (hard)", 0.45, 0.005),
+    ("cnn-d2 (hard)", 0.58, 0.005), ("cnn-d3 (hard)", 0.63, 0.005),
+]  # fmt: skip
+
+
+def test_compare_is_clear_reversed_or_within_noise() -> None:
+    a, b = Estimate(0.60, 0.01, 2), Estimate(0.55, 0.01, 2)
+    state, margin, noise = compare(a, b)
+    assert state == "clear" and margin == pytest.approx(0.05)
+    assert noise == pytest.approx(2 * (0.01**2 / 2 * 2) ** 0.5)
+    assert compare(b, a)[0] == "reversed"
+    assert compare(Estimate(0.56, 0.02, 2), b)[0] == "within noise"
+
+
+def test_paper_like_numbers_hold() -> None:
+    assert [f.verdict for f in judge(_cells(PAPER_LIKE))] == ["holds"] * 3
+
+
+def test_reversals_do_not_hold_and_small_margins_are_inconclusive() -> None:
+    flipped = dict((r, (m, s)) for r, m, s in PAPER_LIKE)
+    flipped["mlp-d2"] = (0.60, 0.005)  # above cnn-d1 by far more than the noise
+    flipped["cnn-d3"] = (0.58, 0.005)  # below cnn-d2
+    flipped["cnn-d1 (hard)"] = (0.545, 0.005)  # d1 gains least
+    found = judge(_cells([(r, m, s) for r, (m, s) in flipped.items()]))
+    assert [f.verdict for f in found] == ["does not hold"] * 3
+    # The same ordering as the paper's, but every margin inside a large noise: inconclusive.
+    noisy = [(r, m, 0.2) for r, m, _ in PAPER_LIKE]
+    assert [f.verdict for f in judge(_cells(noisy))] == ["inconclusive"] * 3
+
+
+def test_one_noisy_cell_widens_every_comparison_through_the_pooled_floor() -> None:
+    rows = [(r, m, 0.0) for r, m, _ in PAPER_LIKE]
+    assert [f.verdict for f in judge(_cells(rows))] == ["holds"] * 3
+    rows[0] = ("mlp-d1", 0.40, 0.25)  # pooled std ≈ 0.088: margins of 0.04–0.07 are noise
+    assert judge(_cells(rows))[1].verdict == "inconclusive"
+
+
+def test_missing_rows_are_not_testable() -> None:
+    found = judge(_cells([("mlp-d1", 0.4, 0.01), ("cnn-d1", 0.5, 0.01)]))
+    assert found[0].verdict == "holds"
+    assert [f.verdict for f in found[1:]] == ["not testable"] * 2
+
+
+def _trials(tmp_path) -> pd.DataFrame:
+    """A hand-built trials table: finished, plateau-stopped, ASHA-pruned, diverged, errored."""
+    rows = [
+        # trial, status, pruned, val, test
+        ("t1", "finished", False, 0.60, 0.58),
+        ("t2", "stopped", False, 0.62, 0.61),  # the plateau rule stopped it: counts
+        ("t3", "stopped", True, 0.70, None),  # pruned by ASHA: never counts, even with best val
+        ("t4", "diverged", False, 0.65, 0.10),
+        ("t5", "error", False, None, None),
+        ("t6", "finished", False, 0.55, 0.50),
+    ]
+    df = pd.DataFrame([{
+        "experiment": "x", "cell": "cnn-d1@100k", "family": "cnn", "depth": 1, "budget": 100_000,
+        "trial_id": t, "status": s, "pruned": p, "val/acc": v, "test/acc": te, "loss": "l2_logits",
+        "params": 99_000, "spec": '{"family": "cnn"}', "train": '{"lr": 0.01}',
+    } for t, s, p, v, te in rows])  # fmt: skip
+    df.to_parquet(tmp_path / "trials.parquet", index=False)
+    return load_results(tmp_path)
+
+
+def test_best_trial_rule_excludes_pruned_diverged_and_errored(tmp_path) -> None:
+    df = _trials(tmp_path)
+    assert results.rank(df)["trial_id"].tolist() == ["t2", "t1", "t6"]
+    assert results.best(df)["trial_id"].tolist() == ["t2"]
+
+
+def test_table2_counts_only_eligible_trials(tmp_path) -> None:
+    stats = cell_stats(_trials(tmp_path), top_k=5).iloc[0]
+    assert stats["top_k"] == 3  # n: t2, t1, t6
+    assert stats["mean_test_acc"] == pytest.approx((0.61 + 0.58 + 0.50) / 3)
+    assert stats["best_test_acc"] == pytest.approx(0.61)
+    assert (stats["n_finished"], stats["n_stopped"], stats["n_diverged"], stats["n_error"]) == (
+        2,
+        2,
+        1,
+        1,
+    )
+
+
+def test_repeats_use_the_best_trial_and_summarise_mean_and_std(tmp_path) -> None:
+    jobs = repeat_jobs(_trials(tmp_path), seeds=2)
+    assert [(j["trial_id"], j["seed"]) for j in jobs] == [("t2", 1000), ("t2", 1001)]
+    runs = pd.DataFrame([{**{k: jobs[0][k] for k in ("row", "family", "depth", "budget", "twin")},
+                          "test_acc": a} for a in (0.60, 0.64)])  # fmt: skip
+    s = summarize(runs).iloc[0]
+    assert (s["n"], s["mean"]) == (2, pytest.approx(0.62))
+    assert s["std"] == pytest.approx(0.0282842712, rel=1e-6)
