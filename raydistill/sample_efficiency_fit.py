@@ -12,6 +12,8 @@ set, the test set and the initialisation, so every bootstrap below resamples who
 - `fit_power_law`: log n* = a + b·log d by least squares, with the regression's standard error.
 - `bootstrap_fit`: b re-fitted on mean curves of seeds resampled with replacement per (family, d).
 - `judge`: the rule every finding uses (see `RULE`).
+
+Also the renderings of these numbers: the Markdown tables and the two-panel figure.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -301,3 +304,56 @@ def findings_table(findings: list[Finding]) -> list[str]:
     rows += [f"| {f.claim} | {f.margin:+.3f} | {f.noise:.3f} | **{f.verdict}** | {f.detail} |"
              for f in findings]  # fmt: skip
     return rows
+
+
+# ------------------------------------------------------------------ figure
+def figure(an: Analysis, families: Sequence[str], seeds: int, path: Path) -> Path:
+    """Left: test accuracy vs n (log x), mean ± std over seeds per (family, d). Right: n* vs d
+    (log-log) per family with the fitted line log10 n* = a + b·log10 d."""
+    from raydistill.report import _figure, _save_png
+
+    plt = _figure()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=100)
+    styles = {families[0]: "o-", families[1]: "s--"}
+    for j, d in enumerate(sorted(an.curve["d"].unique())):
+        for fam in families:
+            g = an.curve[(an.curve["family"] == fam) & (an.curve["d"] == d)]
+            ax.errorbar(g["n"], 100 * g["mean"], yerr=100 * g["std"], fmt=styles[fam],
+                        color=f"C{j}", ms=4, lw=1.2, capsize=3, label=f"{fam} d={d}")  # fmt: skip
+    ax.axhline(100 * an.target, color="k", ls=":", lw=1, label=f"target {an.target:.0%}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training-set size n")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"synthetic-sep: mean ± std over {seeds} seeds", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    for i, fam in enumerate(families):
+        g = an.cross[(an.cross["family"] == fam) & (an.cross["censored"] != "above")]
+        if g.empty:
+            continue
+        bx.errorbar(g["d"], g["n_star"], fmt=styles[fam][0], color=f"C{i}", ms=6,
+                    yerr=_log_err(g), capsize=3)  # fmt: skip
+        f = an.fits[fam]
+        if math.isfinite(f.b):
+            xs = pd.Series(sorted(an.cross["d"].unique()), dtype=float)
+            bx.plot(xs, 10 ** (f.a + f.b * xs.map(math.log10)), styles[fam][1:] or "-",
+                    color=f"C{i}", label=f"{fam}: b = {f.b:.2f} ± {an.b_sd[fam]:.2f}")  # fmt: skip
+    if bx.lines:  # log axes need data: no family may have reached the target
+        bx.set_xscale("log")
+        bx.set_yscale("log")
+    else:
+        bx.text(0.5, 0.5, "target not reached", transform=bx.transAxes, ha="center")
+    bx.set_xlabel("input dimension d")
+    bx.set_ylabel(f"n to reach {an.target:.0%} test accuracy")
+    bx.set_title("n* ∝ d^b (error bars: bootstrap over seeds)", fontsize=9)
+    bx.grid(True, which="both", alpha=0.3)
+    if bx.get_legend_handles_labels()[0]:
+        bx.legend(fontsize=8)
+    return _save_png(fig, path)
+
+
+def _log_err(g: pd.DataFrame) -> list[list[float]]:
+    """Asymmetric error bars of n* from the bootstrap std of log10 n* (NaN → none)."""
+    sd = g["log_n_sd"].fillna(0.0).to_numpy(float)
+    n = g["n_star"].to_numpy(float)
+    return [list(n - n / 10**sd), list(n * 10**sd - n)]
