@@ -5,21 +5,25 @@ the seeds, the versions of raydistill / torch / ray / python, the git commit (wh
 from a checkout), the host and time, and the fingerprints (sha256) of the data and teachers it
 depends on. Search, export and reproduce write one with `build_manifest` + `write_manifest`.
 
-Files are written to a temporary file in the same directory and renamed over the target
-(`os.replace` is atomic on POSIX), so a reader never sees half a file.
+Atomic writes, the one implementation for the package: `atomic_path` (a file: written to a
+temporary file in the same directory and renamed over the target, `os.replace` being atomic on
+POSIX, so a reader never sees half a file), `atomic_write_bytes` / `atomic_write_text` on top of
+it, and `atomic_dir` (a directory: written in a temporary sibling and renamed into place).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,20 +50,28 @@ def _mkstemp_for(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """The one atomic file write: yields a temporary path next to `path` (for any writer:
+    pyarrow, numpy, open()); renamed over `path` when the block ends, removed if it raises."""
     path = Path(path)
     fd, tmp = _mkstemp_for(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -68,10 +80,41 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def temp_path_for(path: str | Path) -> Path:
-    """A fresh temporary path next to `path`, for writers that need a file name (pyarrow)."""
+    """A fresh temporary path next to `path` (prefer `atomic_path`, which also renames it)."""
     fd, tmp = _mkstemp_for(Path(path))
     os.close(fd)
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """The one atomic directory write: yields a fresh temporary directory next to `path`, moved
+    into place as `path` when the block ends; removed (and `path` untouched) if it raises.
+
+    `replace=True`: an existing `path` is swapped out (moved aside, then deleted).
+    `replace=False`: an existing `path` wins (another writer was first); the new one is dropped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would be carried into place
+    try:
+        yield tmp
+        _move_dir(tmp, path, replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_dir(tmp: Path, path: Path, replace: bool) -> None:
+    if not replace:
+        with contextlib.suppress(OSError):  # `path` exists and is not empty: keep it
+            os.rename(tmp, path)
+        return
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,0 +1,221 @@
+"""The per-cell search machinery: `CellSearcher` (one seeded Optuna study per cell, exactly N
+trials each), `CellScheduler` (one ASHA per cell, through ASHA's public scheduler interface),
+trial names / directories, and the --dry-run plan text.
+
+A cell is family × depth × budget (`raydistill.spaces.Cell`). One Tuner runs every cell: the
+searcher routes `suggest` / `on_trial_complete` by cell, and the scheduler compares a trial only
+with the trials of its own cell (a plain ASHA would stop a large-budget cell's trial for being
+worse than a small cell's).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from raydistill import spaces as sp
+from raydistill.budget import format_budget
+from raydistill.search.settings import METRIC, MODE
+from raydistill.trainable import OBJECTIVE, objective, solve_trial
+
+
+@dataclass
+class _CellState:
+    cell: sp.Cell
+    space: sp.SearchSpace
+    trials: int
+    suggested: int = 0
+    optuna: OptunaSearch | None = None  # None: nothing to sample (every value fixed)
+
+
+class CellSearcher(Searcher):
+    """One Optuna study per cell; exactly `trials` suggestions per cell, cells interleaved."""
+
+    def __init__(
+        self,
+        cells: Sequence[tuple[sp.Cell, sp.SearchSpace, int]],
+        *,
+        kind: str = "tpe",
+        seed: int = 0,
+        run_index: int = 0,
+        warm: Mapping[str, tuple[list[dict], list[float]]] | None = None,
+    ) -> None:
+        super().__init__(metric=OBJECTIVE, mode="max")
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
+        self._states: dict[str, _CellState] = {}
+        self._trial_cell: dict[str, str] = {}
+        for cell, space, n in cells:
+            dists = sp.to_optuna(space, cell.depth)
+            points, rewards = (warm or {}).get(cell.id, ([], []))
+            searcher = None
+            if dists:
+                searcher = OptunaSearch(
+                    space=dists, metric=OBJECTIVE, mode="max",
+                    sampler=sp.make_sampler(kind, sp.cell_seed(seed, cell.id, run_index)),
+                    points_to_evaluate=points or None, evaluated_rewards=rewards or None,
+                )  # fmt: skip
+            self._states[cell.id] = _CellState(cell, space, int(n), 0, searcher)
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        return True  # the cells carry their own spaces; the Tuner's metric is for display
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        open_cells = [s for s in self._states.values() if s.suggested < s.trials]
+        if not open_cells:
+            return Searcher.FINISHED
+        state = min(open_cells, key=lambda s: s.suggested)  # round robin over the cells
+        sampled = state.optuna.suggest(trial_id) if state.optuna is not None else {}
+        if sampled is None:
+            return None
+        state.suggested += 1
+        self._trial_cell[trial_id] = state.cell.id
+        cell, settings = state.cell, sp.settings(state.space, state.cell.depth, sampled)
+        return {"cell": cell.id, "family": cell.family, "depth": cell.depth,
+                "budget": cell.budget, **sampled, "settings": asdict(settings)}  # fmt: skip
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        state = self._states.get(self._trial_cell.get(trial_id, ""))
+        if state is None or state.optuna is None:
+            return
+        if not error and result and result.get("status") == "running":
+            # Stopped while still running: ASHA pruned it. Optuna records it as PRUNED (result
+            # None, no error), never as a complete trial scored by its truncated run.
+            state.optuna.on_trial_complete(trial_id, None, error=False)
+            return
+        value = None if error or not result else result.get(OBJECTIVE, objective(result))
+        if value is not None and not math.isfinite(value):
+            value = None
+        state.optuna.on_trial_complete(
+            trial_id,
+            {OBJECTIVE: value} if value is not None else None,
+            error=error or value is None,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Suggestions made so far, per cell."""
+        return {cid: s.suggested for cid, s in self._states.items()}
+
+    # Tune snapshots searchers with pickle (as OptunaSearch itself does); this is search state,
+    # never model weights (those are safetensors checkpoints).
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class CellScheduler(FIFOScheduler):
+    """ASHA within each cell (epochs as the resource): a trial is compared with its cell only.
+
+    One `AsyncHyperBandScheduler` per cell, driven through its public scheduler interface only;
+    this class keeps its own record of which trials each cell's ASHA holds and how many it
+    stopped.
+    """
+
+    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3) -> None:
+        super().__init__()
+        self._metric, self._mode = METRIC, MODE
+        self._kw = {"max_t": max(1, max_t), "grace_period": max(1, min(grace_period, max_t)),
+                    "reduction_factor": reduction_factor}  # fmt: skip
+        self._ashas: dict[str, AsyncHyperBandScheduler] = {}
+        self._live: dict[str, set[str]] = {}  # cell -> trials added to its ASHA, not yet ended
+        self._stopped: dict[str, int] = {}  # cell -> STOP decisions of its ASHA
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True
+
+    def _asha(self, trial: Any) -> tuple[AsyncHyperBandScheduler, set[str]]:
+        cid = str(trial.config.get("cell"))
+        if cid not in self._ashas:
+            self._ashas[cid] = AsyncHyperBandScheduler(
+                time_attr="training_iteration", metric=METRIC, mode=MODE, **self._kw
+            )
+            self._live[cid], self._stopped[cid] = set(), 0
+        return self._ashas[cid], self._live[cid]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        asha, live = self._asha(trial)
+        asha.on_trial_add(tune_controller, trial)
+        live.add(trial.trial_id)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = self._asha(trial)[0].on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            self._stopped[str(trial.config.get("cell"))] += 1
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        asha, live = self._asha(trial)
+        if trial.trial_id in live:
+            live.discard(trial.trial_id)
+            asha.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        asha, live = self._asha(trial)
+        if trial.trial_id in live:
+            live.discard(trial.trial_id)
+            asha.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return f"Using per-cell AsyncHyperBand: stopped {dict(self._stopped)}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """`<cell>_<trial_id>` with the cell id made path-friendly (cnn-d2_1M_ab12c_00003)."""
+    return f"{str(trial.config.get('cell', 'trial')).replace('@', '_')}_{trial.trial_id}"
+
+
+def trial_id_from_dirname(name: str, cell: str | None) -> str:
+    """The trial id in a `trial_dirname` (the inverse; trial ids may contain "_")."""
+    prefix = f"{str(cell or 'trial').replace('@', '_')}_"
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def trial_name(trial: Any) -> str:
+    """`<cell>/<trial_id>`: the trial's name in Tune's progress table."""
+    return f"{trial.config.get('cell', 'trial')}/{trial.trial_id}"
+
+
+def describe_plan(
+    plans: Sequence[tuple[sp.Cell, sp.SearchSpace]],
+    trials: int,
+    splits: Any,
+    *,
+    seed: int = 0,
+    samples: int = 3,
+    searcher: str = "tpe",
+) -> str:
+    """The --dry-run text: cells, and sample configs with their solved widths and params."""
+    lines = [f"{len(plans)} cells × {trials} trials = {len(plans) * trials} trials "
+             f"(searcher {searcher}; data {getattr(splits, 'name', '?')})"]  # fmt: skip
+    for cell, space in plans:
+        names = list(sp.to_optuna(space, cell.depth))
+        lines.append(f"cell {cell.id}: {space.source}; searched: {', '.join(names) or '(none)'}")
+        samples_ = sp.sample_configs(space, cell.depth, samples, sp.cell_seed(seed, cell.id))
+        for i, sampled in enumerate(samples_):
+            config = {"family": cell.family, "depth": cell.depth, "budget": cell.budget,
+                      "settings": asdict(sp.settings(space, cell.depth, sampled))}  # fmt: skip
+            sol = solve_trial(config, splits)
+            shown = " ".join(f"{k}={_fmt(v)}" for k, v in sampled.items())
+            lines.append(f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
+                         f"({100 * sol.share:.1f}% of {format_budget(cell.budget)}) {shown}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,363 @@
+"""Running a search: `run_search` (a new search), `resume_search` (Tuner.restore of an
+interrupted run), `extend_search` (a new warm-started run in the same DIR), and the Tuner wiring
+they share (trainable with its resources, Tune's environment settings, progress reporter,
+which trials failed for good, whether a run is complete). Ray lives here, in
+`raydistill.search.cells` and in `raydistill.trainable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raydistill import spaces as sp
+from raydistill.cluster import ray_session
+from raydistill.errors import UserError
+from raydistill.search.cells import (
+    CellScheduler,
+    CellSearcher,
+    describe_plan,
+    trial_dirname,
+    trial_id_from_dirname,
+    trial_name,
+)
+from raydistill.search.settings import (
+    METRIC,
+    MODE,
+    SEARCH_FILE,
+    SearchInterrupted,
+    SearchSettings,
+    check_choices,
+    load_data,
+    load_transfer,
+    parse_budget_list,
+    recorded_source,
+    reload_inputs,
+    storage_path,
+)
+from raydistill.search.table import load_trials, summarize, write_outputs
+from raydistill.tracking import make_tracker
+from raydistill.trainable import train_trial
+
+# Experiment-state snapshot period (s): small, so a killed driver resumes trials from their
+# checkpoints instead of from scratch (see the shared Ray notes).
+STATE_SNAPSHOT_S = "1"
+
+
+def run_search(
+    spaces: Sequence[str | Path | Mapping[str, Any]],
+    *,
+    budgets: Sequence[int | str] | str,
+    depths: Sequence[int] | None = None,
+    trials: int = 16,
+    data: Any = "cifar10",
+    transfer: Any = None,
+    out: str | Path = "search",
+    name: str | None = None,
+    searcher: str = "tpe",
+    scheduler: str = "none",
+    gpus_per_trial: float = 0.0,
+    cpus_per_trial: float = 1.0,
+    address: str = "local",
+    max_epochs: int | None = None,
+    seed: int = 0,
+    storage: str | None = None,
+    wandb: str = "off",
+    max_concurrent: int | None = None,
+    device: str = "auto",
+    max_failures: int = 2,
+    data_options: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    samples: int = 3,
+    verbose: int = 1,
+    argv: Sequence[str] | None = None,
+) -> Path:
+    """Run a search; returns DIR. `data`: a source (see `raydistill.data.load_dataset`) or a
+    `Splits`; `transfer`: a transfer-set path, a `TransferSet`, or None (hard labels, loss
+    "hard" forced). Raises `SearchInterrupted` if stopped before all trials finished."""
+    check_choices(searcher, scheduler, wandb, trials, gpus_per_trial, cpus_per_trial)
+    budgets = parse_budget_list(budgets)
+    out = Path(out).expanduser().resolve()
+    loaded = _load_spaces(spaces, hard_labels=transfer is None, verbose=verbose)
+    plans = sp.plan_cells(loaded, budgets, depths)
+    splits = load_data(data, data_options or {})
+    if dry_run:
+        print(describe_plan(plans, trials, splits, seed=seed, samples=samples, searcher=searcher))
+        return out
+    if (out / SEARCH_FILE).exists():
+        raise UserError(
+            f"{out} already holds a search; use --resume {out}, --extend, or another --out"
+        )
+    settings = SearchSettings(
+        experiment=name or out.name, out=str(out), storage=storage_path(storage, out),
+        spaces=[dict(s.raw) for s in loaded], budgets=budgets,
+        depths=list(depths) if depths is not None else None, trials=int(trials),
+        data=recorded_source(data), data_options=dict(data_options or {}),
+        transfer=recorded_source(transfer), searcher=searcher,
+        scheduler=scheduler, gpus_per_trial=float(gpus_per_trial),
+        cpus_per_trial=float(cpus_per_trial), address=address, max_epochs=max_epochs,
+        seed=int(seed), wandb=wandb, max_concurrent=max_concurrent, device=device,
+        max_failures=int(max_failures), dataset_fingerprint=splits.fingerprint,
+        argv=list(argv if argv is not None else sys.argv),
+    )  # fmt: skip
+    cells = {c.id: int(trials) for c, _ in plans}
+    settings.runs.append(
+        {"name": settings.experiment, "index": 0, "cells": cells, "complete": False}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    settings.save()
+    return _execute(
+        settings, splits, load_transfer(transfer, splits), restore=False, verbose=verbose
+    )
+
+
+def _load_spaces(
+    spaces: Sequence[str | Path | Mapping[str, Any]], *, hard_labels: bool, verbose: int
+) -> list[sp.SearchSpace]:
+    """The search spaces, validated; with loss "hard" forced when there is no transfer set."""
+    loaded = [sp.load_space(s) for s in spaces]
+    if not loaded:
+        raise UserError("no search space given; e.g. search_spaces/cnn.yaml")
+    if hard_labels:
+        if verbose:
+            print("raydistill: no --transfer: trials train on hard labels (loss 'hard' forced)")
+        loaded = [s.with_train(loss="hard") for s in loaded]
+    return loaded
+
+
+def resume_search(
+    out: str | Path, *, data: Any = None, transfer: Any = None, verbose: int = 1
+) -> Path:
+    """Continue an interrupted search in DIR to its full trial count (Tuner.restore)."""
+    settings = SearchSettings.load(Path(out).expanduser().resolve())
+    splits, ts = reload_inputs(settings, data, transfer)
+    if all(r["complete"] for r in settings.runs):
+        if verbose:
+            print(f"raydistill: {settings.out}: every trial has finished; outputs rewritten")
+        write_outputs(settings, splits, ts)
+        return Path(settings.out)
+    return _execute(settings, splits, ts, restore=True, verbose=verbose)
+
+
+def extend_search(
+    out: str | Path,
+    n: int,
+    *,
+    cells: Sequence[str] | None = None,
+    data: Any = None,
+    transfer: Any = None,
+    verbose: int = 1,
+) -> Path:
+    """Add `n` trials to finished cells (all, or `cells`), warm-starting each cell's new study
+    from its finished trials; a new Tune run in the same DIR."""
+    settings = SearchSettings.load(Path(out).expanduser().resolve())
+    if n < 1:
+        raise UserError(f"--extend {n}: the number of trials to add must be ≥ 1")
+    if not all(r["complete"] for r in settings.runs):
+        raise UserError(f"{settings.out} has an unfinished run; finish it with --resume first")
+    known = [c.id for c, _ in settings.cell_plans()]
+    chosen = list(cells) if cells else known
+    bad = [c for c in chosen if c not in known]
+    if bad:
+        raise UserError(
+            f"--cell {bad[0]!r} is not a cell of {settings.out}; valid: {', '.join(known)}"
+        )
+    splits, ts = reload_inputs(settings, data, transfer)
+    index = max(r["index"] for r in settings.runs) + 1
+    run = {"name": f"{settings.experiment}-extend{index}", "index": index,
+           "cells": {c: int(n) for c in chosen}, "complete": False}  # fmt: skip
+    settings.runs.append(run)
+    settings.save()
+    return _execute(settings, splits, ts, restore=False, verbose=verbose)
+
+
+def _execute(
+    settings: SearchSettings, splits: Any, ts: Any, *, restore: bool, verbose: int
+) -> Path:
+    """Run (or restore) the newest run of `settings`, then write the outputs."""
+    run = settings.runs[-1]
+    with ray_session(settings.address), _tune_env(settings):
+        trainable = _trainable(settings, splits, ts)
+        path = settings.run_path(run)
+        if restore and tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        else:  # a fresh run, or one stopped before Tune saved any state
+            tuner = _new_tuner(settings, run, trainable, ts, verbose)
+        t0 = time.time()
+        grid = tuner.fit()
+        run["wall_s"] = run.get("wall_s", 0.0) + time.time() - t0
+        # Tune can persist a trial that died on its last allowed retry as RUNNING (its
+        # actor-died callback races the task-failed one); the in-memory result is right.
+        run["errored"] = sorted(set(run.get("errored", [])) | _errored_trial_ids(grid))
+    run["complete"] = _run_complete(settings, run)
+    settings.save()
+    frame = write_outputs(settings, splits, ts)
+    if verbose:
+        print(summarize(frame))
+    if not run["complete"]:
+        print(f"raydistill: search interrupted; continue with: raydistill search --resume {settings.out}",
+              file=sys.stderr)  # fmt: skip
+        raise SearchInterrupted(settings.out)
+    return Path(settings.out)
+
+
+@contextlib.contextmanager
+def _tune_env(settings: SearchSettings) -> Iterator[None]:
+    """Tune's settings that only environment variables reach, for this fit (the user's win).
+
+    Pending trials: Tune lets a custom searcher keep ONE trial pending, so trial actors would
+    start one after another (~2.5 s each here); allow as many as fit on the cluster at once.
+    """
+    values = {
+        "TUNE_GLOBAL_CHECKPOINT_S": STATE_SNAPSHOT_S,
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+        "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter: it honours our table columns
+        "TUNE_MAX_PENDING_TRIALS_PG": str(_slots(settings)),
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def _slots(settings: SearchSettings) -> int:
+    """How many trials the cluster runs at once with the per-trial resources (≥ 1)."""
+    import ray
+
+    res = ray.cluster_resources()
+    slots = res.get("CPU", 1.0) / settings.cpus_per_trial
+    if settings.gpus_per_trial > 0:
+        slots = min(slots, res.get("GPU", 0.0) / settings.gpus_per_trial)
+    if settings.max_concurrent:
+        slots = min(slots, settings.max_concurrent)
+    return max(1, int(slots + 1e-9))
+
+
+def _new_tuner(
+    settings: SearchSettings, run: Mapping[str, Any], trainable: Any, ts: Any, verbose: int
+) -> Any:
+    plans = {c.id: (c, s) for c, s in settings.cell_plans()}
+    cells = [(*plans[cid], n) for cid, n in run["cells"].items()]
+    warm = _warm_start(settings, run["cells"]) if run["index"] > 0 else None
+    searcher = CellSearcher(cells, kind=settings.searcher, seed=settings.seed,
+                            run_index=run["index"], warm=warm)  # fmt: skip
+    scheduler = None
+    if settings.scheduler == "asha":
+        max_t = _max_epochs([s for _, s, _ in cells], settings.max_epochs, ts)
+        scheduler = CellScheduler(max_t, grace_period=max(1, max_t // 8))
+    return tune.Tuner(
+        trainable,
+        param_space={"run": _run_constants(settings)},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, metric=METRIC, mode=MODE,
+            num_samples=sum(n for *_, n in cells), max_concurrent_trials=settings.max_concurrent,
+            reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=run["name"], storage_path=settings.storage, verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            progress_reporter=_reporter(cells) if verbose else None,
+        ),
+    )  # fmt: skip
+
+
+def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:
+    """train_trial with the arrays in the object store (once) and the trial's resources."""
+    fn = tune.with_parameters(train_trial, data=splits, transfer=ts,
+                              tracker_factory=make_tracker)  # fmt: skip
+    return tune.with_resources(fn, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def _run_constants(settings: SearchSettings) -> dict[str, Any]:
+    return {
+        "experiment": settings.experiment, "root": settings.out, "seed": settings.seed,
+        "wandb": settings.wandb, "device": settings.device, "max_epochs": settings.max_epochs,
+        "threads": max(1, int(settings.cpus_per_trial)),
+    }  # fmt: skip
+
+
+def _reporter(cells: Sequence[tuple[sp.Cell, sp.SearchSpace, int]]) -> Any:
+    # Only keys every trial has: the legacy reporter fails on a column a trial's config lacks.
+    keys = [set(space.searched(cell.depth)) for cell, space, _ in cells]
+    first = cells[0][1].searched(cells[0][0].depth)
+    names = ["cell"] + [
+        k for k in first if all(k in ks for ks in keys) and k not in space_ratio_names(first)
+    ]
+    metrics = {"epoch": "epoch", "params": "params", METRIC: METRIC, "best/val/acc": "best"}
+    return tune.CLIReporter(parameter_columns=names[:5], metric_columns=metrics,
+                            max_report_frequency=30, sort_by_metric=True)  # fmt: skip
+
+
+def space_ratio_names(names: Mapping[str, Any]) -> set[str]:
+    return {k for k in names if k.startswith(sp.RATIO_PREFIX) and k[1:].isdigit()}
+
+
+def _errored_trial_ids(grid: Any) -> set[str]:
+    """Ids of the trials a fit's ResultGrid reports as failed for good."""
+    ids = set()
+    for result in grid:
+        if result.error is not None:
+            tid = (result.metrics or {}).get("trial_id")
+            cell = (result.config or {}).get("cell")  # its dir is trial_dirname: "<cell>_<id>"
+            ids.add(tid or trial_id_from_dirname(Path(result.path).name, cell))
+    return ids
+
+
+def _run_complete(settings: SearchSettings, run: Mapping[str, Any]) -> bool:
+    """Every planned trial of `run` exists and has ended (terminated or errored)."""
+    try:
+        analysis = tune.ExperimentAnalysis(settings.run_path(run))
+    except ValueError:  # no experiment state yet
+        return False
+    planned = sum(run["cells"].values())
+    errored = set(run.get("errored", []))
+    ended = [t for t in analysis.trials
+             if t.status in ("TERMINATED", "ERROR") or t.trial_id in errored]  # fmt: skip
+    return len(analysis.trials) >= planned and len(ended) == len(analysis.trials)
+
+
+def _max_epochs(spaces: Sequence[sp.SearchSpace], cap: int | None, ts: Any) -> int:
+    from raydistill.train import TrainConfig
+
+    most = 1
+    for s in spaces:
+        p = s.train.get("max_epochs")
+        most = max(most, int(p.upper()) if p is not None else TrainConfig.max_epochs)
+    if cap:
+        most = min(most, int(cap))
+    if ts is not None:
+        most = min(most, int(ts.num_epochs))
+    return most
+
+
+def _warm_start(settings: SearchSettings, cells: Mapping[str, int]) -> dict[str, tuple[list, list]]:
+    """Each extended cell's finished trials as (points, rewards) for its new Optuna study."""
+    frame = load_trials(settings.out)
+    warm: dict[str, tuple[list, list]] = {}
+    for cid in cells:
+        rows = frame[(frame["cell"] == cid) & frame["status"].isin(list(_SCORED))]
+        points, rewards = [], []
+        for _, row in rows.iterrows():
+            value = 0.0 if row["status"] == "diverged" else row["val/acc"]
+            if value is not None and math.isfinite(value):
+                points.append(json.loads(row["config"]))
+                rewards.append(float(value))
+        warm[cid] = (points, rewards)
+    return warm
+
+
+_SCORED = ("finished", "stopped", "diverged")

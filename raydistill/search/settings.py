@@ -1,0 +1,148 @@
+"""A search's settings and inputs: `SearchSettings` (DIR/search.json, the input of --resume and
+--extend), the output file names, the option vocabularies and their checks, and loading the
+data / transfer set a search runs on (again, for --resume / --extend). No Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from raydistill import spaces as sp
+from raydistill.budget import parse_budget
+from raydistill.errors import UserError
+from raydistill.manifest import atomic_write_text
+
+METRIC, MODE = "val/acc", "max"
+SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
+SchedulerName = Literal["asha", "none"]
+WandbMode = Literal["online", "offline", "off"]
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before every trial finished (Ctrl-C); `--resume DIR` continues it."""
+
+
+@dataclass
+class SearchSettings:
+    """Everything a search needs besides the arrays; saved as DIR/search.json."""
+
+    experiment: str
+    out: str
+    storage: str
+    spaces: list[dict[str, Any]]
+    budgets: list[int]
+    depths: list[int] | None
+    trials: int
+    data: str | None
+    data_options: dict[str, Any]
+    transfer: str | None
+    searcher: str = "tpe"
+    scheduler: str = "none"
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    address: str = "local"
+    max_epochs: int | None = None
+    seed: int = 0
+    wandb: str = "off"
+    max_concurrent: int | None = None
+    device: str = "auto"
+    max_failures: int = 2
+    dataset_fingerprint: str | None = None
+    argv: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self) -> None:
+        atomic_write_text(Path(self.out) / SEARCH_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, out: str | Path) -> SearchSettings:
+        path = Path(out) / SEARCH_FILE
+        if not path.is_file():
+            raise UserError(f"{out} holds no search ({SEARCH_FILE} is missing); run a search first")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def cell_plans(self) -> list[tuple[sp.Cell, sp.SearchSpace]]:
+        spaces = [sp.parse_space(raw, f"{self.out}/{SEARCH_FILE}") for raw in self.spaces]
+        return sp.plan_cells(spaces, self.budgets, self.depths)
+
+    def run_path(self, run: Mapping[str, Any]) -> str:
+        return _join(self.storage, run["name"])
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
+
+
+def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
+    """'1M,3.16M' or ["1M", 3160000] → [1000000, 3160000] (duplicates dropped, order kept)."""
+    if isinstance(budgets, str):
+        budgets = [b for b in budgets.split(",") if b.strip()]
+    return list(dict.fromkeys(parse_budget(b) for b in budgets))
+
+
+def check_choices(
+    searcher: str, scheduler: str, wandb: str, trials: int, gpus: float, cpus: float
+) -> None:
+    for label, value, valid in (("--searcher", searcher, sp.SEARCHERS),
+                                ("--scheduler", scheduler, SCHEDULERS),
+                                ("--wandb", wandb, WANDB_MODES)):  # fmt: skip
+        if value not in valid:
+            raise UserError(f"{label} {value!r} is invalid; valid: {', '.join(valid)}")
+    if int(trials) < 1:
+        raise UserError(f"--trials {trials}: need at least 1 trial per cell")
+    if gpus < 0 or cpus <= 0:
+        raise UserError(
+            f"--gpus-per-trial {gpus} / --cpus-per-trial {cpus}: need gpus ≥ 0, cpus > 0"
+        )
+
+
+def recorded_source(value: Any) -> str | None:
+    """A data / transfer source as recorded for --resume: an absolute path when it is one."""
+    if not isinstance(value, (str, Path)):
+        return None  # in-memory data: resume needs it passed again
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else str(value)
+
+
+def storage_path(storage: str | None, out: Path) -> str:
+    if storage is None:
+        return str(out / "tune")
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())  # Tune needs an absolute path
+
+
+def load_data(data: Any, options: Mapping[str, Any]) -> Any:
+    if not isinstance(data, (str, Path)):
+        return data  # already a Splits
+    from raydistill.data import load_dataset
+
+    return load_dataset(str(data), **options)
+
+
+def load_transfer(transfer: Any, splits: Any) -> Any:
+    if transfer is None or not isinstance(transfer, (str, Path)):
+        return transfer
+    from raydistill.transfer import load_transfer_set
+
+    return load_transfer_set(transfer, splits=splits)
+
+
+def reload_inputs(settings: SearchSettings, data: Any, transfer: Any) -> tuple[Any, Any]:
+    if data is None and settings.data is None:
+        raise UserError(
+            f"{settings.out}: the search ran on in-memory data; pass it again (data=...)"
+        )
+    splits = load_data(data if data is not None else settings.data, settings.data_options)
+    if settings.dataset_fingerprint and splits.fingerprint != settings.dataset_fingerprint:
+        raise UserError(
+            f"{settings.out}: dataset fingerprint {splits.fingerprint} differs from the search's "
+            f"{settings.dataset_fingerprint}; pass the same data"
+        )
+    return splits, load_transfer(transfer if transfer is not None else settings.transfer, splits)
