@@ -1,6 +1,7 @@
-"""Weights & Biases tracking: one W&B run per trial, a null tracker, the summary run, read-back.
+"""Weights & Biases tracking: the tracker (one W&B run per trial) and the null tracker.
 
-This is the only module that imports `wandb`, and only inside functions, so importing it costs
+This module and `raydistill.summary_run` are the only ones that import `wandb`, and only
+inside functions, so importing it costs
 nothing. Training code receives a tracker from `make_tracker` and calls `log` / `finish`
 without ever asking whether logging is on (`NullTracker` does nothing).
 
@@ -11,8 +12,9 @@ Runs:
 - offline runs land in `<root>/wandb/offline-run-<time>-<id>-a<k>/` (k counts the attempts of
   one trial, so a retry within the same second never overwrites the first attempt). `wandb sync
   <root>/wandb/offline-run-*` uploads them; attempts of one trial share the id and are merged.
-- `log_summary(dir)`: after a search, one run holding the best config per cell, Table 2 and
-  Figure 1 of the report, and each cell's best student as a `model` artifact aliased `best`.
+- `iter_records`: the framing of a run's `.wandb` transaction log, used only to wait for the
+  run's exit record (`run.finish()` returns before wandb-core writes it). The summary run of a
+  search is `raydistill.summary_run`; reading runs back is a test helper (`tests/wandb_log.py`).
 
 Secrets: config and summary keys that look like credentials are replaced by "<redacted>", and
 any string equal to the configured API key is too, before anything reaches W&B.
@@ -20,9 +22,7 @@ any string equal to the configured API key is too, before anything reaches W&B.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import queue
 import re
@@ -31,7 +31,6 @@ import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -323,117 +322,9 @@ def _init(mode: str, kwargs: dict[str, Any], root: Path, suffix: str) -> Any:
     return run
 
 
-# ---------------------------------------------------------------- summary run
-def log_summary(
-    directory: str | Path,
-    mode: str | None = None,
-    *,
-    project: str | None = None,
-    export_dir: str | Path | None = None,
-) -> str | None:
-    """After a search: one W&B run with the best config per cell, Table 2, Figure 1 and models.
-
-    Each cell's best student is exported into `export_dir` (default `DIR/export/`) and logged
-    as a `model` artifact aliased `best`. Returns the run id (None when mode is "off").
-    """
-    from raydistill import report as rep
-
-    mode = resolve_mode(mode)
-    if mode == "off":
-        return None
-    d = Path(directory).resolve()
-    result = rep.make_report(d)
-    experiment = result.experiment
-    tracker = make_tracker(
-        mode, root=d, experiment=experiment, cell="summary", trial_id="summary",
-        config={"experiment": experiment, "cells": result.cells}, tags=["summary"],
-        job_type="summary", project=project,
-    )  # fmt: skip
-    run = tracker.run
-    if run is None:
-        raise UserError(f"W&B summary run for {d} could not start (see the warning above)")
-    models, status = 0, "error"
-    try:
-        with _artifact_dirs_inside(d):
-            _log_tables(run, result)
-            models = _log_models(run, d, experiment, Path(export_dir or d / "export"))
-        status = "finished"
-    finally:  # an error still closes the run (exit code 1) before it propagates
-        tracker.finish({"cells": len(result.cells), "models": models}, status=status)
-    return tracker.run_id
-
-
-def _log_tables(run: Any, result: Any) -> None:
-    import wandb
-
-    best = result.best_configs
-    run.log(
-        {
-            "best_configs": wandb.Table(dataframe=best.astype(str)),
-            "table2": wandb.Table(dataframe=result.table2.reset_index().astype(str)),
-            "pareto": wandb.Table(dataframe=result.pareto.astype(str)),
-            "figure1": wandb.Image(str(result.paths["figure1"])),
-        }
-    )
-
-
-def _log_models(run: Any, d: Path, experiment: str, export_dir: Path) -> int:
-    import wandb
-
-    from raydistill.export import export_cells
-
-    try:
-        results = export_cells(d, None, export_dir, verify_test=False)
-    except UserError as exc:
-        warnings.warn(f"no model artifacts logged: {exc}", stacklevel=2)
-        return 0
-    for res in results:
-        meta = json.loads((res.path / "spec.json").read_text())
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{experiment}-{res.cell}")
-        art = wandb.Artifact(name, type="model", metadata=scrub(meta))
-        for f in ("model.safetensors", "spec.json"):
-            art.add_file(str(res.path / f), name=f, policy="immutable")
-        run.log_artifact(art, aliases=["best"])
-    return len(results)
-
-
-@contextlib.contextmanager
-def _artifact_dirs_inside(d: Path) -> Iterator[None]:
-    # W&B stages artifact files under WANDB_DATA_DIR / WANDB_CACHE_DIR (default ~/.local/share,
-    # ~/.cache): keep them inside the experiment directory for the duration of the summary run.
-    old = {k: os.environ.get(k) for k in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")}
-    os.environ["WANDB_DATA_DIR"] = str(d / "wandb" / "data")
-    os.environ["WANDB_CACHE_DIR"] = str(d / "wandb" / "cache")
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# ---------------------------------------------------------------- reading runs back
+# ---------------------------------------------------------------- the transaction log
 _LOG_BLOCK = 32768  # the transaction log is a LevelDB-style log of 32 KiB blocks
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-@dataclass
-class OfflineRun:
-    """What an offline W&B run recorded, merged over its attempts (directories) in order."""
-
-    run_id: str
-    dirs: list[Path]
-    config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    group: str = ""
-    job_type: str = ""
-    project: str = ""
-    exit_codes: list[int] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def iter_records(path: str | Path) -> Iterator[Any]:
@@ -476,65 +367,3 @@ def _log_payloads(data: bytes, pos: int, path: str | Path) -> Iterator[bytes]:
         elif kind == _LAST:
             yield pending + chunk
             pending = b""
-
-
-def run_dirs(root: str | Path, rid: str) -> list[Path]:
-    """The local directories of run `rid` under `root/wandb/`, oldest attempt first."""
-    wdir = Path(root) / "wandb"
-    pat = re.compile(rf"^(offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(rid)}(-a(\d+))?$")
-    found = [(m, p) for p in wdir.glob(f"*{rid}*") if (m := pat.match(p.name)) and p.is_dir()]
-    return [p for m, p in sorted(found, key=lambda mp: (mp[0][2], int(mp[0][4] or 0)))]
-
-
-def read_offline_run(root: str | Path, rid: str) -> OfflineRun:
-    """Config, summary, history, tags, artifacts of run `rid` from its `.wandb` logs."""
-    dirs = run_dirs(root, rid)
-    if not dirs:
-        raise UserError(f"no W&B run {rid!r} under {Path(root) / 'wandb'}")
-    out = OfflineRun(rid, dirs)
-    for d in dirs:
-        for rec in iter_records(d / f"run-{rid}.wandb"):
-            _apply_record(out, rec)
-    return out
-
-
-def _apply_record(out: OfflineRun, rec: Any) -> None:
-    kind = rec.WhichOneof("record_type")
-    if kind == "run":
-        r = rec.run
-        out.tags, out.group, out.job_type, out.project = (
-            list(r.tags),
-            r.run_group,
-            r.job_type,
-            r.project,
-        )
-        _update(out.config, r.config.update)
-    elif kind == "config":
-        _update(out.config, rec.config.update)
-    elif kind == "summary":
-        _update(out.summary, rec.summary.update)
-    elif kind == "history":
-        row: dict[str, Any] = {}
-        _update(row, rec.history.item)
-        out.history.append(row)
-    elif kind == "exit":
-        out.exit_codes.append(rec.exit.exit_code)
-    elif kind == "artifact":
-        a = rec.artifact
-        files = [e.path for e in a.manifest.contents]
-        out.artifacts.append(
-            {"name": a.name, "type": a.type, "aliases": list(a.aliases), "files": files}
-        )
-
-
-def _update(target: dict[str, Any], items: Any) -> None:
-    # A key is one name ("val/acc" stays whole) or a path into nested dicts (a logged Table
-    # arrives as ["table2", "_type"], ["table2", "path"], ...).
-    for it in items:
-        path = list(it.nested_key) or [it.key]
-        if path[0] == "_wandb":
-            continue
-        node = target
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = json.loads(it.value_json)

@@ -246,7 +246,9 @@ def test_killed_driver_resumes_with_every_trial_once_and_same_wandb_runs(driver_
 def check_wandb_runs(out: Path, df: Any, resumed: set[str], after: dict[str, list]) -> None:
     """One W&B run id per trial (tracking.run_id), the same before and after the resume: the
     resumed trials' attempts share it, and nothing else is under DIR/wandb."""
-    from raydistill.tracking import read_offline_run, run_dirs, run_id
+    from wandb_log import read_offline_run, run_dirs
+
+    from raydistill.tracking import run_id
 
     rids = {
         tid: run_id("drill", cell, tid)

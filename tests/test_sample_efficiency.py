@@ -82,8 +82,10 @@ def test_study_validates_arguments(tmp_path):
 @pytest.mark.slow
 def test_two_by_two_grid_end_to_end(ray_local, tmp_path):
     """2 sizes × 2 n × 1 seed, 1 epoch: 4 Tune runs of 2 cells; report, PNG, W&B summary."""
+    from wandb_log import read_offline_run
+
     from raydistill.sample_efficiency import sample_efficiency_study
-    from raydistill.tracking import read_offline_run, run_id
+    from raydistill.tracking import run_id
 
     out = tmp_path / "se"
     kw = {"sizes": (3, 4), "ns": (32, 64), "seeds": (0,), "epochs": 1, "min_samples": 0,

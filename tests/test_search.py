@@ -100,8 +100,10 @@ def test_diverging_trial_ends_diverged_and_cell_completes(ray_local, tiny_splits
     path.write_text(yaml.safe_dump(doc))
     out = sp_run([path], budgets="10k", depths=[1], trials=2, data=tiny_splits, out=tmp_path / "d",
                  wandb="offline")  # fmt: skip
+    from wandb_log import read_offline_run
+
     from raydistill.search import load_trials
-    from raydistill.tracking import read_offline_run, run_id
+    from raydistill.tracking import run_id
 
     df = load_trials(out)
     assert len(df) == 2 and (df["status"] == "diverged").all()

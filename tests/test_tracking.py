@@ -15,17 +15,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from wandb_log import read_offline_run, run_dirs
 
 from raydistill.errors import UserError
+from raydistill.report import make_report
+from raydistill.summary_run import log_summary
 from raydistill.tracking import (
     REDACTED,
     NullTracker,
     Tracker,
-    log_summary,
     make_tracker,
-    read_offline_run,
     resolve_mode,
-    run_dirs,
     run_id,
     scrub,
 )
@@ -184,7 +184,7 @@ def _trained_search_dir(d: Path, splits) -> Path:
 def test_summary_run_holds_tables_figure_and_best_models(tmp_path: Path, tiny_splits) -> None:
     d = _trained_search_dir(tmp_path / "exp-w", tiny_splits)
     before = os.environ.get("WANDB_DATA_DIR")
-    rid = log_summary(d, "offline")
+    rid = log_summary(d, "offline", report=make_report(d))
     assert os.environ.get("WANDB_DATA_DIR") == before  # restored after the run
     run = read_offline_run(d, rid)
     assert run.job_type == "summary" and run.group == "exp-w"

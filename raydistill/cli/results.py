@@ -93,9 +93,10 @@ def report_run(args: argparse.Namespace) -> int:
         size = "" if name != "figure1" else f" ({path.stat().st_size // 1024} KiB)"
         print(f"wrote {path}{size}")
     if args.wandb and args.wandb != "off":
-        from raydistill.tracking import log_summary
+        from raydistill.summary_run import log_summary
 
-        print(f"W&B summary run {log_summary(args.dir, args.wandb)} ({args.wandb})")
+        rid = log_summary(args.dir, args.wandb, report=rep)
+        print(f"W&B summary run {rid} ({args.wandb})")
     return 0
 
 
