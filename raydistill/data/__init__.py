@@ -1,7 +1,11 @@
 """The data layer: sources → decoded uint8 arrays (cached) → splits → device batches + augmentation.
 
-- `sources`: `load_dataset`, `check_source`, `make_synthetic_sep`, `Splits`, the decode cache
-  (numpy only: importing it does not import torch, so the CLI can check `--data` cheaply);
+- `sources`: `load_dataset`, `check_source`, `fetch_cifar10` (recognising a source, the path
+  from source to splits), re-exporting the pieces below (numpy only: importing it does not
+  import torch, so the CLI can check `--data` cheaply);
+- `readers` (one reader per format: Parquet, cifar-10-batches-py, ImageFolder), `decode`
+  (JPEG / PNG bytes → arrays), `cache` (the decode cache), `splits` (`Splits`, the seeded
+  validation split, subsets, fingerprints), `synthetic` (synthetic-sep);
 - `augment`: `AugConfig`, `HSVJitter`, `sample_aug`, `apply_aug` (per-view parameters);
 - `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`.
 
