@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from raydistill.cli import pipeline, results, students
+from raydistill.cli import pipeline, results, students, studies
 from raydistill.cli.config import config_tokens, split_config
 from raydistill.errors import UserError
 
@@ -51,6 +51,11 @@ COMMANDS: dict[str, Command] = {
                       keep=("tune",)),
     "train": Command("train one student and print the per-epoch table",
                      students.train_args, students.train_check, students.train_run),
+    "prune": Command("prune a trained network to a parameter budget, then fine-tune it",
+                     studies.prune_args, studies.prune_check, studies.prune_run),
+    "study": Command("a study grid: sample-efficiency (CNN vs MLP students on synthetic-sep)",
+                     studies.study_args, studies.study_check, studies.study_run,
+                     keep=("cells",)),
     "reproduce": Command("the paper's whole study: teachers → transfer set → searches → report → export",
                          students.reproduce_args, students.reproduce_check, students.reproduce_run,
                          keep=("teacher",)),

@@ -186,7 +186,8 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=A.at_least(1), help="repeat each cell's best config with N seeds")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of the train / val split (default: the scale's)")
     p.add_argument("--trials", type=A.at_least(1), help="override the scale's trials per cell")
-    p.add_argument("--wandb", choices=["online", "offline", "off"], default="off")
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
+                   help="auto (default): online with WANDB_API_KEY set, offline otherwise")  # fmt: skip
     p.add_argument("--address", default="local", help="local | auto | HOST:PORT")
 
 

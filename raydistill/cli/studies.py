@@ -1,0 +1,217 @@
+"""The commands built on a finished network or grid: prune (to a budget), study (sample efficiency).
+
+Same shape as `raydistill.cli.pipeline`: `add_args`, a torch-free `check`, and `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from raydistill.cli import args as A
+from raydistill.cli.pipeline import Outputs, check_family, data_args, load_splits, prepare_data
+from raydistill.errors import UserError
+
+
+# ---------------------------------------------------------------- prune
+def prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="a training checkpoint directory or an exported student")  # fmt: skip
+    p.add_argument("--budget", type=A.budget, required=True, help="parameter budget: 100k, 1M, ...")  # fmt: skip
+    data_args(p, required=False, note=" to fine-tune on; without it: prune only")
+    p.add_argument("--transfer", help="transfer set (.parquet) to fine-tune on (needs --data)")
+    p.add_argument("--max-epochs", type=A.at_least(1), help="fine-tuning epochs (default: TrainConfig's)")  # fmt: skip
+    p.add_argument("--lr", type=A.positive_float, help="fine-tuning learning rate")
+    p.add_argument("--loss", choices=["l2_logits", "kd", "hard"],
+                   help="default: l2_logits with --transfer, hard without")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--out", help="output directory: checkpoint/ and prune.json (needed with --data)")  # fmt: skip
+    p.add_argument("--trials", metavar="DIR/trials.parquet",
+                   help="append the pruned cell's row to this trials table (created if absent)")  # fmt: skip
+
+
+def prune_check(args: argparse.Namespace) -> Outputs:
+    src = Path(args.source).expanduser()
+    if not src.exists():
+        raise UserError(f"SOURCE {args.source!r} does not exist")
+    is_ckpt = (src / "checkpoint.json").is_file()
+    is_export = (src / "spec.json").is_file() and (src / "model.safetensors").is_file()
+    if not (is_ckpt or is_export):
+        raise UserError(f"SOURCE {args.source!r} is not a training checkpoint or an exported student")  # fmt: skip
+    if args.transfer and not Path(args.transfer).is_file():
+        raise UserError(f"--transfer {args.transfer!r} does not exist")
+    if args.transfer and not args.data:
+        raise UserError("--transfer needs --data SOURCE (the dataset the transfer set was made from)")  # fmt: skip
+    if args.loss in ("l2_logits", "kd") and not args.transfer:
+        raise UserError(f"--loss {args.loss} needs --transfer (the teacher's logits)")
+    if args.data and not args.out:
+        raise UserError("--data needs --out DIR (where the fine-tuned checkpoint goes)")
+    A.check_data(args.data, args.cache_dir, args.download)
+    outputs: Outputs = []
+    if args.out:
+        outputs.append((A.check_out(args.out), False))
+    if args.trials:
+        trials = A.check_out(args.trials, is_file=True)
+        if trials.suffix != ".parquet":
+            raise UserError(f"--trials {args.trials!r} must name a .parquet file")
+        if trials.exists():
+            _read_trials(trials)  # a table that cannot be appended to is refused before the work
+        outputs.append((trials, True))
+    return outputs
+
+
+def _read_trials(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"--trials {str(path)!r} is not a readable Parquet table: {exc}") from None
+
+
+def append_trials(path: Path, row: dict) -> int:
+    """Append `row` (TRIALS_SCHEMA's columns) to the table at `path`, atomically; its row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raydistill.search import TRIALS_SCHEMA
+
+    table = pa.Table.from_pylist([row], schema=TRIALS_SCHEMA)
+    if path.exists():
+        table = pa.concat_tables([_read_trials(path), table], promote_options="permissive")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # readers see the old table or the new one, never half of one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return table.num_rows
+
+
+def prune_run(args: argparse.Namespace) -> int:
+    from raydistill.budget import parse_budget
+    from raydistill.prune import load_source, prune_spec, prune_to_budget, trials_row
+
+    budget = parse_budget(args.budget)
+    data = transfer = config = None
+    if args.data:
+        # Refuse an impossible budget before the data is loaded (the same checks as below).
+        prune_spec(*load_source(args.source), budget)
+        from raydistill.train import TrainConfig
+
+        prepare_data(args)
+        data = load_splits(args)
+        if args.transfer:
+            from raydistill.transfer import load_transfer_set
+
+            transfer = load_transfer_set(args.transfer, splits=data)
+        fields = {"max_epochs": args.max_epochs, "lr": args.lr, "seed": args.seed,
+                  "device": args.device, "loss": args.loss or ("l2_logits" if transfer else "hard")}  # fmt: skip
+        config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    starts = set(Path(args.out).glob(".prune-start-*")) if args.out else set()
+    result = prune_to_budget(args.source, budget, data=data, transfer=transfer, config=config,
+                             out_dir=args.out)  # fmt: skip
+    if args.out:  # fine_tune's epoch-0 checkpoint (the pruned weights) is not an output
+        for start in set(Path(args.out).glob(".prune-start-*")) - starts:
+            shutil.rmtree(start, ignore_errors=True)
+    row = trials_row(result)
+    val = "–" if row["val/acc"] is None else f"{row['val/acc']:.4f}"
+    print(f"cell          {result.cell}")
+    print(f"widths        {result.spec['widths']} (from {result.source_spec['widths']})")
+    print(f"params        {result.params:,} (from {result.source_params:,})")
+    print(f"params/budget {result.params / result.budget:.4f} of {result.budget:,}")
+    print(f"best val/acc  {val}" + (f" (epoch {row['best_epoch']})" if result.train else ""))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'prune.json'}"
+              + (f" and {Path(args.out) / 'checkpoint'}/" if result.train else ""))  # fmt: skip
+    if args.trials:
+        rows = append_trials(Path(args.trials).expanduser(), row)
+        print(f"appended {result.cell} to {args.trials} (now {rows} rows)")
+    return 0 if result.train is None or result.train.status != "diverged" else 1
+
+
+# ---------------------------------------------------------------- study sample-efficiency
+# Repeated from raydistill.sample_efficiency (which imports torch through raydistill.budget) so
+# that a typo is refused in a fraction of a second; `sample_efficiency_study` checks them again.
+GRIDS = {
+    "default": {"sizes": [3, 4, 5], "ns": [128, 512, 2048, 8192], "seeds": [0, 1, 2]},
+    "large": {"sizes": [3, 4, 6, 8], "ns": [64, 256, 1024, 4096, 16384, 65536],
+              "seeds": [0, 1, 2, 3, 4]},
+}  # fmt: skip
+CONV_FAMILIES = ("allconv", "cnn")
+
+
+def study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", choices=["sample-efficiency"],
+                   help="sample-efficiency: CNN vs MLP students on synthetic-sep, test "
+                        "accuracy vs training-set size n for several input sizes d")  # fmt: skip
+    p.add_argument("--out", required=True, help="output directory (finished cells are reused)")
+    p.add_argument("--grid", choices=list(GRIDS), default="default",
+                   help="named grid of sizes / ns / seeds; explicit lists override it")  # fmt: skip
+    p.add_argument("--sizes", type=A.number_list(int), help="image sides S, d = C·S² (default grid: 3,4,5)")  # fmt: skip
+    p.add_argument("--ns", type=A.number_list(int), help="training-set sizes (default grid: 128,512,2048,8192)")  # fmt: skip
+    p.add_argument("--seeds", type=A.number_list(int), help="seeds of data and init (default grid: 0,1,2)")  # fmt: skip
+    p.add_argument("--epochs", type=A.at_least(1), default=20, help="epochs at large n (default 20)")  # fmt: skip
+    p.add_argument("--min-samples", type=A.at_least(1), default=30_000,
+                   help="each run sees at least this many examples (≤ 100 epochs)")  # fmt: skip
+    p.add_argument("--families", type=A.number_list(str), default=["allconv", "mlp"],
+                   help="CNN family,MLP family (default allconv,mlp)")  # fmt: skip
+    p.add_argument("--budget", type=A.budget, default="10k", help="parameters per student (default 10k)")  # fmt: skip
+    p.add_argument("--target", type=float, default=0.75, help="test accuracy n* is read at, in (0.5, 1)")  # fmt: skip
+    p.add_argument("--channels", type=A.at_least(2), default=2, help="input channels C ≥ 2")
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="off",
+                   help="W&B per trial and one summary run (auto: WANDB_MODE, else online iff "
+                        "an API key is set; default off)")  # fmt: skip
+    p.add_argument("--address", default="local", help="Ray: local (start one), auto, or HOST:PORT")
+    p.add_argument("--device", default="auto", help="trial device: auto, cpu, cuda")
+    p.add_argument("--num-cpus", type=A.at_least(1), help="CPUs of the local Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+
+
+def study_check(args: argparse.Namespace) -> Outputs:
+    grid = GRIDS[args.grid]
+    args.sizes = args.sizes if args.sizes is not None else grid["sizes"]
+    args.ns = args.ns if args.ns is not None else grid["ns"]
+    args.seeds = args.seeds if args.seeds is not None else grid["seeds"]
+    if len(set(args.sizes)) < 2 or min(args.sizes) < 1:
+        raise UserError(f"--sizes {args.sizes}: need ≥ 2 distinct image sides ≥ 1 (3+ to fit)")
+    if len(set(args.ns)) < 2 or min(args.ns) < 2:
+        raise UserError(f"--ns {args.ns}: need ≥ 2 distinct training-set sizes ≥ 2")
+    if not args.seeds:
+        raise UserError("--seeds names no seed; e.g. --seeds 0,1,2")
+    if not 0.5 < args.target < 1:
+        raise UserError(f"--target {args.target} is invalid; must be in (0.5, 1), e.g. 0.75")
+    fams = args.families
+    if len(fams) != 2 or fams[0] not in CONV_FAMILIES or fams[1] != "mlp":
+        raise UserError(f"--families {','.join(fams)}: expected CNN,mlp with CNN one of "
+                        f"{', '.join(CONV_FAMILIES)}, e.g. allconv,mlp")  # fmt: skip
+    for fam in fams:
+        check_family(fam, None, "student")
+    return [(A.check_out(args.out), False)]
+
+
+def study_run(args: argparse.Namespace) -> int:
+    from raydistill.sample_efficiency import sample_efficiency_study
+
+    wandb = args.wandb
+    if wandb == "auto":
+        from raydistill.tracking import resolve_mode
+
+        wandb = resolve_mode(None)
+    path = sample_efficiency_study(
+        args.out, sizes=args.sizes, ns=args.ns, seeds=args.seeds, epochs=args.epochs,
+        min_samples=args.min_samples, families=args.families, budget=args.budget,
+        target=args.target, channels=args.channels, wandb=wandb, address=args.address,
+        device=args.device, num_cpus=args.num_cpus, verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+    print(f"report: {path}")
+    print(path.read_text(), end="")
+    return 0
