@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raydistill.errors import UserError
+from raydistill.manifest import atomic_write_text
 
 FILES = ("checkpoint.json", "model.safetensors", "best.safetensors", "optim.safetensors")
 
@@ -83,9 +84,7 @@ def save_checkpoint(
     save_file(_cpu(best), str(d / "best.safetensors"))
     save_file(_cpu(optim), str(d / "optim.safetensors"))
     save_file(_cpu(rng_tensors()), str(d / "rng.safetensors"))
-    tmp = d / "checkpoint.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, default=float))
-    tmp.replace(d / "checkpoint.json")
+    atomic_write_text(d / "checkpoint.json", json.dumps(meta, indent=1, default=float))
     return d
 
 

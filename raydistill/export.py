@@ -35,9 +35,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +48,7 @@ from torch import nn
 from raydistill import __version__
 from raydistill.errors import UserError
 from raydistill.inference import RawImageStudent, load_student, read_json, rebuild, wrap
-from raydistill.manifest import atomic_write_text, sha256_file
+from raydistill.manifest import atomic_dir, atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -228,18 +226,11 @@ def export_trial(
             f"{ckpt}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
         )
     target = Path(target)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
         spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx)
         check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
         spec_json["verification"] = check
         atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(
         export_name(row), target, params, _num(row.get("val/acc")), check["test_acc"],
         check["test_verified"], check["note"],
@@ -345,15 +336,6 @@ def _fixed_batch(inputs: Mapping[str, Any]) -> torch.Tensor:
     if inputs["dtype"] == "uint8":
         return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
     return torch.rand(shape, generator=g)
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    # rename is atomic; an existing export is moved aside first and removed after the swap
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- self-check

@@ -73,8 +73,9 @@ def per_image(x: torch.Tensor) -> torch.Tensor:
 
 def wrap(net: nn.Module, inputs: Mapping[str, Any]) -> RawImageStudent:
     """`net` with the input pipeline `inputs` (spec.json's "inputs") in front of it."""
-    conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
-    channels_last = bool(inputs.get("channels_last", False)) and conv
+    from raydistill.students import has_conv
+
+    channels_last = bool(inputs.get("channels_last", False)) and has_conv(net)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = RawImageStudent(

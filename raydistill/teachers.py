@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from raydistill.device import resolve_device
 from raydistill.errors import UserError
 from raydistill.manifest import (
     atomic_write_bytes,
@@ -34,7 +35,7 @@ from raydistill.manifest import (
     sha256_bytes,
     write_manifest,
 )
-from raydistill.students import build, get_family
+from raydistill.students import build, complete_spec, get_family, has_conv
 
 if TYPE_CHECKING:
     from raydistill.data import Preprocess, Splits
@@ -81,8 +82,7 @@ def teacher_spec(
             raise UserError(f"width scale {width_scale} must be > 0")
         widths = [max(1, round(w * width_scale)) for w in defaults["widths"]]
     spec = {"family": family, "depth": defaults["depth"], **spec_keys, "widths": list(widths)}
-    spec.setdefault("in_shape", list(splits.image_shape))
-    spec.setdefault("num_classes", splits.num_classes)
+    spec = complete_spec(spec, splits)
     from raydistill.students import check_spec
 
     check_spec(spec)  # a UserError naming a bad key / width count, before any training starts
@@ -248,13 +248,13 @@ def make_ensemble(
     """Members rebuilt from safetensors bytes, in eval mode on `device`."""
     from safetensors.torch import load
 
-    device = _device(device)
+    device = resolve_device(device)
     members = []
     for blob in weights:
         model = build(spec)
         model.load_state_dict(load(blob))
         members.append(model.to(device).eval())
-    channels_last = any(isinstance(m, nn.Conv2d) for m in members[0].modules())
+    channels_last = has_conv(members[0])
     if channels_last:
         members = [m.to(memory_format=torch.channels_last) for m in members]
     return Ensemble(
@@ -265,12 +265,6 @@ def make_ensemble(
         spec=dict(spec),
         channels_last=channels_last,
     )
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_ensemble(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:

@@ -29,6 +29,7 @@ import torch
 from ray import tune
 
 from raydistill.budget import solve_budget
+from raydistill.students import data_spec_keys
 from raydistill.tracking import Tracker, make_tracker
 from raydistill.train import TrainConfig, train_student
 
@@ -77,7 +78,7 @@ def solve_trial(config: Mapping[str, Any], data: Splits) -> Any:
     s = config["settings"]
     return solve_budget(
         config["family"], int(config["depth"]), int(config["budget"]), s["ratios"], **s["spec"],
-        in_shape=list(data.image_shape), num_classes=data.num_classes,
+        **data_spec_keys(data),
     )  # fmt: skip
 
 

@@ -18,9 +18,22 @@ from raydistill.students.registry import (
     Family,
     build,
     check_spec,
+    complete_spec,
+    data_spec_keys,
     families,
     get_family,
+    has_conv,
     register_family,
 )
 
-__all__ = ["Family", "build", "check_spec", "families", "get_family", "register_family"]
+__all__ = [
+    "Family",
+    "build",
+    "check_spec",
+    "complete_spec",
+    "data_spec_keys",
+    "families",
+    "get_family",
+    "has_conv",
+    "register_family",
+]

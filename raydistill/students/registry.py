@@ -110,3 +110,21 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
 def _load_builtin() -> None:
     # Importing the package's family modules runs their @register_family decorators.
     import raydistill.students  # noqa: F401
+
+
+def data_spec_keys(data: Any) -> dict[str, Any]:
+    """The spec keys a dataset decides (a `raydistill.data.Splits`): input shape and classes."""
+    return {"in_shape": list(data.image_shape), "num_classes": data.num_classes}
+
+
+def complete_spec(spec: Mapping[str, Any], data: Any) -> dict[str, Any]:
+    """A copy of `spec` with the data-dependent keys (`data_spec_keys`) filled in when absent."""
+    full = dict(spec)
+    for key, value in data_spec_keys(data).items():
+        full.setdefault(key, value)
+    return full
+
+
+def has_conv(model: nn.Module) -> bool:
+    """Whether `model` has a 2-d convolution (channels-last memory helps only then)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
