@@ -147,7 +147,7 @@ def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log
     t, d = sc.teacher, sc.data
     return teach(
         splits, t.family, t.members, t.epochs, where, widths=t.widths,
-        width_scale=t.width_scale, train=t.train, seed=d.seed, address=address,
+        width_scale=t.width_scale, spec_keys=t.spec, train=t.train, seed=d.seed, address=address,
         data_source=source,
         split={"val_size": d.val_size, "seed": d.seed, "train_subset": d.train_subset}, log=log,
     )  # fmt: skip
@@ -205,7 +205,7 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     from raydistill.spaces import load_space
 
     t = sc.hard_twins
-    train = {**sc.search.train, "loss": "hard"}
+    train = {**sc.search.train, **t.train, "loss": "hard"}
     space = load_space(t.space).with_overrides(train=train, spec=sc.search.spec)
     depths = t.depths or sc.search.depths_for(t.space)
     space = space.with_depths(depths) if depths else space

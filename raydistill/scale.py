@@ -41,7 +41,8 @@ class TeacherSection(_Section):
     epochs: int = Field(ge=1)
     width_scale: float = Field(default=1.0, gt=0)
     widths: list[int] | None = None  # explicit widths (overrides width_scale)
-    train: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] = Field(default_factory=dict)  # other builder keys (head_pool, ...)
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig overrides of the recipe
 
 
 class TransferSection(_Section):
@@ -87,6 +88,9 @@ class TwinsSection(_Section):
     budget: str | int
     trials: int = Field(ge=1)
     depths: list[int] | None = None
+    # TrainConfig entries for the twins on top of search.train (cross-entropy wants another
+    # learning-rate range than the L2 loss on logits: its gradients are ~10× smaller).
+    train: dict[str, Any] = Field(default_factory=dict)
 
     _check_budget = field_validator("budget")(classmethod(lambda cls, v: _budgets([v])[0]))
 

@@ -1,6 +1,10 @@
 """Regenerate docs/results.md (and its figure) from a `raydistill reproduce` output directory.
 
-    python scripts/results_doc.py runs/tiny-cifar --command "raydistill reproduce --scale tiny ..."
+    python scripts/results_doc.py runs/tiny --command "raydistill reproduce --scale tiny ..." \
+        --also runs/tiny-seed1 --also-command "raydistill reproduce ... --seed 1"
+
+`--also` adds another run of the same command with a different split seed: its Table 2 and
+its findings, so a reader sees whether they hold beyond one split.
 
 The document is generated, never edited by hand: rerun the study, then this script.
 """
@@ -20,6 +24,8 @@ def main() -> None:
     ap.add_argument("study", type=Path, help="the --out directory of raydistill reproduce")
     ap.add_argument("--command", required=True, help="the exact command that produced it")
     ap.add_argument("--note", default="", help="a paragraph on the conditions of the run")
+    ap.add_argument("--also", type=Path, help="a second run (another split seed)")
+    ap.add_argument("--also-command", default="", help="the command of the second run")
     args = ap.parse_args()
     report = (args.study / "REPORT.md").read_text()
     figure = args.study / "study" / "report" / "figure1.png"
@@ -37,8 +43,25 @@ def main() -> None:
     ]
     if args.note:
         header += [args.note, ""]
+    if args.also is not None:
+        body += _second_run(args.also, args.also_command)
     (docs / "results.md").write_text("\n".join(header) + body)
     print(f"wrote {docs / 'results.md'} and {target} ({target.stat().st_size} bytes)")
+
+
+def _second_run(study: Path, command: str) -> str:
+    """The second run's header lines, seed table and findings (not its figure or paper table)."""
+    text = (study / "REPORT.md").read_text()
+    keep, skip = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skip = line.startswith(("## Table 2 of the search", "## Ours vs"))
+        if line.startswith("# "):
+            line = "#" + line  # nested under this document
+        if not skip and "![Figure 1]" not in line:
+            keep.append(line)
+    head = ["", "---", "", "# The same study with another split seed", "", f"Command: `{command}`", ""]
+    return "\n".join(head + keep) + "\n"
 
 
 if __name__ == "__main__":

@@ -55,15 +55,22 @@ class ConvGroup(nn.Module):
 class AirbenchNet(nn.Module):
     """Whitening conv, three conv groups, global max-pool, scaled linear head."""
 
-    def __init__(self, widths: Sequence[int], in_channels: int, num_classes: int, scale: float):
+    def __init__(
+        self, widths: Sequence[int], in_channels: int, num_classes: int, scale: float,
+        head_pool: str = "max",
+    ) -> None:
         super().__init__()
+        if head_pool not in ("max", "avg"):
+            raise ValueError(f"airbench: head_pool {head_pool!r} is invalid; valid: max, avg")
         w0, w1, w2, w3 = widths
         self.whiten = nn.Conv2d(in_channels, w0, 2, padding=0, bias=True)
         self.layers = nn.Sequential(
             nn.GELU(), ConvGroup(w0, w1), ConvGroup(w1, w2), ConvGroup(w2, w3)
         )
         self.head = nn.Sequential(
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes, bias=False)
+            nn.AdaptiveMaxPool2d(1) if head_pool == "max" else nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(w3, num_classes, bias=False),
         )
         self.scale = Scale(scale)
 
@@ -95,9 +102,13 @@ def airbench(
     depth: int = 7,
     widths: Sequence[int] = (24, 64, 256, 256),
     scale: float = 1 / 9,
+    head_pool: str = "max",
     in_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
 ) -> nn.Module:
-    """Fast teacher: data-whitened 2×2 conv, 3 pooled conv groups (BN, GELU), scaled linear head."""
+    """Fast teacher: data-whitened 2×2 conv, 3 pooled conv groups (BN, GELU), scaled linear head.
+
+    `head_pool`: "max" (airbench's) or "avg" (global average: for tasks that sum a local feature
+    over the image, such as `synthetic-sep`'s channel norms)."""
     widths = check_widths("airbench", widths, _slots(depth))
-    return AirbenchNet(widths, int(in_shape[0]), num_classes, scale)
+    return AirbenchNet(widths, int(in_shape[0]), num_classes, scale, head_pool)
