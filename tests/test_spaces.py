@@ -10,12 +10,14 @@ import pytest
 import yaml
 
 from raydistill import spaces as sp
-from raydistill.budget import count_params, solve_budget
+from raydistill.budget import count_params, min_params, solve_budget
+from raydistill.data import make_synthetic_sep
 from raydistill.errors import UserError
 from raydistill.students import families, get_family
-from raydistill.train import TrainConfig
+from raydistill.train import TrainConfig, train_student
 
 SHIPPED = sp.shipped_spaces()
+TINY = make_synthetic_sep(32, 8, 8, seed=0)  # 3×32×32, 2 classes
 STUDENTS = sorted(families("student"))
 
 
@@ -55,6 +57,13 @@ def test_shipped_space_is_valid_and_every_depth_trains(name):
             TrainConfig.from_dict(s.train)  # a valid training config
             sol = solve_budget(space.family, depth, 300_000, s.ratios, **s.spec)
             assert sol.params == count_params(sol.spec) <= 300_000
+        # The last sampled config trains: one epoch on a few images, finite loss throughout.
+        cfg = {**s.train, "loss": "hard", "max_epochs": 1, "batch_size": 32, "device": "cpu"}
+        budget = max(10_000, min_params(space.family, depth))  # small: adder nets train slowly
+        small = solve_budget(space.family, depth, budget, s.ratios, **s.spec).spec
+        result = train_student(small, TINY, None, TrainConfig.from_dict(cfg))
+        assert result.status == "finished" and result.epochs == 1, (name, depth)
+        assert math.isfinite(result.history[-1]["train/loss"]), (name, depth)
 
 
 def test_yaml_shipped_file_is_data_only():

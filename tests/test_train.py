@@ -10,8 +10,10 @@ import torch
 
 from raydistill.budget import solve_budget
 from raydistill.checkpoint import load_checkpoint_weights
+from raydistill.data import DeviceSplit
 from raydistill.errors import UserError
-from raydistill.train import TrainConfig, train_student
+from raydistill.students import build, has_conv
+from raydistill.train import TrainConfig, evaluate, make_preprocess, train_student
 
 SPEC = solve_budget("cnn", 2, 8_000, in_shape=[3, 32, 32], num_classes=2).spec
 FAST = {"batch_size": 64, "max_epochs": 4, "loss": "hard", "lr": 0.01, "device": "cpu"}
@@ -24,6 +26,21 @@ def _run(splits, cfg: dict, **kwargs):
     return result, seen
 
 
+def _accuracy(result, splits, split: str) -> float:
+    """Accuracy of `result`'s weights on a split, evaluated independently of the trainer."""
+    cfg = TrainConfig.from_dict(result.config)
+    model = build(result.spec)
+    model.load_state_dict(result.state_dict)
+    channels_last = cfg.channels_last and has_conv(model)  # as the trainer runs it
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x, y = splits.split(split)
+    acc, _ = evaluate(model, DeviceSplit.from_numpy(x, y, torch.device("cpu")),
+                      preprocess=make_preprocess(cfg.preprocess, splits),
+                      input_scale=cfg.input_scale, channels_last=channels_last)  # fmt: skip
+    return acc
+
+
 def test_reports_every_epoch_and_tests_the_best_weights(tiny_splits) -> None:
     result, seen = _run(tiny_splits, {"max_epochs": 3})
     assert [m["epoch"] for m in seen] == [1, 2, 3]
@@ -33,7 +50,9 @@ def test_reports_every_epoch_and_tests_the_best_weights(tiny_splits) -> None:
     assert "test/acc" in seen[-1] and "test/acc" not in seen[0]
     assert result.status == "finished" and result.epochs == 3
     assert result.best_val_acc == max(m["val/acc"] for m in seen)
-    assert 0.0 <= result.test_acc <= 1.0
+    # test/acc is the accuracy of the returned (best-validation) weights on the test split.
+    assert result.test_acc == _accuracy(result, tiny_splits, "test")
+    assert result.best_val_acc == _accuracy(result, tiny_splits, "val")
     assert result.params == sum(v.numel() for k, v in result.state_dict.items())
 
 
