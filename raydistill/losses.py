@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch.nn.functional as F
 from torch import Tensor
 
 from raydistill.errors import UserError
 
-LOSSES = ("l2_logits", "kd", "hard")
+Loss = Literal["l2_logits", "kd", "hard"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 def l2_logits(student: Tensor, teacher: Tensor) -> Tensor:

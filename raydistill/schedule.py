@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
+
+ScheduleName = Literal["plateau", "cosine"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 
 
 @dataclass

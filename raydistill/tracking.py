@@ -32,11 +32,12 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from raydistill.errors import UserError
 
-MODES = ("online", "offline", "off")
+WandbMode = Literal["online", "offline", "off"]
+MODES: tuple[str, ...] = get_args(WandbMode)
 DEFAULT_PROJECT = "raydistill"
 REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)

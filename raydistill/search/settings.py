@@ -15,13 +15,13 @@ from raydistill import spaces as sp
 from raydistill.budget import parse_budget
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_write_text
+from raydistill.tracking import MODES as WANDB_MODES
+from raydistill.tracking import WandbMode
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
 SchedulerName = Literal["asha", "none"]
-WandbMode = Literal["online", "offline", "off"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
-WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -43,13 +43,13 @@ class SearchSettings:
     data_options: dict[str, Any]
     transfer: str | None
     searcher: str = "tpe"
-    scheduler: str = "none"
+    scheduler: SchedulerName = "none"
     gpus_per_trial: float = 0.0
     cpus_per_trial: float = 1.0
     address: str = "local"
     max_epochs: int | None = None
     seed: int = 0
-    wandb: str = "off"
+    wandb: WandbMode = "off"
     max_concurrent: int | None = None
     device: str = "auto"
     max_failures: int = 2
