@@ -24,12 +24,17 @@ _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?
 _SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
 
 
+def split_list(text: str) -> list[str]:
+    """The items of a comma-separated option value, blank ones dropped ("1M,,3.16M")."""
+    return [part for part in text.split(",") if part.strip()]
+
+
 def number_list(cast: type) -> Callable[[str], list]:
     """An argparse type for comma-separated numbers: "1,2,3" → [1, 2, 3]."""
 
     def parse(text: str) -> list:
         try:
-            return [cast(x) for x in text.split(",") if x.strip()]
+            return [cast(x) for x in split_list(text)]
         except ValueError as exc:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a comma-separated list of {cast.__name__}s"
@@ -76,7 +81,7 @@ def budget(text: str) -> str:
 
 def budgets(text: str) -> str:
     """An argparse type for comma-separated budgets (1M,3.16M); kept as text."""
-    parts = [p for p in text.split(",") if p.strip()]
+    parts = split_list(text)
     if not parts:
         raise argparse.ArgumentTypeError(f"{text!r} names no budget; e.g. 300k,1M,3.16M")
     for part in parts:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from raydistill import spaces as sp
-from raydistill.budget import parse_budget
+from raydistill.budget import parse_budget, parse_budgets
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_write_text
 from raydistill.tracking import MODES as WANDB_MODES
@@ -81,9 +81,8 @@ def _join(storage: str, name: str) -> str:
 
 def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
     """'1M,3.16M' or ["1M", 3160000] → [1000000, 3160000] (duplicates dropped, order kept)."""
-    if isinstance(budgets, str):
-        budgets = [b for b in budgets.split(",") if b.strip()]
-    return list(dict.fromkeys(parse_budget(b) for b in budgets))
+    parsed = parse_budgets(budgets) if isinstance(budgets, str) else map(parse_budget, budgets)
+    return list(dict.fromkeys(parsed))
 
 
 def check_choices(
