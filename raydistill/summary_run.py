@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from raydistill.env import scoped_env
 from raydistill.errors import UserError
 from raydistill.tracking import make_tracker, resolve_mode, scrub
 
@@ -107,18 +107,8 @@ def _log_models(run: Any, d: Path, experiment: str, export_dir: Path) -> int:
     return len(results)
 
 
-@contextlib.contextmanager
-def _artifact_dirs_inside(d: Path) -> Iterator[None]:
+def _artifact_dirs_inside(d: Path) -> contextlib.AbstractContextManager[None]:
     # W&B stages artifact files under WANDB_DATA_DIR / WANDB_CACHE_DIR (default ~/.local/share,
     # ~/.cache): keep them inside the experiment directory for the duration of the summary run.
-    old = {k: os.environ.get(k) for k in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR")}
-    os.environ["WANDB_DATA_DIR"] = str(d / "wandb" / "data")
-    os.environ["WANDB_CACHE_DIR"] = str(d / "wandb" / "cache")
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    dirs = {"WANDB_DATA_DIR": d / "wandb" / "data", "WANDB_CACHE_DIR": d / "wandb" / "cache"}
+    return scoped_env({k: str(v) for k, v in dirs.items()})

@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from ray import tune
 
 from raydistill import spaces as sp
 from raydistill.cluster import ray_session
+from raydistill.env import scoped_env
 from raydistill.errors import UserError
 from raydistill.search.cells import (
     CellScheduler,
@@ -210,8 +210,7 @@ def _execute(
     return Path(settings.out)
 
 
-@contextlib.contextmanager
-def _tune_env(settings: SearchSettings) -> Iterator[None]:
+def _tune_env(settings: SearchSettings) -> contextlib.AbstractContextManager[None]:
     """Tune's settings that only environment variables reach, for this fit (the user's win).
 
     Pending trials: Tune lets a custom searcher keep ONE trial pending, so trial actors would
@@ -223,14 +222,7 @@ def _tune_env(settings: SearchSettings) -> Iterator[None]:
         "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter: it honours our table columns
         "TUNE_MAX_PENDING_TRIALS_PG": str(_slots(settings)),
     }
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if saved[k] is None})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+    return scoped_env(values, override=False)
 
 
 def _slots(settings: SearchSettings) -> int:
