@@ -1,4 +1,5 @@
-"""The W&B summary run of a search: fed by the report, it never makes (or imports) one.
+"""The W&B summary run of a search: fed the report by its caller (it never makes one and does
+not import `raydistill.report`; the model artifacts come from `raydistill.export`).
 
 `log_summary(DIR, mode, report=make_report(DIR))`: one W&B run (job type "summary", in the
 experiment's group) holding the best config per cell, Table 2, the Pareto table and Figure 1 of

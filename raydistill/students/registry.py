@@ -4,6 +4,8 @@ A family is a builder function whose keyword arguments are the architecture spec
 (`depth`, `widths`, `dropout`, ...), registered with `@register_family(...)`. A spec is a
 plain JSON-able dict: ``{"family": "cnn", "depth": 2, "widths": [64, 128, 512], ...}``;
 `build(spec)` rebuilds the module from it (export and checkpoints rely on this).
+`complete_spec(spec, data)` fills the keys a dataset decides (`in_shape`, `num_classes`;
+`data_spec_keys`), and `has_conv(model)` says whether a network has a 2-d convolution.
 """
 
 from __future__ import annotations
