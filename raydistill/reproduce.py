@@ -144,10 +144,16 @@ def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log
             log(f"   reusing the teacher ensemble in {where}")
             return ens
         raise UserError(f"{where} holds teachers trained on other data or splits; use a new --out")
+    from raydistill.transfer import resolve_aug_name
+
     t, d = sc.teacher, sc.data
+    # The teachers learn on the views they will label (unless the scale says otherwise): a
+    # teacher trained on flips and shifts labelled 24–32 px crops with HSV jitter at 68.9 %
+    # against 81.5 % on the test set (tiny, CIFAR-10).
+    train = {"augment": resolve_aug_name(sc.transfer.aug, splits), **t.train}
     return teach(
         splits, t.family, t.members, t.epochs, where, widths=t.widths,
-        width_scale=t.width_scale, spec_keys=t.spec, train=t.train, seed=d.seed, address=address,
+        width_scale=t.width_scale, spec_keys=t.spec, train=train, seed=d.seed, address=address,
         data_source=source,
         split={"val_size": d.val_size, "seed": d.seed, "train_subset": d.train_subset}, log=log,
     )  # fmt: skip
@@ -192,7 +198,7 @@ def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     s = sc.search
     plans = []
     for name in s.spaces:
-        space = load_space(name).with_overrides(train=s.train, spec=s.spec)
+        space = load_space(name).with_overrides(train=s.train, spec=s.spec_for(name))
         plans.append(space.with_depths(s.depths_for(name)) if s.depths_for(name) else space)
     return _search_or_resume(
         out, plans, budgets=s.budgets, depths=None, trials=trials or s.trials,
@@ -206,7 +212,7 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
 
     t = sc.hard_twins
     train = {**sc.search.train, **t.train, "loss": "hard"}
-    space = load_space(t.space).with_overrides(train=train, spec=sc.search.spec)
+    space = load_space(t.space).with_overrides(train=train, spec=sc.search.spec_for(t.space))
     depths = t.depths or sc.search.depths_for(t.space)
     space = space.with_depths(depths) if depths else space
     return _search_or_resume(

@@ -21,7 +21,7 @@ from raydistill.errors import UserError
 SCALES_DIR = Path(__file__).with_name("scales")
 Searcher = Literal["tpe", "gp", "random"]
 Scheduler = Literal["asha", "none"]
-TransferAug = Literal["auto", "paper", "paper_hsv", "mirror", "none"]
+TransferAug = Literal["auto", "paper", "paper_hsv", "flip_translate", "mirror", "none"]
 
 
 class _Section(BaseModel):
@@ -73,8 +73,14 @@ class SearchSection(_Section):
     max_concurrent: int | None = Field(default=None, ge=1)
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig entries for every space
     spec: dict[str, Any] = Field(default_factory=dict)  # builder entries (e.g. pin dropout)
+    # Builder entries for one space only ({cnn: {batchnorm: true}}), on top of `spec`.
+    spec_by_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _check_budgets = field_validator("budgets")(classmethod(lambda cls, v: _budgets(v)))
+
+    def spec_for(self, space: str) -> dict[str, Any]:
+        """The builder entries a scale sets for one space."""
+        return {**self.spec, **self.spec_by_space.get(space, {})}
 
     def depths_for(self, space: str) -> list[int] | None:
         """The depths to search for one space (None: the space's own list)."""

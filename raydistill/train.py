@@ -46,6 +46,7 @@ AUGMENTS: dict[str, Callable[[], AugConfig]] = {
     "paper": AugConfig.paper,
     "paper_hsv": AugConfig.paper_hsv,
     "flip_translate": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=4),
+    "mirror": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=0),
     "none": AugConfig.none,
 }
 SCHEDULES = ("plateau", "cosine")
@@ -85,6 +86,10 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU
     channels_last: bool = True  # conv nets only: ~2× CPU throughput (see shared notes)
     eval_batch_size: int = 1000
+    # Max global gradient norm per step (0: off). The L2 loss on logits has gradients as large
+    # as the teacher's logits (not bounded like p − y); clipping lets a short run use a large
+    # learning rate without a single step killing the ReLUs.
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
@@ -220,7 +225,8 @@ class _Trainer:
         c = self.cfg
         if c.schedule == "cosine":
             return CosineSchedule(
-                c.lr, self.num_epochs * self.steps_per_epoch,
+                c.lr,
+                self.num_epochs * self.steps_per_epoch,
                 round(c.warmup_epochs * self.steps_per_epoch),
             )
         return PlateauSchedule(
@@ -285,6 +291,8 @@ class _Trainer:
             )  # fmt: skip
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
             self.run.step += 1
             total += loss.detach() * len(y)

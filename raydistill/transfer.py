@@ -314,6 +314,15 @@ def default_aug(splits: Splits) -> AugConfig:
     return AugConfig(mirror=True, crop_min=size, crop_max=size, translate=0, hsv=None)
 
 
+def resolve_aug_name(name: str, splits: Splits) -> str:
+    """The named augmentation "auto" stands for on this dataset (see `default_aug`)."""
+    if name != "auto":
+        return name
+    if splits.train_x.dtype == np.uint8:
+        return "paper_hsv" if splits.image_shape[0] == 3 else "paper"
+    return "mirror"
+
+
 def transfer_aug(name: str, splits: Splits) -> AugConfig:
     """A transfer set's augmentation by name: "auto" (`default_aug`), "paper", "paper_hsv",
     "mirror" (mirror only) or "none"."""
@@ -322,6 +331,11 @@ def transfer_aug(name: str, splits: Splits) -> AugConfig:
         "auto": lambda: default_aug(splits),
         "paper": lambda: replace(default_aug_for_images(size), hsv=None),
         "paper_hsv": lambda: default_aug_for_images(size),
+        # The teachers' own training augmentation (`TrainConfig.augment` "flip_translate"):
+        # the ensemble labels views like the ones it learned from.
+        "flip_translate": lambda: AugConfig(
+            mirror=True, crop_min=size, crop_max=size, translate=max(1, size // 8)
+        ),
         "mirror": lambda: AugConfig(mirror=True, crop_min=size, crop_max=size),
         "none": lambda: AugConfig(mirror=False, crop_min=size, crop_max=size),
     }

@@ -60,7 +60,15 @@ def _second_run(study: Path, command: str) -> str:
             line = "#" + line  # nested under this document
         if not skip and "![Figure 1]" not in line:
             keep.append(line)
-    head = ["", "---", "", "# The same study with another split seed", "", f"Command: `{command}`", ""]
+    head = [
+        "",
+        "---",
+        "",
+        "# The same study with another split seed",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
     return "\n".join(head + keep) + "\n"
 
 

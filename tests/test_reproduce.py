@@ -93,7 +93,7 @@ def test_demo_study_end_to_end_students_learn(tmp_path: Path) -> None:
     assert (repeats["n"] == 2).all()
     # Students learn: every CNN row (distilled and hard-label) well above chance (50 %).
     cnn = repeats[repeats["family"] == "cnn"]
-    assert len(cnn) == 6 and (cnn["mean"] > 0.75).all(), cnn.to_string()
+    assert len(cnn) == 6 and (cnn["mean"] > 0.65).all(), cnn.to_string()
     report = (out / "REPORT.md").read_text()
     assert "Rule: A comparison A > B is clear" in report
     for claim in ["every MLP student below every CNN", "rises with conv depth", "hard labels"]:

@@ -55,7 +55,7 @@ class CellSearcher(Searcher):
         self._trial_cell: dict[str, str] = {}
         for cell, space, n in cells:
             dists = sp.to_optuna(space, cell.depth)
-            points, rewards = (warm or {}).get(cell.id, ([], []))
+            points, rewards = _fit_points(dists, *(warm or {}).get(cell.id, ([], [])))
             searcher = None
             if dists:
                 searcher = OptunaSearch(
@@ -219,3 +219,14 @@ def describe_plan(
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _fit_points(
+    dists: Mapping[str, Any], points: Sequence[dict], rewards: Sequence[float]
+) -> tuple[list[dict], list[float]]:
+    """Warm-start points restricted to the space's sampled names; points that lack one (a
+    search made before r0 was fixed has r0, and lacks nothing; a space that gained a key
+    lacks it) are dropped with their rewards rather than failing the whole cell."""
+    kept = [({k: p[k] for k in dists}, r) for p, r in zip(points, rewards, strict=True)
+            if set(dists) <= set(p)]  # fmt: skip
+    return [p for p, _ in kept], [r for _, r in kept]

@@ -342,6 +342,7 @@ def _warm_start(settings: SearchSettings, cells: Mapping[str, int]) -> dict[str,
     warm: dict[str, tuple[list, list]] = {}
     for cid in cells:
         rows = frame[(frame["cell"] == cid) & frame["status"].isin(list(_SCORED))]
+        rows = rows[~rows["pruned"].fillna(False).astype(bool)]  # truncated runs: no score
         points, rewards = [], []
         for _, row in rows.iterrows():
             value = 0.0 if row["status"] == "diverged" else row["val/acc"]

@@ -74,11 +74,16 @@ class AdderFunction(torch.autograd.Function):
         o, k = weight.shape[0], weight.shape[-1]
         ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
         wf = weight.reshape(o, -1)
-        per = max(1, ROWS // (ho * wo))  # samples per chunk
-        out = x.new_empty(n, ho * wo, o)
-        for s in range(0, n, per):
-            cols = _windows(x[s : s + per], k, stride, padding)  # (n_c·L, I)
-            out[s : s + per] = torch.cdist(cols, wf, p=1).reshape(-1, ho * wo, o)
+        if torch.compiler.is_compiling():
+            # Traced by torch.export / compile: one piece, so the batch size stays symbolic
+            # (the chunk loop below would fix it to the example's).
+            out = torch.cdist(_windows(x, k, stride, padding), wf, p=1).reshape(n, ho * wo, o)
+        else:
+            per = max(1, ROWS // (ho * wo))  # samples per chunk
+            out = x.new_empty(n, ho * wo, o)
+            for s in range(0, n, per):
+                cols = _windows(x[s : s + per], k, stride, padding)  # (n_c·L, I)
+                out[s : s + per] = torch.cdist(cols, wf, p=1).reshape(-1, ho * wo, o)
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, eta)
         return out.neg_().transpose(1, 2).reshape(n, o, ho, wo)

@@ -56,7 +56,11 @@ class AirbenchNet(nn.Module):
     """Whitening conv, three conv groups, global max-pool, scaled linear head."""
 
     def __init__(
-        self, widths: Sequence[int], in_channels: int, num_classes: int, scale: float,
+        self,
+        widths: Sequence[int],
+        in_channels: int,
+        num_classes: int,
+        scale: float,
         head_pool: str = "max",
     ) -> None:
         super().__init__()

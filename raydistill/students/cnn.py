@@ -39,17 +39,21 @@ def cnn(
     depth: int = 2,
     widths: Sequence[int] = (64, 128, 512),
     dropout: float = 0.0,
+    batchnorm: bool = False,
     in_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
 ) -> nn.Module:
-    """Convolutional student: `depth` 5×5 conv layers in the paper's layout, one ReLU FC layer."""
+    """Convolutional student: `depth` 5×5 conv layers in the paper's layout, one ReLU FC layer.
+
+    `batchnorm` (not in the paper) puts BatchNorm after each conv: a short CPU-scale run then
+    trains its deeper students as fast as its shallow ones (see raydistill/scales/tiny.yaml)."""
     widths = check_widths("cnn", widths, _slots(depth))
     convs, head = widths[:depth], widths[depth:]
     feats: list[nn.Module] = []
     c_in, i = int(in_shape[0]), 0
     for op in LAYOUTS[depth]:
         if op == "c":
-            feats += conv_relu(c_in, convs[i], KERNEL)
+            feats += conv_relu(c_in, convs[i], KERNEL, batchnorm=batchnorm)
             c_in, i = convs[i], i + 1
         else:
             k = 3 if op == "mp3" else 2

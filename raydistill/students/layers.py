@@ -7,9 +7,16 @@ from collections.abc import Sequence
 from torch import nn
 
 
-def conv_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    """A 'same'-padded convolution followed by ReLU (padding keeps H×W at stride 1)."""
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2), nn.ReLU()]
+def conv_relu(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, batchnorm: bool = False
+) -> list[nn.Module]:
+    """A 'same'-padded convolution followed by ReLU (padding keeps H×W at stride 1); with
+    `batchnorm`, BatchNorm between them (the conv then has no bias: BN's shift replaces it)."""
+    pad = kernel // 2
+    if not batchnorm:
+        return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad), nn.ReLU()]
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 def maybe_dropout(p: float, spatial: bool = False) -> list[nn.Module]:
@@ -31,7 +38,7 @@ def flat_features(features: nn.Sequential, in_shape: Sequence[int]) -> int:
             k, s, p = (_pair(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
             h, w = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
             c = m.out_channels if isinstance(m, nn.Conv2d) else c
-        elif not isinstance(m, (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.Identity)):
+        elif not isinstance(m, (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.BatchNorm2d)):
             raise TypeError(f"flat_features does not know the shape rule of {type(m).__name__}")
     return c * h * w
 
