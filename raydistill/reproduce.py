@@ -198,7 +198,9 @@ def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     s = sc.search
     plans = []
     for name in s.spaces:
-        space = load_space(name).with_overrides(train=s.train, spec=s.spec_for(name))
+        space = load_space(name).with_overrides(
+            train=s.train, spec=s.spec_for(name), width_ratios=s.width_ratios
+        )
         plans.append(space.with_depths(s.depths_for(name)) if s.depths_for(name) else space)
     return _search_or_resume(
         out, plans, budgets=s.budgets, depths=None, trials=trials or s.trials,
@@ -212,7 +214,9 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
 
     t = sc.hard_twins
     train = {**sc.search.train, **t.train, "loss": "hard"}
-    space = load_space(t.space).with_overrides(train=train, spec=sc.search.spec_for(t.space))
+    space = load_space(t.space).with_overrides(
+        train=train, spec=sc.search.spec_for(t.space), width_ratios=sc.search.width_ratios
+    )
     depths = t.depths or sc.search.depths_for(t.space)
     space = space.with_depths(depths) if depths else space
     return _search_or_resume(

@@ -75,6 +75,9 @@ class SearchSection(_Section):
     spec: dict[str, Any] = Field(default_factory=dict)  # builder entries (e.g. pin dropout)
     # Builder entries for one space only ({cnn: {batchnorm: true}}), on top of `spec`.
     spec_by_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The spaces' width ratios replaced: a value in [0, 1] pins them (every slot equal: the
+    # solver's balanced widths), or a range {float: [lo, hi]}; null keeps the spaces' own.
+    width_ratios: float | dict[str, list[float]] | None = None
 
     _check_budgets = field_validator("budgets")(classmethod(lambda cls, v: _budgets(v)))
 

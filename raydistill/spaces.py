@@ -112,15 +112,22 @@ class SearchSpace:
         return self.with_overrides(train=values)
 
     def with_overrides(
-        self, *, train: Mapping[str, Any] | None = None, spec: Mapping[str, Any] | None = None
+        self,
+        *,
+        train: Mapping[str, Any] | None = None,
+        spec: Mapping[str, Any] | None = None,
+        width_ratios: Any = None,
     ) -> SearchSpace:
-        """A copy with some train / spec entries replaced (a scale's settings), re-validated."""
+        """A copy with some train / spec entries (and the width ratios) replaced — a scale's
+        settings — re-validated."""
         raw = {
             **self.raw,
             "depths": list(self.depths),
             "train": {**_raw_section(self.train), **(train or {})},
             "spec": {**_raw_section(self.spec), **(spec or {})},
         }
+        if width_ratios is not None:
+            raw["width_ratios"] = width_ratios
         return parse_space(raw, self.source)
 
 

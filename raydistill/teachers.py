@@ -116,14 +116,21 @@ def member_config(family: str, epochs: int, seed: int, **overrides: Any) -> Trai
 # ----------------------------------------------------------------------------- one member
 
 
-def train_member(spec: dict[str, Any], splits: Splits, config: dict[str, Any]) -> dict[str, Any]:
+def train_member(
+    spec: dict[str, Any], splits: Splits, config: dict[str, Any], progress: Any = None
+) -> dict[str, Any]:
     """Train one member (in a Ray task or in-process); returns its weights as safetensors bytes
-    and its metrics. Plain data only, so the result travels through Ray's object store."""
+    and its metrics. Plain data only, so the result travels through Ray's object store.
+    `progress`: a queue (`ray.util.queue.Queue`) that gets (seed, epoch, val/acc) per epoch."""
     from safetensors.torch import save
 
     from raydistill.train import TrainConfig, train_student
 
-    res = train_student(spec, splits, None, TrainConfig.from_dict(config))
+    def report(metrics: dict[str, Any], save_fn: Any) -> None:
+        progress.put_nowait((config["seed"], metrics["epoch"], metrics.get("val/acc")))
+
+    cfg = TrainConfig.from_dict(config)
+    res = train_student(spec, splits, None, cfg, report=report if progress is not None else None)
     state = {k: v.detach().cpu().contiguous() for k, v in res.state_dict.items()}
     return {
         "weights": save(state),
@@ -184,8 +191,36 @@ def train_members(
         opts = {"num_gpus": frac, "num_cpus": 1} if frac > 0 else {"num_cpus": 1}
         task = ray.remote(max_retries=0, **opts)(train_member)
         data_ref = ray.put(splits)  # once: every member reads the same object-store copy
-        refs = [task.remote(spec, data_ref, c.to_dict()) for c in configs]
+        queue = _progress_queue()
+        refs = [task.remote(spec, data_ref, c.to_dict(), queue) for c in configs]
+        _show_progress(ray, refs, queue, sum(c.max_epochs for c in configs))
         return ray.get(refs)
+
+
+def _progress_queue() -> Any:
+    from ray.util.queue import Queue
+
+    return Queue(actor_options={"num_cpus": 0})  # holds no CPU a member could use
+
+
+def _show_progress(ray: Any, refs: list, queue: Any, total: int) -> None:
+    """A progress bar (epochs done of all members, ETA, each member's last val/acc) until
+    every member task has ended."""
+    from tqdm import tqdm
+
+    accs: dict[int, float] = {}
+    with tqdm(total=total, desc="teacher members (epochs)", unit="ep", smoothing=0.1) as bar:
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=2.0)
+            while not queue.empty():
+                seed, _, acc = queue.get_nowait()
+                bar.update(1)
+                if acc is not None:
+                    accs[seed] = acc
+                    bar.set_postfix_str(
+                        " ".join(f"s{k}:{100 * v:.1f}%" for k, v in sorted(accs.items()))
+                    )
 
 
 # ----------------------------------------------------------------------------- ensembles

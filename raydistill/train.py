@@ -29,10 +29,18 @@ from raydistill.checkpoint import (
     save_checkpoint,
 )
 from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate, to_float
+from raydistill.data.batches import PREPROCESS_MODES
+from raydistill.data.replay import replay_epoch
 from raydistill.device import resolve_device
 from raydistill.errors import UserError
 from raydistill.losses import check_loss, compute_loss
-from raydistill.schedule import CosineSchedule, PlateauSchedule, Schedule, schedule_from_state
+from raydistill.schedule import (
+    SCHEDULES,
+    CosineSchedule,
+    PlateauSchedule,
+    Schedule,
+    schedule_from_state,
+)
 from raydistill.students import build, complete_spec, has_conv
 
 if TYPE_CHECKING:
@@ -49,8 +57,6 @@ AUGMENTS: dict[str, Callable[[], AugConfig]] = {
     "mirror": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=0),
     "none": AugConfig.none,
 }
-SCHEDULES = ("plateau", "cosine")
-PREPROCESS = ("per_image", "dataset", "none")
 
 
 @dataclass
@@ -96,7 +102,7 @@ class TrainConfig:
         for name, value, valid in (
             ("schedule", self.schedule, SCHEDULES),
             ("augment", self.augment, AUGMENTS),
-            ("preprocess", self.preprocess, PREPROCESS),
+            ("preprocess", self.preprocess, PREPROCESS_MODES),
             ("init", self.init, ("glorot", "default")),
         ):
             if value not in valid:
@@ -251,21 +257,13 @@ class _Trainer:
         yield from self._transfer_batches(epoch)
 
     def _transfer_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        from raydistill.transfer import replay_batch
-
-        ts, dev = self.transfer, self.device
+        ts = self.transfer
         rows = ts.epoch_rows(epoch)
-        # One host→device copy per epoch (40k views × (11 params + C logits) floats ≈ 3 MB).
-        index = torch.as_tensor(ts.index[rows], device=dev)
-        params = {k: torch.as_tensor(v[rows], device=dev) for k, v in ts.params.items()}
-        logits = torch.as_tensor(ts.logits[rows], device=dev)
-        geometric, color = ts.aug_parts  # skip identity transforms without a host sync
-        bs = self.cfg.batch_size
-        for start in range(0, len(index), bs):
-            sl = slice(start, start + bs)
-            idx = index[sl]
-            batch_params = {k: v[sl] for k, v in params.items()}
-            x = replay_batch(self.train.x, idx, batch_params, geometric=geometric, color=color)
+        # One host→device copy per epoch (views × (11 params + C logits) floats: a few MB).
+        logits = torch.as_tensor(ts.logits[rows], device=self.device)
+        params = {k: v[rows] for k, v in ts.params.items()}
+        for sl, idx, x in replay_epoch(self.train.x, ts.index[rows], params,
+                                       self.cfg.batch_size, parts=ts.aug_parts):  # fmt: skip
             yield self._scaled(self.preprocess(x)), self.train.y[idx], logits[sl]
 
     def _scaled(self, x: Tensor) -> Tensor:

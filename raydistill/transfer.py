@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raydistill.data import AUG_KEYS, AugConfig, DeviceSplit, apply_aug, epoch_plan, to_float
+from raydistill.data import AUG_KEYS, AugConfig, DeviceSplit, epoch_plan
 from raydistill.data.augment import HSVJitter
+from raydistill.data.replay import replay_batch, replay_epoch
 from raydistill.errors import UserError
 from raydistill.manifest import sha256_file, temp_path_for
 
@@ -53,23 +54,6 @@ BASE_COLUMNS = ("index", "epoch", "logits")
 
 
 # ----------------------------------------------------------------------------- replay
-
-
-def replay_batch(
-    images: Tensor,
-    index: Tensor,
-    params: Mapping[str, Tensor],
-    *,
-    geometric: bool | None = None,
-    color: bool | None = None,
-) -> Tensor:
-    """The views `params` describes of images `images[index]`, as float (B, C, H, W) before
-    preprocessing (uint8 images become [0, 1]; float images are used as they are).
-
-    `images` (N, C, H, W) is the train split resident on the device; `index` (B,) and
-    `params[k]` (B,) are on the same device. `geometric` / `color`: skip the parts known to be
-    identity (`TransferSet.aug_parts`); None works it out from the params (a host sync)."""
-    return apply_aug(to_float(images[index]), params, geometric=geometric, color=color)
 
 
 def replay(transfer: TransferSet, images: Tensor, rows: slice | Tensor | np.ndarray) -> Tensor:
@@ -170,15 +154,8 @@ def epoch_logits(
     parts: tuple[bool, bool],
 ) -> np.ndarray:
     """(n, C) ensemble logits of one epoch's views (view p = image order[p], params[·][p])."""
-    dev = images.device
-    order_d = order.to(dev)
-    params_d = {k: v.to(dev) for k, v in params.items()}  # once per epoch, sliced per batch
-    out = []
-    for s in range(0, len(order), batch_size):
-        sl = slice(s, s + batch_size)
-        view = {k: v[sl] for k, v in params_d.items()}
-        x = replay_batch(images, order_d[sl], view, geometric=parts[0], color=parts[1])
-        out.append(ensemble.logits(ensemble.preprocess(x)).float().cpu())
+    out = [ensemble.logits(ensemble.preprocess(x)).float().cpu()
+           for _, _, x in replay_epoch(images, order, params, batch_size, parts=parts)]  # fmt: skip
     return torch.cat(out).numpy()
 
 
@@ -257,7 +234,10 @@ def write_transfer_set(
     tmp = temp_path_for(path)
     try:
         with pq.ParquetWriter(tmp, _schema(splits.num_classes, meta), compression="zstd") as w:
-            for e in range(epochs):
+            from tqdm import tqdm
+
+            bar = tqdm(range(epochs), desc="transfer set (epochs)", unit="ep", disable=log is None)
+            for e in bar:
                 t0 = time.perf_counter()
                 order, params = epoch_plan(n, seed=seed, epoch=e, aug=aug)
                 logits = epoch_logits(
@@ -265,10 +245,7 @@ def write_transfer_set(
                 )
                 hits += int((logits.argmax(1) == labels[order.numpy()]).sum())
                 w.write_table(_epoch_table(w.schema, e, order, params, logits), n)
-                if log is not None:
-                    log(
-                        f"transfer epoch {e + 1}/{epochs}: {n} views, {time.perf_counter() - t0:.1f}s"
-                    )
+                bar.set_postfix_str(f"{n} views, {time.perf_counter() - t0:.1f} s/epoch")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -154,7 +154,8 @@ class AdderLinear(AdderConv2d):
         super().__init__(n_in, n_out, 1, eta=eta)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.reshape(len(x), -1, 1, 1)).flatten(1)
+        # flatten + None-indexing, not reshape(len(x), ...): torch.export keeps the batch symbolic
+        return super().forward(x.flatten(1)[:, :, None, None]).flatten(1)
 
 
 def _slots(depth: int) -> int:

@@ -1,0 +1,54 @@
+"""Epoch replay: the views a list of (image index, augmentation parameters) describes, batch by
+batch, on the images' device. The one definition: training replays the transfer set's views
+with it, and the transfer-set writer labels the very same batches with the ensemble's logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from raydistill.data.augment import apply_aug
+from raydistill.data.batches import to_float
+
+
+def replay_batch(
+    images: Tensor,
+    index: Tensor,
+    params: Mapping[str, Tensor],
+    *,
+    geometric: bool | None = None,
+    color: bool | None = None,
+) -> Tensor:
+    """The views `params` describes of images `images[index]`, as float (B, C, H, W) before
+    preprocessing (uint8 images become [0, 1]; float images are used as they are).
+
+    `images` (N, C, H, W) is a split resident on the device; `index` (B,) and `params[k]` (B,)
+    are on the same device. `geometric` / `color`: skip the parts known to be identity
+    (`TransferSet.aug_parts`); None works it out from the params (a host sync)."""
+    return apply_aug(to_float(images[index]), params, geometric=geometric, color=color)
+
+
+def replay_epoch(
+    images: Tensor,
+    index: np.ndarray | Tensor,
+    params: Mapping[str, np.ndarray | Tensor],
+    batch_size: int,
+    *,
+    parts: tuple[bool, bool] | None = None,
+) -> Iterator[tuple[slice, Tensor, Tensor]]:
+    """(rows, image indices, views) for consecutive batches of `batch_size` of one epoch's
+    views; `index` (V,) and `params[k]` (V,) are copied to the device once (a few MB per
+    epoch) and sliced per batch. `parts`: (geometric, color) as in `replay_batch`."""
+    dev = images.device
+    index_d = torch.as_tensor(index, device=dev)
+    params_d = {k: torch.as_tensor(v, device=dev) for k, v in params.items()}
+    geometric, color = parts if parts is not None else (None, None)
+    for start in range(0, len(index_d), batch_size):
+        rows = slice(start, start + batch_size)
+        idx = index_d[rows]
+        view = {k: v[rows] for k, v in params_d.items()}
+        yield rows, idx, replay_batch(images, idx, view, geometric=geometric, color=color)
