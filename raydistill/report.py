@@ -58,7 +58,7 @@ class Report:
 
     @property
     def cells(self) -> list[str]:
-        """Cell ids with at least one finished or stopped trial."""
+        """Cell ids with at least one trial the best-trial rule admits."""
         return sorted(self.best_configs["cell"].unique().tolist())
 
 
@@ -187,7 +187,7 @@ def _pct(x: float) -> str:
 
 
 def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFrame:
-    """Wide Table 2: row labels x budget labels, "mean (best)" in percent."""
+    """Wide Table 2: row labels x budget labels, "mean (best) n=k" in percent (k trials)."""
     budgets = sorted(stats["budget"].unique())
     labels = [format_budget(int(b)) for b in budgets]
     order = sorted(stats["row"].unique(), key=_row_order)
@@ -195,7 +195,9 @@ def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFram
     for r in stats.itertuples(index=False):
         col = format_budget(int(r.budget))
         if r.top_k:
-            table.loc[r.row, col] = f"{_pct(r.mean_test_acc)} ({_pct(r.best_test_acc)})"
+            table.loc[r.row, col] = (
+                f"{_pct(r.mean_test_acc)} ({_pct(r.best_test_acc)}) n={int(r.top_k)}"
+            )
         else:
             table.loc[r.row, col] = "–"
     if teacher:
@@ -250,9 +252,11 @@ def markdown(rep_table: pd.DataFrame, stats: pd.DataFrame, experiment: str, top_
     lines = [
         f"# Table 2 — {experiment}",
         "",
-        f"Test accuracy (%): mean of the {top_k} best trials by validation accuracy (finished or "
-        "stopped trials), and in parentheses the best trial by validation accuracy. "
-        f"Columns are parameter budgets. {n_trials} trials in all.",
+        f"Test accuracy (%): mean of the (up to) {top_k} best trials by validation accuracy, "
+        "in parentheses the best trial by validation accuracy, and n the trials averaged; the trials counted are those "
+        "that finished or were stopped by their own schedule (ASHA-pruned, diverged and errored "
+        f"trials never count; `table2.csv` has each cell's n). Columns are parameter budgets. "
+        f"{n_trials} trials in all.",
         "",
         header,
         rule,

@@ -111,13 +111,13 @@ def test_table2_follows_the_top5_by_validation_rule(search_dir: Path) -> None:
     t = rep.table2
     assert list(t.columns) == ["1M", "3.16M"]
     assert list(t.index) == ["cnn-d1", "cnn-d2", "cnn-d2 (hard)", "mlp-d1", "teacher ensemble"]
-    assert t.loc["cnn-d2", "1M"] == "89.20 (80.00)"
-    assert t.loc["cnn-d2", "3.16M"] == "89.00 (88.00)"
+    assert t.loc["cnn-d2", "1M"] == "89.20 (80.00) n=5"
+    assert t.loc["cnn-d2", "3.16M"] == "89.00 (88.00) n=2"  # finished + plateau-stopped
     assert t.loc["cnn-d2 (hard)", "3.16M"] == ""  # no twin at that budget
     assert t.loc["mlp-d1", "3.16M"] == "–"  # nothing finished yet
     assert t.loc["teacher ensemble", "1M"] == "95.00"
     md = (search_dir / "report" / "table2.md").read_text()
-    assert "| cnn-d2 | 89.20 (80.00) | 89.00 (88.00) |" in md
+    assert "| cnn-d2 | 89.20 (80.00) n=5 | 89.00 (88.00) n=2 |" in md
 
 
 def test_table2_csv_holds_the_numbers(search_dir: Path) -> None:
@@ -217,7 +217,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
 def test_cli_report(search_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(["report", str(search_dir), "--compare-paper"]) == 0
     out = capsys.readouterr().out
-    assert "| cnn-d2 | 89.20 (80.00) |" in out and "figure1.png" in out
+    assert "| cnn-d2 | 89.20 (80.00) n=5 |" in out and "figure1.png" in out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "trials.parquet does not exist" in capsys.readouterr().err
 
