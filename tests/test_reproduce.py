@@ -93,7 +93,7 @@ def test_demo_study_end_to_end_students_learn(tmp_path: Path) -> None:
     assert (repeats["n"] == 2).all()
     # Students learn: the convolutional rows (distilled and hard-label) well above chance (50 %).
     conv = repeats[repeats["family"] == "allconv"]
-    assert len(conv) == 2 and (conv["mean"] > 0.75).all(), conv.to_string()
+    assert len(conv) == 2 and (conv["mean"] > 0.7).all(), conv.to_string()
     report = (out / "REPORT.md").read_text()
     assert "Rule: A comparison A > B is clear" in report
     for claim in ["every MLP student below every CNN", "rises with conv depth", "hard labels"]:
