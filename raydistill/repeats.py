@@ -110,12 +110,12 @@ def repeat_seeds(
     jobs = repeat_jobs(trials, seeds)
     path = study / "seeds.csv"
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    key = ("trial_id", "seed")
-    have = {tuple(r) for r in done[list(key)].itertuples(index=False)} if len(done) else set()
+    wanted = {(j["trial_id"], j["seed"]) for j in jobs}
+    have = set(zip(done["trial_id"], done["seed"], strict=True)) if len(done) else set()
     todo = [j for j in jobs if (j["trial_id"], j["seed"]) not in have]
     runs = pd.concat([done, run_repeats(todo, splits, transfer, address=address, log=log)])
-    runs = runs[[(t, s) in {(j["trial_id"], j["seed"]) for j in jobs}
-                 for t, s in zip(runs["trial_id"], runs["seed"], strict=True)]]  # fmt: skip
+    # Rows of a best trial that is no longer the best (a resumed search) are dropped.
+    runs = runs[[k in wanted for k in zip(runs["trial_id"], runs["seed"], strict=True)]]
     atomic_write_text(path, runs.to_csv(index=False))
     summary = summarize(runs)
     atomic_write_text(study / "repeats.csv", summary.to_csv(index=False))

@@ -30,8 +30,6 @@ from raydistill.errors import UserError
 from raydistill.scale import Scale, load_scale
 from raydistill.study_report import report_markdown
 
-WANDB_MODES = ("auto", "online", "offline", "off")
-
 
 def prepare(
     scale: str | Path | Scale, *, split_seed: int | None = None, seeds: int | None = None
@@ -115,14 +113,10 @@ def reproduce(
 
 
 def _wandb_mode(mode: str) -> str:
-    """'auto': online with an API key configured, offline otherwise (as `search` does)."""
-    import os
+    """ "auto" is tracking's own rule (WANDB_MODE, else online iff an API key is configured)."""
+    from raydistill.tracking import resolve_mode
 
-    if mode not in WANDB_MODES:
-        raise UserError(f"--wandb {mode!r} is invalid; valid: {', '.join(WANDB_MODES)}")
-    if mode != "auto":
-        return mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return resolve_mode(None if mode == "auto" else mode)
 
 
 def _load_splits(sc: Scale, source: str) -> Any:

@@ -107,8 +107,3 @@ def report_markdown(
         text = rep.paths["compare_paper"].read_text()
         lines += ["", text.replace("# Ours vs", "## Ours vs", 1)]
     return "\n".join(lines) + "\n"
-
-
-def verdicts(repeats: pd.DataFrame) -> dict[str, str]:
-    """claim → verdict (for scripts and tests)."""
-    return {f.claim: f.verdict for f in judge(repeats)}

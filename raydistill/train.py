@@ -93,8 +93,8 @@ class TrainConfig:
     channels_last: bool = True  # conv nets only: ~2× CPU throughput (see shared notes)
     eval_batch_size: int = 1000
     # Max global gradient norm per step (0: off). The L2 loss on logits has gradients as large
-    # as the teacher's logits (not bounded like p − y); clipping lets a short run use a large
-    # learning rate without a single step killing the ReLUs.
+    # as the teacher's logits (not bounded like p − y). Measured on cnn-d1@10k (CIFAR-10, 2
+    # epochs): clipping at 1 or 5 did not beat the best unclipped lr, so no shipped scale uses it.
     grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
