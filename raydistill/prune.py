@@ -214,10 +214,10 @@ def fine_tune(
     train_student starts from a random init; a checkpoint at epoch 0 holding the pruned weights
     makes it resume from them instead, through its own checkpoint format.
     """
-    from raydistill.train import _Trainer, train_student
+    from raydistill.train import Trainer, train_student
 
     start = Path(tempfile.mkdtemp(prefix=".prune-start-", dir=checkpoint_dir.parent))
-    tr = _Trainer(spec, data, transfer, config)
+    tr = Trainer(spec, data, transfer, config)
     tr.model.load_state_dict(dict(state))
     tr.best_state = tr._weights()
     tr.save(start, "running")

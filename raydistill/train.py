@@ -175,7 +175,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Trainer:
+class Trainer:
     """One run's model, optimizer, schedule and data on the device; `train_student` drives it."""
 
     def __init__(
@@ -382,7 +382,7 @@ def train_student(
 ) -> TrainResult:
     """Train one network; see the module docstring. Never raises on divergence."""
     t0 = time.perf_counter()
-    tr = _Trainer(spec, data, transfer, config)
+    tr = Trainer(spec, data, transfer, config)
     status = "running"
     if checkpoint is not None:
         status = tr.restore(checkpoint)  # a run that had stopped or diverged stays ended
@@ -435,7 +435,7 @@ def train_student(
     )
 
 
-def _test_accuracy(tr: _Trainer) -> float:
+def _test_accuracy(tr: Trainer) -> float:
     """Test accuracy of the best-validation weights; the model keeps its current weights."""
     current = tr._weights()
     tr.model.load_state_dict(tr.best_state)

@@ -16,7 +16,7 @@ from torch import nn
 
 from raydistill.data import Preprocess, Splits, to_float
 from raydistill.teachers import Ensemble
-from raydistill.train import TrainConfig, _Trainer, train_student
+from raydistill.train import TrainConfig, Trainer, train_student
 from raydistill.transfer import load_transfer_set, write_transfer_set
 
 
@@ -63,7 +63,7 @@ def test_every_training_batch_carries_the_ensembles_logits_of_its_views(setup) -
     splits, ens, path = setup
     ts = load_transfer_set(path, splits=splits)
     cfg = TrainConfig(preprocess="none", batch_size=100, input_scale=1.0, device="cpu")
-    tr = _Trainer({"family": "mlp", "depth": 1, "widths": [4, 4]}, splits, ts, cfg)
+    tr = Trainer({"family": "mlp", "depth": 1, "widths": [4, 4]}, splits, ts, cfg)
     seen = 0
     for epoch in (0, 3):
         for x, y, t in tr._batches(epoch):  # x: the replayed views, unpreprocessed
