@@ -5,6 +5,10 @@ the slot's relative width WIDTH_SPAN**r_i (so r = 0 is 8× narrower than r = 1, 
 the widths one would search by hand). The solver finds the common scale s and the integer
 widths w_i ≈ s·WIDTH_SPAN**r_i with params ≤ budget and as close to it as integers allow:
 bisection on s, then a greedy pass that adds single units while they still fit.
+
+Importing this module imports neither torch nor the family registry (which imports torch):
+budget strings are parsed and refused in a fraction of a second (the CLI's refusals); counting
+and solving import them on first use.
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import torch
-
 from raydistill.errors import UserError
-from raydistill.students.registry import build, get_family
 
 WIDTH_SPAN = 8.0
 _SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
@@ -56,6 +57,10 @@ def format_budget(n: int) -> str:
 
 @lru_cache(maxsize=65536)
 def _count_json(spec_json: str) -> int:
+    import torch  # here, not at module import: see the module docstring
+
+    from raydistill.students.registry import build
+
     with torch.device("meta"):
         module = build(json.loads(spec_json))
     return sum(p.numel() for p in module.parameters())
@@ -89,6 +94,8 @@ class Solution:
 
 
 def _ratios(family: str, depth: int, ratios: Sequence[float] | None) -> list[float]:
+    from raydistill.students.registry import get_family
+
     fam = get_family(family)
     if depth not in fam.depths:
         raise UserError(f"family {family!r} depth {depth} is invalid; valid: {list(fam.depths)}")
@@ -107,6 +114,8 @@ def _ratios(family: str, depth: int, ratios: Sequence[float] | None) -> list[flo
 
 def min_params(family: str, depth: int, **fixed: Any) -> int:
     """The family's smallest model at this depth: every width 1."""
+    from raydistill.students.registry import get_family
+
     n = get_family(family).width_slots(depth)
     return count_params({"family": family, "depth": depth, **fixed, "widths": [1] * n})
 

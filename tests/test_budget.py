@@ -101,3 +101,14 @@ def test_counting_does_not_allocate() -> None:
     sol = solve_budget("mlp", 1, "31.6M")
     with torch.device("meta"):
         assert sum(p.numel() for p in build(sol.spec).parameters()) == sol.params
+
+
+def test_importing_budget_imports_neither_torch_nor_the_registry() -> None:
+    # The CLI refuses a bad budget string through budget.parse_budget before any heavy import.
+    code = (
+        "import sys, raydistill.budget as b; b.parse_budget('3.16M'); b.format_budget(10**6); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray') "
+        "or m.startswith('raydistill.students')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
