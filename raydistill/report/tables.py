@@ -1,65 +1,26 @@
-"""The paper's Table 2 and Figure 1, and Pareto fronts, for any search directory.
+"""Table 2's numbers: the trials table loaded, the top-k rule per cell, Table 2 (Markdown and
+CSV), the progress of unfinished cells, and the per-family Pareto fronts (data, no plotting).
 
-Reads `DIR/trials.parquet` (one row per trial) and, when present, `DIR/manifest.json` (the
-teacher ensemble's accuracy). Writes into `DIR/report/`:
-
-- `table2.md`, `table2.csv`: rows = family and depth (hard-label twins as their own rows,
-  "cnn-d2 (hard)"), columns = budgets; a cell is the mean test accuracy of the 5 best trials by
-  validation accuracy (the paper's rule; finished and stopped trials only) and, in parentheses,
-  the test accuracy of the best trial by validation accuracy. The teacher ensemble is a
-  reference row.
-- `cells.csv`: every (row, budget) with its trial counts by status and the numbers above.
-- `figure1.png`: accuracy vs parameters (log x), one line per family and depth, the band between
-  the best and the 5th best trial, the teacher as a horizontal line; `pareto.png` / `pareto.csv`:
-  the per-family Pareto front (fewest parameters for the accuracy) from the per-budget bests.
-- `compare_paper.md` (with `compare_paper=True`): the published numbers side by side with ours,
-  from `raydistill/paper_table2.yaml` (only numbers with a verified source are shipped there).
-
-An unfinished experiment is reported as far as it goes; the counts of running and errored
-trials per cell say what is missing.
+The package docstring (`raydistill.report`) says which files these become.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raydistill.budget import format_budget, parse_budget
+from raydistill.budget import format_budget
 from raydistill.errors import UserError
-from raydistill.manifest import atomic_write_bytes, atomic_write_text
 from raydistill.results import STATUSES, rank
 
 TOP_K = 5  # the paper averages the 5 best trials (by validation accuracy) of each experiment
 HARD = "hard"  # the loss of the hard-label twins
 REQUIRED = ("cell", "family", "depth", "budget", "trial_id", "status", "val/acc", "test/acc")
-PAPER_TABLE = Path(__file__).with_name("urban2017.yaml")  # the paper's numbers, with source
-
-
-@dataclass
-class Report:
-    """Everything `make_report` computed and the files it wrote."""
-
-    experiment: str
-    trials: pd.DataFrame
-    stats: pd.DataFrame  # one row per (row label, budget): counts and accuracies
-    table2: pd.DataFrame  # wide: row label x budget label, formatted text
-    best_configs: pd.DataFrame  # the best trial (by val/acc) of each cell and loss
-    pareto: pd.DataFrame
-    teacher: dict[str, float] | None
-    markdown: str
-    paths: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def cells(self) -> list[str]:
-        """Cell ids with at least one trial the best-trial rule admits."""
-        return sorted(self.best_configs["cell"].unique().tolist())
 
 
 # ---------------------------------------------------------------- loading
@@ -305,183 +266,3 @@ def pareto(stats: pd.DataFrame) -> pd.DataFrame:
                 out.at[idx, "on_front"] = True
                 best_so_far = out.at[idx, "test_acc"]
     return out.sort_values(["family", "params"]).reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- figures
-def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def figure1(
-    stats: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
-) -> Path:
-    """Accuracy (%) vs parameters (log x): mean of top-5, best/5th-best band, teacher line."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
-    done = stats[stats["top_k"] > 0]
-    for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: _row_order(kv[0]))):
-        g = g.sort_values("budget")
-        x = g["budget"].to_numpy(float)
-        color = f"C{i % 10}"
-        hard = row.endswith(f"({HARD})")
-        ax.plot(x, 100 * g["mean_test_acc"], ("x" if hard else "o") + ("--" if hard else "-"),
-                color=color, label=row, ms=5, lw=1.4)  # fmt: skip
-        lo = 100 * np.minimum(g["best_test_acc"], g["kth_test_acc"])
-        hi = 100 * np.maximum(g["best_test_acc"], g["kth_test_acc"])
-        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
-    if teacher:
-        ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
-    _budget_axis(ax, sorted(done["budget"].unique()))
-    ax.set_xlabel("number of parameters (budget)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    _legend(ax, fontsize=7, ncol=2, loc="best")
-    return _save_png(fig, path)
-
-
-def _budget_axis(ax: Any, budgets: list[int]) -> None:
-    """Log x axis ticked at the budgets, labelled like the paper ("1M", "3.16M")."""
-    ax.set_xscale("log")
-    if budgets:
-        ax.set_xticks([float(b) for b in budgets], [format_budget(int(b)) for b in budgets])
-        ax.minorticks_off()
-        lo, hi = float(min(budgets)), float(max(budgets))
-        ax.set_xlim(lo / 1.25, hi * 1.25)
-
-
-def figure_pareto(
-    front: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
-) -> Path:
-    """Per family: every per-budget best (dots) and the Pareto front (step line)."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
-    for i, (fam, g) in enumerate(front.groupby("family")):
-        color = f"C{i % 10}"
-        ax.plot(g["params"], 100 * g["test_acc"], "o", color=color, alpha=0.4, ms=4)
-        f = g[g["on_front"]].sort_values("params")
-        ax.step(f["params"], 100 * f["test_acc"], where="post", color=color, lw=1.5)
-        ax.plot(f["params"], 100 * f["test_acc"], "o", color=color, ms=5, label=f"{fam} front")
-    if teacher:
-        ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
-    ax.set_xscale("log")
-    ax.set_xlabel("number of parameters (best trial of each cell)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{experiment}: Pareto front per family", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    _legend(ax, fontsize=8)
-    return _save_png(fig, path)
-
-
-def _legend(ax: Any, **kwargs: Any) -> None:
-    """The legend, or a note on an empty plot (an experiment with nothing finished yet)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
-    if not ax.lines:
-        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center")
-
-
-def _save_png(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------- the paper's numbers
-def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:
-    """The published numbers (`urban2017.yaml`, transcribed from the paper's Table 2 and text)
-    as {source, unit, teacher, rows: {row label: {budget label: accuracy %}}}: the distilled
-    rows ("cnn-d2") at every budget and the hard-label rows ("cnn-d2 (hard)") at 10M."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-        budgets = [str(b) for b in data["budgets"]]
-        rows = {row: dict(zip(budgets, accs, strict=True))
-                for row, accs in data["distilled"].items()}  # fmt: skip
-        for row, acc in (data.get("hard_labels_10M") or {}).items():
-            rows[f"{row} ({HARD})"] = {"10M": acc}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UserError(
-            f"{path} is not a paper table (budgets, distilled rows, hard_labels_10M): {exc}"
-        ) from None
-    teacher = (data.get("teacher") or {}).get("ensemble_test_acc")
-    return {"source": data.get("source"), "unit": data.get("unit"), "rows": rows,
-            "teacher": teacher, "findings": data.get("findings") or []}  # fmt: skip
-
-
-def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:
-    """Markdown: published accuracy vs ours (mean of top-5) where rows and budgets match."""
-    lines = [
-        "# Ours vs the paper (Urban et al., ICLR 2017, Table 2)",
-        "",
-        f"Source: {paper.get('source', '?')}",
-        "",
-    ]
-    ours: dict[str, dict[str, float]] = {}
-    for r in stats.itertuples(index=False):
-        ours.setdefault(r.row, {})[r.budget_label] = r.mean_test_acc
-    ours_budgets = sorted({b for v in ours.values() for b in v}, key=parse_budget)
-    paper_budgets = sorted({b for v in paper["rows"].values() for b in v}, key=parse_budget)
-    lines += [
-        "The paper's students are at 1M–31.6M parameters (hard-label twins at 10M); ours at "
-        "the budgets of this experiment. Same row, side by side; '–' where a row or budget "
-        "was not run.",
-        "",
-        "| model | "
-        + " | ".join(f"paper {b}" for b in paper_budgets)
-        + " | "
-        + " | ".join(f"ours {b}" for b in ours_budgets)
-        + " |",
-        "|---|" + "---|" * (len(paper_budgets) + len(ours_budgets)),
-    ]
-    for row in sorted(set(paper["rows"]) | set(ours), key=_row_order):
-        pub = [paper["rows"].get(row, {}).get(b) for b in paper_budgets]
-        mine = [ours.get(row, {}).get(b) for b in ours_budgets]
-        cells = [f"{float(v):.2f}" if v is not None else "–" for v in pub]
-        cells += [_pct(v) if v is not None else "–" for v in mine]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    if paper.get("teacher") is not None:
-        lines += ["", f"Teacher ensemble: paper {float(paper['teacher']):.2f} %."]
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- entry point
-def make_report(
-    directory: str | Path, *, top_k: int = TOP_K, compare_with_paper: bool = False
-) -> Report:
-    """Compute Table 2, Figure 1 and the Pareto fronts of a search directory and write them."""
-    d = Path(directory)
-    df = load_results(d)
-    if df.empty:
-        raise UserError(f"{d / 'trials.parquet'} has no trials yet")
-    experiment = str(df["experiment"].iloc[0]) if "experiment" in df else d.resolve().name
-    teacher = read_teacher(d)
-    stats = cell_stats(df, top_k)
-    wide = table2(stats, teacher)
-    md = markdown(wide, stats, experiment, top_k)
-    front = pareto(stats)
-    out = d / "report"
-    paths = {
-        "table2_md": atomic_write_text(out / "table2.md", md),
-        "table2_csv": atomic_write_text(out / "table2.csv", table2_csv(stats, teacher).to_csv()),
-        "cells_csv": atomic_write_text(out / "cells.csv", stats.to_csv(index=False)),
-        "pareto_csv": atomic_write_text(out / "pareto.csv", front.to_csv(index=False)),
-        "figure1": figure1(stats, teacher, out / "figure1.png", experiment),
-        "pareto_png": figure_pareto(front, teacher, out / "pareto.png", experiment),
-    }
-    if compare_with_paper:
-        paths["compare_paper"] = atomic_write_text(
-            out / "compare_paper.md", compare_paper(stats, load_paper_table())
-        )
-    return Report(experiment, df, stats, wide, best_configs(df), front, teacher, md, paths)

@@ -1,0 +1,104 @@
+"""Figure 1 (accuracy vs parameters, one line per row of Table 2) and the Pareto-front plot,
+written as PNG files with the shared atomic write (matplotlib's Agg backend, imported on use).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydistill.budget import format_budget
+from raydistill.manifest import atomic_write_bytes
+from raydistill.report.tables import HARD, TOP_K, _row_order
+
+
+def _figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure1(
+    stats: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
+) -> Path:
+    """Accuracy (%) vs parameters (log x): mean of top-5, best/5th-best band, teacher line."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
+    done = stats[stats["top_k"] > 0]
+    for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: _row_order(kv[0]))):
+        g = g.sort_values("budget")
+        x = g["budget"].to_numpy(float)
+        color = f"C{i % 10}"
+        hard = row.endswith(f"({HARD})")
+        ax.plot(x, 100 * g["mean_test_acc"], ("x" if hard else "o") + ("--" if hard else "-"),
+                color=color, label=row, ms=5, lw=1.4)  # fmt: skip
+        lo = 100 * np.minimum(g["best_test_acc"], g["kth_test_acc"])
+        hi = 100 * np.maximum(g["best_test_acc"], g["kth_test_acc"])
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    if teacher:
+        ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
+    _budget_axis(ax, sorted(done["budget"].unique()))
+    ax.set_xlabel("number of parameters (budget)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, fontsize=7, ncol=2, loc="best")
+    return _save_png(fig, path)
+
+
+def _budget_axis(ax: Any, budgets: list[int]) -> None:
+    """Log x axis ticked at the budgets, labelled like the paper ("1M", "3.16M")."""
+    ax.set_xscale("log")
+    if budgets:
+        ax.set_xticks([float(b) for b in budgets], [format_budget(int(b)) for b in budgets])
+        ax.minorticks_off()
+        lo, hi = float(min(budgets)), float(max(budgets))
+        ax.set_xlim(lo / 1.25, hi * 1.25)
+
+
+def figure_pareto(
+    front: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
+) -> Path:
+    """Per family: every per-budget best (dots) and the Pareto front (step line)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    for i, (fam, g) in enumerate(front.groupby("family")):
+        color = f"C{i % 10}"
+        ax.plot(g["params"], 100 * g["test_acc"], "o", color=color, alpha=0.4, ms=4)
+        f = g[g["on_front"]].sort_values("params")
+        ax.step(f["params"], 100 * f["test_acc"], where="post", color=color, lw=1.5)
+        ax.plot(f["params"], 100 * f["test_acc"], "o", color=color, ms=5, label=f"{fam} front")
+    if teacher:
+        ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of parameters (best trial of each cell)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{experiment}: Pareto front per family", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, fontsize=8)
+    return _save_png(fig, path)
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """The legend, or a note on an empty plot (an experiment with nothing finished yet)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    if not ax.lines:
+        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center")
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
