@@ -5,8 +5,14 @@ A checkpoint directory holds:
     checkpoint.json     spec, config, epoch, step, schedule state, best metrics, history, version
     model.safetensors   current weights
     best.safetensors    best-validation weights (the ones reported, tested and exported)
-    optim.safetensors   optimizer buffers, keyed "<buffer>/<parameter name>"
+    optim.safetensors   optimizer buffers, keyed "<buffer>/<parameter name>"; only while the run
+                        can go on (status "running"): an ended run's checkpoint (the one export
+                        and the seed repeats read) has no use for them
     rng.safetensors     torch RNG states (CPU, and CUDA when used)
+
+A checkpoint is written into a temporary sibling directory and renamed into place
+(`raydistill.manifest.atomic_dir`): a crash leaves the previous checkpoint or none, never a mix
+of two epochs.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raydistill.errors import UserError
-from raydistill.manifest import atomic_write_text
+from raydistill.manifest import atomic_dir
 
-FILES = ("checkpoint.json", "model.safetensors", "best.safetensors", "optim.safetensors")
+FILES = ("checkpoint.json", "model.safetensors", "best.safetensors", "rng.safetensors")
+RESUME_FILES = ("optim.safetensors",)  # only in a checkpoint whose status is "running"
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -77,29 +84,45 @@ def save_checkpoint(
     best: dict[str, torch.Tensor],
     optim: dict[str, torch.Tensor],
 ) -> Path:
-    """Write a checkpoint directory (created if needed); JSON last, so its presence means complete."""
+    """Write (or replace) a checkpoint directory, atomically; the optimizer buffers only while
+    `meta["status"]` is "running" (absent status: running)."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_file(_cpu(model), str(d / "model.safetensors"))
-    save_file(_cpu(best), str(d / "best.safetensors"))
-    save_file(_cpu(optim), str(d / "optim.safetensors"))
-    save_file(_cpu(rng_tensors()), str(d / "rng.safetensors"))
-    atomic_write_text(d / "checkpoint.json", json.dumps(meta, indent=1, default=float))
+    with atomic_dir(d) as tmp:
+        save_file(_cpu(model), str(tmp / "model.safetensors"))
+        save_file(_cpu(best), str(tmp / "best.safetensors"))
+        if _resumable(meta):
+            save_file(_cpu(optim), str(tmp / "optim.safetensors"))
+        save_file(_cpu(rng_tensors()), str(tmp / "rng.safetensors"))
+        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1, default=float))
     return d
 
 
-def read_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """checkpoint.json of a checkpoint directory, or a UserError saying what is missing."""
+def _resumable(meta: dict[str, Any]) -> bool:
+    return meta.get("status", "running") == "running"
+
+
+def read_checkpoint(directory: str | Path, files: tuple[str, ...] = FILES) -> dict[str, Any]:
+    """checkpoint.json of a checkpoint directory, or a UserError saying what is missing.
+
+    `files`: the files the caller needs (all but the optimizer's by default, which a resumable
+    checkpoint must also have); export passes ("checkpoint.json", "best.safetensors")."""
     d = Path(directory)
-    missing = [f for f in FILES if not (d / f).is_file()]
+    missing = [f for f in files if not (d / f).is_file()]
+    if not missing and files == FILES:
+        meta = json.loads((d / "checkpoint.json").read_text())
+        missing = [f for f in RESUME_FILES if _resumable(meta) and not (d / f).is_file()]
     if missing:
         raise UserError(f"checkpoint {d} is incomplete: missing {', '.join(missing)}")
     return json.loads((d / "checkpoint.json").read_text())
 
 
 def load_tensors(directory: str | Path, name: str) -> dict[str, torch.Tensor]:
-    """One safetensors file of a checkpoint ('model', 'best', 'optim', 'rng')."""
-    return load_file(str(Path(directory) / f"{name}.safetensors"))
+    """One safetensors file of a checkpoint ('model', 'best', 'optim', 'rng'); an ended run's
+    checkpoint has no optimizer buffers: {} for 'optim' there."""
+    path = Path(directory) / f"{name}.safetensors"
+    if name == "optim" and not path.is_file():
+        return {}  # read_checkpoint checked that the run had ended
+    return load_file(str(path))
 
 
 def load_checkpoint_weights(

@@ -5,11 +5,14 @@ A trial's config (built by `raydistill.search.CellSearcher`) is self-contained:
     {"cell": "cnn-d2@1M", "family": "cnn", "depth": 2, "budget": 1000000,
      "lr": 0.004, "r0": 0.3, ...,                                   # the sampled values
      "settings": {"spec": {...}, "ratios": [...], "train": {...}},  # fixed + sampled, split
-     "run": {"experiment", "root", "seed", "wandb", "device", "max_epochs", "threads"}}
+     "run": {"experiment", "root", "seed", "wandb", "device", "max_epochs", "threads",
+             "checkpoint_every"}}
 
 `train_trial` solves the widths from the budget (no trial is ever rejected for size), trains
 with `raydistill.train.train_student`, and at every epoch end reports the metrics plus `params`,
-`params/budget` and the solved `spec` with a checkpoint (`tune.report(..., checkpoint=...)`).
+`params/budget` and the solved `spec`, with a checkpoint (`tune.report(..., checkpoint=...)`)
+every `checkpoint_every` epochs and at the run's end (finished, stopped by its schedule,
+diverged): the recorded checkpoint of an ended trial always holds its best weights.
 A retried or restored trial resumes from `tune.get_checkpoint()`. The dataset and transfer set
 arrive through `tune.with_parameters` (one read-only copy per node in the object store).
 Ray is imported here and in `raydistill.search` only.
@@ -126,6 +129,7 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
     budget = int(config["budget"])
     spec_json = json.dumps(sol.spec)
     gpu_ids = ",".join(str(g) for g in _gpu_ids())
+    every = max(1, int(config["run"].get("checkpoint_every") or 1))
 
     def report(metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
         m = dict(metrics)
@@ -137,6 +141,9 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
                   "gpu_ids": gpu_ids})  # fmt: skip
         m[OBJECTIVE] = objective(m) or 0.0
         tracker.log(m, step=int(m["epoch"]))
+        if m.get("status", "running") == "running" and int(m["epoch"]) % every:
+            tune.report(m)  # a retry resumes from the last checkpoint: ≤ every - 1 epochs lost
+            return
         with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as d:
             save(Path(d))
             tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))

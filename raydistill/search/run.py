@@ -30,6 +30,7 @@ from raydistill.search.cells import (
     trial_id_from_dirname,
     trial_name,
 )
+from raydistill.search.resources import check_gpus, pending_cap
 from raydistill.search.settings import (
     METRIC,
     MODE,
@@ -45,6 +46,7 @@ from raydistill.search.settings import (
     storage_path,
 )
 from raydistill.search.table import load_trials, summarize, write_outputs
+from raydistill.storage import probe
 from raydistill.tracking import make_tracker
 from raydistill.trainable import train_trial
 
@@ -71,6 +73,7 @@ def run_search(
     max_epochs: int | None = None,
     seed: int = 0,
     storage: str | None = None,
+    checkpoint_every: int = 1,
     wandb: str = "off",
     max_concurrent: int | None = None,
     device: str = "auto",
@@ -83,7 +86,9 @@ def run_search(
 ) -> Path:
     """Run a search; returns DIR. `data`: a source (see `raydistill.data.load_dataset`) or a
     `Splits`; `transfer`: a transfer-set path, a `TransferSet`, or None (hard labels, loss
-    "hard" forced). Raises `SearchInterrupted` if stopped before all trials finished."""
+    "hard" forced). `storage`: where Tune writes trials and checkpoints (a path or a URI,
+    `raydistill.storage`; default DIR/tune), probed before anything runs. Raises
+    `SearchInterrupted` if stopped before all trials finished."""
     check_choices(searcher, scheduler, wandb, trials, gpus_per_trial, cpus_per_trial)
     budgets = parse_budget_list(budgets)
     out = Path(out).expanduser().resolve()
@@ -97,8 +102,12 @@ def run_search(
         raise UserError(
             f"{out} already holds a search; use --resume {out}, --extend, or another --out"
         )
+    if int(checkpoint_every) < 1:
+        raise UserError(f"--checkpoint-every {checkpoint_every}: must be ≥ 1 (epochs)")
+    tune_storage = storage_path(storage, out)
+    probe(tune_storage)  # unreachable / unwritable / no credentials: refused before any trial
     settings = SearchSettings(
-        experiment=name or out.name, out=str(out), storage=storage_path(storage, out),
+        experiment=name or out.name, out=str(out), storage=tune_storage,
         spaces=[dict(s.raw) for s in loaded], budgets=budgets,
         depths=list(depths) if depths is not None else None, trials=int(trials),
         data=recorded_source(data), data_options=dict(data_options or {}),
@@ -107,6 +116,7 @@ def run_search(
         cpus_per_trial=float(cpus_per_trial), address=address, max_epochs=max_epochs,
         seed=int(seed), wandb=wandb, max_concurrent=max_concurrent, device=device,
         max_failures=int(max_failures), dataset_fingerprint=splits.fingerprint,
+        checkpoint_every=int(checkpoint_every),
         argv=list(argv if argv is not None else sys.argv),
     )  # fmt: skip
     cells = {c.id: int(trials) for c, _ in plans}
@@ -185,7 +195,9 @@ def _execute(
 ) -> Path:
     """Run (or restore) the newest run of `settings`, then write the outputs."""
     run = settings.runs[-1]
-    with ray_session(settings.address), _tune_env(settings):
+    probe(settings.storage)
+    with ray_session(settings.address), _tune_env(settings, run):
+        check_gpus(settings.gpus_per_trial, settings.address)
         trainable = _trainable(settings, splits, ts)
         path = settings.run_path(run)
         if restore and tune.Tuner.can_restore(path):
@@ -210,32 +222,24 @@ def _execute(
     return Path(settings.out)
 
 
-def _tune_env(settings: SearchSettings) -> contextlib.AbstractContextManager[None]:
+def _tune_env(
+    settings: SearchSettings, run: Mapping[str, Any]
+) -> contextlib.AbstractContextManager[None]:
     """Tune's settings that only environment variables reach, for this fit (the user's win).
 
     Pending trials: Tune lets a custom searcher keep ONE trial pending, so trial actors would
-    start one after another (~2.5 s each here); allow as many as fit on the cluster at once.
+    start one after another (~2.5 s each here) and an autoscaler would see one trial's demand
+    at a time; allow every trial of the run (or --max-concurrent) to be pending.
     """
     values = {
         "TUNE_GLOBAL_CHECKPOINT_S": STATE_SNAPSHOT_S,
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
         "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter: it honours our table columns
-        "TUNE_MAX_PENDING_TRIALS_PG": str(_slots(settings)),
+        "TUNE_MAX_PENDING_TRIALS_PG": str(
+            pending_cap(sum(run["cells"].values()), settings.max_concurrent)
+        ),
     }
     return scoped_env(values, override=False)
-
-
-def _slots(settings: SearchSettings) -> int:
-    """How many trials the cluster runs at once with the per-trial resources (≥ 1)."""
-    import ray
-
-    res = ray.cluster_resources()
-    slots = res.get("CPU", 1.0) / settings.cpus_per_trial
-    if settings.gpus_per_trial > 0:
-        slots = min(slots, res.get("GPU", 0.0) / settings.gpus_per_trial)
-    if settings.max_concurrent:
-        slots = min(slots, settings.max_concurrent)
-    return max(1, int(slots + 1e-9))
 
 
 def _new_tuner(
@@ -279,6 +283,7 @@ def _run_constants(settings: SearchSettings) -> dict[str, Any]:
         "experiment": settings.experiment, "root": settings.out, "seed": settings.seed,
         "wandb": settings.wandb, "device": settings.device, "max_epochs": settings.max_epochs,
         "threads": max(1, int(settings.cpus_per_trial)),
+        "checkpoint_every": settings.checkpoint_every,
     }  # fmt: skip
 
 

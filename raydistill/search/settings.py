@@ -15,6 +15,8 @@ from raydistill import spaces as sp
 from raydistill.budget import parse_budget, parse_budgets
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_write_text
+from raydistill.storage import join as join_storage
+from raydistill.storage import resolve as resolve_storage
 from raydistill.tracking import MODES as WANDB_MODES
 from raydistill.tracking import WandbMode
 
@@ -54,6 +56,7 @@ class SearchSettings:
     device: str = "auto"
     max_failures: int = 2
     dataset_fingerprint: str | None = None
+    checkpoint_every: int = 1  # epochs between a trial's checkpoints (and one at its end)
     argv: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -72,11 +75,7 @@ class SearchSettings:
         return sp.plan_cells(spaces, self.budgets, self.depths)
 
     def run_path(self, run: Mapping[str, Any]) -> str:
-        return _join(self.storage, run["name"])
-
-
-def _join(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
+        return join_storage(self.storage, run["name"])
 
 
 def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
@@ -110,11 +109,8 @@ def recorded_source(value: Any) -> str | None:
 
 
 def storage_path(storage: str | None, out: Path) -> str:
-    if storage is None:
-        return str(out / "tune")
-    if "://" in storage:
-        return storage
-    return str(Path(storage).expanduser().resolve())  # Tune needs an absolute path
+    """Where Tune writes: the URI as given, a path made absolute (Tune needs one), DIR/tune."""
+    return resolve_storage(storage, out / "tune")
 
 
 def load_data(data: Any, options: Mapping[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from raydistill import results
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
 from raydistill.search.settings import METRIC, TRIALS_FILE, SearchSettings
+from raydistill.storage import with_scheme
 from raydistill.trainable import sampled_values, trial_train_config
 
 
@@ -74,13 +75,21 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
         "val/acc": _num(last.get("best/val/acc")), "val/loss": best.get("val/loss"),
         "test/acc": _num(last.get("test/acc")), "epochs": last.get("epoch"),
         "best_epoch": best.get("epoch"), "wall_s": _num(last.get("time_total_s")),
-        "checkpoint": trial.checkpoint.path if trial.checkpoint is not None else None,
+        "checkpoint": _checkpoint_uri(settings, trial),
         "seed": settings.seed, "loss": cfg.get("settings", {}).get("train", {}).get("loss"),
         "train": json.dumps(trial_train_config(cfg).to_dict()) if "settings" in cfg else None,
         "started_at": _num(last.get("started_at")), "ended_at": _num(last.get("reported_at")),
         "gpu_ids": last.get("gpu_ids"), "error": _error_text(trial),
         "pruned": _pruned(trial, last), "failures": _failures(settings, run, trial),
     }  # fmt: skip
+
+
+def _checkpoint_uri(settings: SearchSettings, trial: Any) -> str | None:
+    """The trial's latest checkpoint as a storage URI that keeps its scheme (s3://...), or a
+    path when the storage is one; read back with `raydistill.storage`."""
+    if trial.checkpoint is None:
+        return None
+    return with_scheme(settings.storage, trial.checkpoint.path)
 
 
 def _status(trial: Any, last: Mapping[str, Any], errored: frozenset[str] = frozenset()) -> str:
