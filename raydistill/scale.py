@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from raydistill.budget import parse_budget
 from raydistill.errors import UserError
+from raydistill.validation import validate
 
 SCALES_DIR = Path(__file__).with_name("scales")
 Searcher = Literal["tpe", "gp", "random"]
@@ -147,10 +148,4 @@ def parse_scale(raw: Any, where: str) -> Scale:
         raise UserError(
             f"{where}: a scale is a mapping of sections; see raydistill/scales/tiny.yaml"
         )
-    try:
-        return Scale.model_validate({"name": Path(where).stem, **raw, "source": where})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        value = f" (got {err['input']!r})" if err["type"] != "missing" else ""
-        raise UserError(f"{where}: {key}: {err['msg']}{value}") from None
+    return validate(Scale, {"name": Path(where).stem, **raw, "source": where}, where)  # type: ignore[return-value]
