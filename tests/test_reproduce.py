@@ -44,7 +44,7 @@ def _write(tmp_path: Path, mutate) -> Path:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda r: r.update(extra=1), "extra: Extra inputs are not permitted"),
+        (lambda r: r.update(extra=1), "extra: unknown key; valid: name, description, data"),
         (lambda r: r["search"].update(budget="1M"), "search.budget"),
         (lambda r: r["search"].pop("trials"), "search.trials: Field required"),
         (lambda r: r["search"].update(budgets=["1X"]), "1X"),
