@@ -113,6 +113,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR-10 if --data cifar10 is not cached")  # fmt: skip
     p.add_argument("--no-verify-test", action="store_true", help="skip the test re-evaluation")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (pip install 'raydistill[onnx]')")  # fmt: skip
+    p.add_argument("--storage", help="the search's Tune storage if it moved (default: the recorded checkpoint URIs)")  # fmt: skip
 
 
 def export_check(args: argparse.Namespace) -> Outputs:
@@ -132,7 +133,8 @@ def export_run(args: argparse.Namespace) -> int:
 
         os.environ["RAYDISTILL_CACHE"] = args.cache_dir  # the manifest's dataset is read there
     results = export_cells(args.dir, None if args.all else args.cell, args.out, data=args.data,
-                           verify_test=not args.no_verify_test, onnx=args.onnx)  # fmt: skip
+                           verify_test=not args.no_verify_test, onnx=args.onnx,
+                           storage=args.storage)  # fmt: skip
     for r in results:
         test = "–" if r.test_acc is None else f"{100 * r.test_acc:.2f}%"
         val = "–" if r.val_acc is None else f"{100 * r.val_acc:.2f}%"

@@ -112,7 +112,8 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="experiment name (default: DIR's name)")
     p.add_argument("--max-epochs", type=A.at_least(1), help="cap every trial's epochs")
     p.add_argument("--seed", type=int, default=0, help="searchers' and trials' seed")
-    p.add_argument("--storage", help="where Tune writes: a path, s3://..., gs://... (default DIR/tune)")  # fmt: skip
+    p.add_argument("--storage", help="where Tune writes trials and checkpoints: a path, s3://, gs://, file:// (default DIR/tune)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=A.at_least(1), default=1, help="epochs between a trial's checkpoints (one at its end too)")  # fmt: skip
     p.add_argument("--wandb", choices=["online", "offline", "off"],
                    help="W&B per trial (default: WANDB_MODE, else online iff an API key is set)")  # fmt: skip
     p.add_argument("--max-concurrent", type=A.at_least(1), help="at most K trials at once")
@@ -169,6 +170,7 @@ def search_run(args: argparse.Namespace) -> int:
         searcher=args.searcher, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, address=args.address, max_epochs=args.max_epochs,
         seed=args.seed, storage=args.storage, wandb=resolve_mode(args.wandb),
+        checkpoint_every=args.checkpoint_every,
         max_concurrent=args.max_concurrent, device=args.device, max_failures=args.max_failures,
         data_options={k: v for k, v in options.items() if v is not None},
         dry_run=args.dry_run, samples=args.samples, argv=sys.argv,
@@ -189,6 +191,7 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
                    help="auto (default): online with WANDB_API_KEY set, offline otherwise")  # fmt: skip
     p.add_argument("--address", default="local", help="local | auto | HOST:PORT")
+    p.add_argument("--storage", help="shared storage for trials and checkpoints: s3://, gs://, file://, a path (default OUT/<search>/tune)")  # fmt: skip
 
 
 def reproduce_check(args: argparse.Namespace) -> Outputs:
@@ -212,6 +215,7 @@ def reproduce_run(args: argparse.Namespace) -> int:
     if args.data:
         prepare_data(args)
     path = reproduce(args.scale, out=args.out, data=args.data, seeds=args.seeds, wandb=args.wandb,
-                     address=args.address, trials=args.trials, split_seed=args.seed)  # fmt: skip
+                     address=args.address, trials=args.trials, split_seed=args.seed,
+                     storage=args.storage)  # fmt: skip
     print(path.read_text())
     return 0
