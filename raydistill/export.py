@@ -47,6 +47,7 @@ from torch import nn
 
 from raydistill import __version__
 from raydistill.errors import UserError
+from raydistill.export_io import data_source, fetched_checkpoint, resolve_splits
 from raydistill.inference import RawImageStudent, load_student, read_json, rebuild, wrap
 from raydistill.manifest import atomic_dir, atomic_write_text, sha256_file
 
@@ -125,10 +126,11 @@ def export_cell(
     data: str | None = None,
     verify_test: bool = True,
     onnx: bool = False,
+    storage: str | None = None,
 ) -> Path:
     """Export the student `selector` names from search directory `directory`; its new path."""
     return export_cells(directory, [selector], out_dir, splits=splits, data=data,
-                        verify_test=verify_test, onnx=onnx)[0].path  # fmt: skip
+                        verify_test=verify_test, onnx=onnx, storage=storage)[0].path  # fmt: skip
 
 
 def export_cells(
@@ -140,8 +142,10 @@ def export_cells(
     data: str | None = None,
     verify_test: bool = True,
     onnx: bool = False,
+    storage: str | None = None,
 ) -> list[ExportResult]:
-    """Export several selectors (None: the best trial of every cell, hard twins included)."""
+    """Export several selectors (None: the best trial of every cell, hard twins included).
+    `storage`: the search's Tune storage when it moved (`raydistill.export_io`)."""
     from raydistill.report import best_configs, load_results
 
     d, out = Path(directory), Path(out_dir)
@@ -158,46 +162,10 @@ def export_cells(
     if verify_test:
         data_splits, reason = resolve_splits(manifest, splits=splits, data=data)
     results = [export_trial(r, out / export_name(r), manifest=manifest, splits=data_splits,
-                            no_data_reason=reason, onnx=onnx) for r in rows]  # fmt: skip
+                            no_data_reason=reason, onnx=onnx, storage=storage)
+               for r in rows]  # fmt: skip
     _write_export_manifest(out, d, manifest, results)
     return results
-
-
-def resolve_splits(
-    manifest: Mapping[str, Any], *, splits: Splits | None = None, data: str | None = None
-) -> tuple[Splits | None, str]:
-    """The dataset to re-verify test accuracy on, or (None, why not)."""
-    from raydistill.data import load_dataset
-
-    want = manifest.get("dataset_fingerprint")
-    if splits is None:
-        cfg = manifest.get("config") or {}
-        source = data or _data_source(cfg)
-        if not source:
-            return None, "no dataset given (--data) and none recorded in the search manifest"
-        try:
-            splits = load_dataset(source, **_split_options(cfg))
-        except (UserError, OSError) as exc:
-            return None, f"dataset {source!r} could not be loaded ({exc})"
-    if want and splits.fingerprint != want:
-        return None, f"dataset fingerprint {splits.fingerprint} differs from the search's {want}"
-    return splits, ""
-
-
-def _data_source(cfg: Mapping[str, Any]) -> str | None:
-    data = cfg.get("data")
-    if isinstance(data, Mapping):
-        data = data.get("source")
-    return str(data) if data else None
-
-
-def _split_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """load_dataset's keyword arguments as the search recorded them (`config.data_options`)."""
-    src = cfg.get("data_options")
-    if not isinstance(src, Mapping):
-        src = cfg.get("data") if isinstance(cfg.get("data"), Mapping) else {}
-    keys = ("val_size", "seed", "train_subset", "cache_dir")
-    return {k: src[k] for k in keys if src.get(k) is not None}
 
 
 # ---------------------------------------------------------------- one trial
@@ -209,21 +177,22 @@ def export_trial(
     splits: Splits | None = None,
     no_data_reason: str = "no dataset",
     onnx: bool = False,
+    storage: str | None = None,
 ) -> ExportResult:
-    """Export one trial (a row of trials.parquet) into `target`, self-checked, atomically."""
+    """Export one trial (a row of trials.parquet) into `target`, self-checked, atomically;
+    its checkpoint is read through its storage URI (`raydistill.export_io`)."""
     from raydistill.checkpoint import load_tensors, read_checkpoint
+    from raydistill.export_io import EXPORT_FILES
 
-    ckpt = Path(str(row.get("checkpoint") or ""))
-    if not (ckpt / "checkpoint.json").is_file():
-        raise UserError(f"trial {row['trial_id']} of {row['cell']}: checkpoint {ckpt} is missing")
-    meta = read_checkpoint(ckpt)
-    inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
-    reference = wrap(rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
+    with fetched_checkpoint(row, storage) as ckpt:  # through storage, never the workers' disks
+        meta = read_checkpoint(ckpt, files=EXPORT_FILES)
+        inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
+        reference = wrap(rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
     params = sum(p.numel() for p in reference.parameters())
     recorded = _num(row.get("params"))
     if recorded is not None and int(recorded) != params:
         raise UserError(
-            f"{ckpt}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
+            f"{row.get('checkpoint')}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
         )
     target = Path(target)
     with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
@@ -254,7 +223,7 @@ def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
     """The dtype of the dataset's images: the splits' when known, else from the source name."""
     if splits is not None:
         return "uint8" if splits.test_x.dtype == "uint8" else "float32"
-    source = _data_source(manifest.get("config") or {}) or ""
+    source = data_source(manifest.get("config") or {}) or ""
     return "float32" if source.startswith("synthetic-sep") else "uint8"
 
 

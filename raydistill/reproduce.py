@@ -85,11 +85,15 @@ def reproduce(
     wandb: str = "auto",
     address: str = "local",
     trials: int | None = None,
+    storage: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Run the study at `scale` into `out` (see the module docstring); returns `out/REPORT.md`."""
+    """Run the study at `scale` into `out` (see the module docstring); returns `out/REPORT.md`.
+    `storage`: shared storage for the searches' trials and checkpoints (`<storage>/search`,
+    `<storage>/twins`; default `out/<search>/tune`), probed before anything runs."""
     sc = prepare(scale, split_seed=split_seed, seeds=seeds)
     wandb = _wandb_mode(wandb)
+    _check_cluster(storage, sc.search.gpus_per_trial, address)
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = _Stages(out, log)
@@ -97,7 +101,8 @@ def reproduce(
     splits = stage("data", lambda: _load_splits(sc, source))
     ensemble = stage("teacher", lambda: _teacher(sc, splits, source, out / "teacher", address, log))
     transfer = stage("transfer", lambda: _transfer(sc, splits, ensemble, out / "transfer.parquet", log))  # fmt: skip
-    run = {"splits": splits, "transfer": transfer, "wandb": wandb, "address": address}
+    run = {"splits": splits, "transfer": transfer, "wandb": wandb, "address": address,
+           "storage": storage}  # fmt: skip
     search_dir = stage("search", lambda: _search(sc, out / "search", trials, **run))
     twins_dir = stage("hard twins", lambda: _twins(sc, out / "twins", trials, **run))
     study = stage("combine", lambda: combine(out / "study", [search_dir, twins_dir], ensemble))
@@ -110,6 +115,20 @@ def reproduce(
     path = atomic_write_text(out / "REPORT.md", text)
     log(f"raydistill: study done in {sum(stage.times.values()) / 60:.1f} min; report {path}")
     return path
+
+
+def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> None:
+    """Refuse, before the teachers, a storage that cannot be written or a GPU share no node has."""
+    if storage is not None:
+        from raydistill.storage import probe
+
+        probe(storage)
+    if gpus_per_trial > 0:
+        from raydistill.cluster import ray_session
+        from raydistill.search.resources import check_gpus
+
+        with ray_session(address):
+            check_gpus(gpus_per_trial, address)
 
 
 def _wandb_mode(mode: str) -> str:
@@ -176,9 +195,14 @@ def _search_or_resume(out: Path, spaces: list[Any], **kwargs: Any) -> Path:
     return run_search(spaces, out=out, **kwargs)
 
 
-def _common(sc: Scale, splits, transfer: Path, wandb: str, address: str) -> dict[str, Any]:
+def _common(
+    sc: Scale, splits, transfer: Path, wandb: str, address: str, storage: str | None, name: str
+) -> dict[str, Any]:
+    from raydistill.storage import join
+
     s = sc.search
     return {
+        "storage": join(storage, name) if storage is not None else None,
         "data": splits, "transfer": str(transfer), "searcher": s.searcher,
         "max_epochs": s.max_epochs, "cpus_per_trial": s.cpus_per_trial,
         "gpus_per_trial": s.gpus_per_trial, "max_concurrent": s.max_concurrent,
@@ -199,7 +223,8 @@ def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     return _search_or_resume(
         out, plans, budgets=s.budgets, depths=None, trials=trials or s.trials,
         scheduler=s.scheduler, name=f"{sc.name}-search",
-        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"]),
+        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"],
+                  run["storage"], "search"),
     )  # fmt: skip
 
 
@@ -216,7 +241,8 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     return _search_or_resume(
         out, [space], budgets=[t.budget], depths=None, trials=trials or t.trials,
         scheduler=sc.search.scheduler, name=f"{sc.name}-twins",
-        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"]),
+        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"],
+                  run["storage"], "twins"),
     )  # fmt: skip
 
 
