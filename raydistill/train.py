@@ -5,14 +5,17 @@ set, epoch e replays the transfer set's epoch-e views (every student sees the sa
 same order) and regresses the ensemble's stored logits (the paper) or uses KD / hard labels;
 without one it trains on the fly on hard labels with `config.augment`. The caller sees each
 epoch through `report(metrics, save)` and may persist a resumable checkpoint by calling `save`.
+The settings and the result (`TrainConfig`, `TrainResult`, ...) live in `raydistill.train_config`,
+evaluation in `raydistill.evaluation`, the device speed-ups in `raydistill.accel`; the names are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from raydistill import __version__
+from raydistill.accel import CompiledForward, autocast, use_channels_last
 from raydistill.checkpoint import (
     load_optimizer_tensors,
     load_tensors,
@@ -28,139 +32,31 @@ from raydistill.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate, to_float
-from raydistill.data.batches import PREPROCESS_MODES
+from raydistill.data import DeviceSplit, iterate, to_float
 from raydistill.data.replay import replay_epoch
 from raydistill.device import resolve_device
 from raydistill.errors import UserError
-from raydistill.losses import check_loss, compute_loss
-from raydistill.schedule import (
-    SCHEDULES,
-    CosineSchedule,
-    PlateauSchedule,
-    Schedule,
-    schedule_from_state,
+from raydistill.evaluation import evaluate
+from raydistill.losses import compute_loss
+from raydistill.schedule import CosineSchedule, PlateauSchedule, Schedule, schedule_from_state
+from raydistill.students import build, complete_spec
+from raydistill.train_config import (
+    AUGMENTS,
+    Report,
+    TrainConfig,
+    TrainResult,
+    init_weights,
+    make_preprocess,
 )
-from raydistill.students import build, complete_spec, has_conv
+
+__all__ = [
+    "AUGMENTS", "Report", "TrainConfig", "TrainResult", "Trainer", "evaluate", "init_weights",
+    "make_preprocess", "train_student",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from raydistill.data import Splits
     from raydistill.transfer import TransferSet
-
-Report = Callable[[dict[str, Any], Callable[[Path], None]], None]
-# On-the-fly augmentation by name (training without a transfer set). "flip_translate" is the
-# usual CIFAR recipe for teachers: mirror and up to 4 px of translation, zero fill.
-AUGMENTS: dict[str, Callable[[], AugConfig]] = {
-    "paper": AugConfig.paper,
-    "paper_hsv": AugConfig.paper_hsv,
-    "flip_translate": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=4),
-    "mirror": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=0),
-    "none": AugConfig.none,
-}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that shapes one training run; each field may be set by a search space."""
-
-    lr: float = 0.005
-    momentum: float = 0.9
-    nesterov: bool = True
-    batch_size: int = 128
-    max_epochs: int = 30  # also capped by the transfer set's number of epochs
-    loss: str = "l2_logits"  # "l2_logits" | "kd" | "hard"
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
-    label_smoothing: float = 0.0
-    init: str = "glorot"  # "glorot" (Glorot-uniform × init_scale) | "default" (PyTorch's)
-    init_scale: float = 1.0
-    input_scale: float = 1.0  # inputs are multiplied by this after preprocessing
-    weight_decay: float = 0.0
-    schedule: str = "plateau"  # the paper's plateau rule | "cosine" for short fixed runs
-    # Linear warm-up (cosine schedule), in epochs; fractions allowed. A short run starting at
-    # the top of its range kills a Glorot-initialised student's ReLUs in the first steps
-    # (measured on a 2-class task: lr 0.003 L2 stayed at chance without, 96 % with 1 epoch).
-    warmup_epochs: float = 0.0
-    plateau_patience: int = 10
-    plateau_cooldown: int = 8
-    plateau_factor: float = 0.5
-    stop_patience: int = 30
-    min_lr_ratio: float = 1 / 2000
-    augment: str = "paper"  # on-the-fly augmentation when there is no transfer set
-    preprocess: str = "per_image"
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when available, else CPU
-    channels_last: bool = True  # conv nets only: ~2× CPU throughput (see shared notes)
-    eval_batch_size: int = 1000
-    # Max global gradient norm per step (0: off). The L2 loss on logits has gradients as large
-    # as the teacher's logits (not bounded like p − y). Measured on cnn-d1@10k (CIFAR-10, 2
-    # epochs): clipping at 1 or 5 did not beat the best unclipped lr, so no shipped scale uses it.
-    grad_clip: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_loss(self.loss)
-        for name, value, valid in (
-            ("schedule", self.schedule, SCHEDULES),
-            ("augment", self.augment, AUGMENTS),
-            ("preprocess", self.preprocess, PREPROCESS_MODES),
-            ("init", self.init, ("glorot", "default")),
-        ):
-            if value not in valid:
-                raise UserError(
-                    f"train config {name}={value!r} is invalid; valid: {', '.join(valid)}"
-                )
-        if not (self.lr > 0 and self.batch_size > 0 and self.max_epochs > 0):
-            raise UserError("train config needs lr > 0, batch_size > 0 and max_epochs > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        unknown = sorted(set(values) - set(cls.keys()))
-        if unknown:
-            raise UserError(
-                f"unknown train config key {unknown[0]!r}; valid: {', '.join(cls.keys())}"
-            )
-        return cls(**values)
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or stopped, or diverged) run leaves behind."""
-
-    status: str  # "finished" | "stopped" | "diverged"
-    best_val_acc: float
-    best_val_loss: float
-    test_acc: float | None
-    epochs: int
-    best_epoch: int
-    history: list[dict[str, Any]]
-    state_dict: dict[str, Tensor] = field(repr=False)  # best-validation weights, on the CPU
-    params: int
-    wall_s: float
-    spec: dict[str, Any]
-    config: dict[str, Any]
-
-
-def init_weights(model: nn.Module, scheme: str, scale: float) -> None:
-    """Glorot-uniform weights scaled by `scale`, zero biases (the paper's students)."""
-    if scheme != "glorot":
-        return
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.xavier_uniform_(m.weight, gain=scale)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def make_preprocess(mode: str, data: Splits) -> Preprocess:
-    """The input preprocessing; dataset statistics come from the training split only."""
-    return Preprocess.for_splits(mode, data)
 
 
 @dataclass
@@ -192,10 +88,12 @@ class Trainer:
         self.model = build(self.spec)
         init_weights(self.model, cfg.init, cfg.init_scale)
         self.model.to(self.device)
-        self.channels_last = cfg.channels_last and has_conv(self.model)
+        self.channels_last = use_channels_last(self.model, cfg.channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.forward = CompiledForward(self.model, cfg.compile)
         self.opt = torch.optim.SGD(
             self.model.parameters(),
             lr=cfg.lr,
@@ -282,9 +180,10 @@ class Trainer:
         for i, (x, y, t) in enumerate(self._batches(epoch)):
             for group in self.opt.param_groups:
                 group["lr"] = self.schedule.lr_at(self.run.step)
-            out = self.model(x)
+            with autocast(self.device, self.amp):
+                out = self.forward(x)
             loss = compute_loss(
-                self.cfg.loss, out, t, y, temperature=self.cfg.kd_temperature,
+                self.cfg.loss, out.float(), t, y, temperature=self.cfg.kd_temperature,
                 alpha=self.cfg.kd_alpha, label_smoothing=self.cfg.label_smoothing,
             )  # fmt: skip
             self.opt.zero_grad(set_to_none=True)
@@ -304,7 +203,7 @@ class Trainer:
     def evaluate(self, split: DeviceSplit) -> tuple[float, float]:
         return evaluate(
             self.model, split, preprocess=self.preprocess, input_scale=self.cfg.input_scale,
-            batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last,
+            batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last, amp=self.amp,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
@@ -336,39 +235,13 @@ class Trainer:
             raise UserError(f"checkpoint {directory} is for spec {meta['spec']}, not {self.spec}")
         self.model.load_state_dict(load_tensors(directory, "model"))
         self.best_state = load_tensors(directory, "best")
-        load_optimizer_tensors(self.model, self.opt, load_tensors(directory, "optim"))
+        status = str(meta.get("status", "running"))
+        if status == "running":  # an ended run's checkpoint carries no optimizer buffers
+            load_optimizer_tensors(self.model, self.opt, load_tensors(directory, "optim"))
         restore_rng(load_tensors(directory, "rng"))
         self.schedule = schedule_from_state(self.cfg.schedule, meta["schedule"])
         self.run = _Run(**{k: meta[k] for k in asdict(_Run())})
-        return str(meta.get("status", "running"))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    split: DeviceSplit,
-    *,
-    preprocess: Preprocess,
-    input_scale: float = 1.0,
-    batch_size: int = 1000,
-    channels_last: bool = False,
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on a resident split, in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=split.x.device)
-    loss = torch.zeros((), device=split.x.device)
-    for x, y, _ in iterate(split, batch_size, seed=0, epoch=0, aug=None, preprocess=preprocess,
-                           shuffle=False):  # fmt: skip
-        x = x * input_scale if input_scale != 1.0 else x
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x).float()
-        correct += (out.argmax(1) == y).sum()
-        loss += nn.functional.cross_entropy(out, y, reduction="sum")
-    model.train(was_training)
-    n = max(len(split.y), 1)
-    return float(correct) / n, float(loss) / n
+        return status
 
 
 def train_student(

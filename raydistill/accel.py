@@ -1,0 +1,74 @@
+"""How the training loop runs fast on its device: bf16 autocast on CUDA (`autocast`), the
+channels_last layout for conv nets (`use_channels_last`), and an optional `torch.compile` that
+falls back to eager on a compile error (`CompiledForward`). Nothing here changes the numerics
+on the CPU: autocast is CUDA-only and channels_last changes only the memory layout.
+
+channels_last on this 2-core CPU (torch 2.15, `torch.set_num_threads(1)`, batch 128, SGD step,
+BatchNorm CNN students, `scripts/bench_gpu.py --channels-last-cpu`): see CL_CPU_MEASURED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when `enabled` (no GradScaler needed: bf16 has float32's range);
+    a no-op on any other device."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def use_channels_last(model: nn.Module, wanted: bool) -> bool:
+    """Whether `model` runs channels_last: asked for and the model has a conv layer."""
+    from raydistill.students import has_conv
+
+    return bool(wanted) and has_conv(model)
+
+
+class CompiledForward:
+    """`model(x)`, through `torch.compile(model)` when `enabled`. Compilation happens on the
+    first call; if it (or a later recompilation) raises, one warning is logged and this and
+    every later call run eager. `model` keeps its own state_dict keys (no `_orig_mod.`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        enabled: bool,
+        *,
+        backend: str | Callable[..., Any] = "inductor",
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.compiled = bool(enabled)
+        self._warn = warn or log.warning
+        self._fn: Callable[[Tensor], Tensor] = model
+        if self.compiled:
+            try:
+                self._fn = torch.compile(model, backend=backend)
+            except Exception as exc:  # an unknown backend is refused here, not on first call
+                self._fall_back(exc)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.compiled:
+            return self.model(x)
+        try:
+            return self._fn(x)
+        except Exception as exc:  # compile errors surface on the call that compiles
+            self._fall_back(exc)
+            return self.model(x)  # a genuine model error raises again here, eagerly
+
+    def _fall_back(self, exc: BaseException) -> None:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        self._warn(f"torch.compile failed ({type(exc).__name__}: {first}); training eagerly")
+        self.compiled = False
+        self._fn = self.model
