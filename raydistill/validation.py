@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from raydistill.errors import UserError
 
+_SCALARS = (bool, int, float, str)  # defaults that name their field's type in an error
 Valid = Mapping[str, Iterable[str]]  # path ("train.loss") → the values / keys valid there
 
 
@@ -56,7 +57,7 @@ def user_error(
     """
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
-    path = prefix + ".".join(loc)
+    path = (prefix + ".".join(loc)).rstrip(".")  # a model-level error has no location
     kind, msg = err["type"], str(err["msg"]).removeprefix("Value error, ")
     field = _field(model, loc)
     hint = list((valid or {}).get(path, ()))
@@ -67,7 +68,7 @@ def user_error(
     tail = f"; valid: {', '.join(hint)}" if hint else ""
     if kind == "missing":
         return UserError(f"{where}{sep}{path}: {msg}{tail}")
-    if kind.endswith("_type") and field is not None and field.default is not None:
+    if kind.endswith("_type") and field is not None and type(field.default) in _SCALARS:
         default, name = field.default, type(field.default).__name__
         msg = f"expected {'an' if name[0] in 'aeiou' else 'a'} {name} like {default!r}"
     line = f"{where}{sep}{path}={err.get('input')!r} is invalid: {msg}{tail}"
