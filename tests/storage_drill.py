@@ -1,0 +1,60 @@
+"""The multi-node half of tests/test_storage.py, run in a subprocess of its own (its own
+RAY_TMPDIR, tagged environment; see scripts/fault_drill.py): a 2-node `ray.cluster_utils.Cluster`
+on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells whose Tune storage is the S3 URI in
+argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment).
+Prints one line `FIGURES {json}`. The data is `drill_splits()`, which the test rebuilds to
+re-verify the export's test accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+EPOCHS, CHECKPOINT_EVERY, TRIALS = 3, 2, 2  # checkpoints at epochs 2 and 3 (the end)
+
+
+def drill_splits():
+    from raydistill.data import make_synthetic_sep
+
+    return make_synthetic_sep(n_train=256, n_val=64, n_test=64, seed=0)
+
+
+def space(family: str) -> dict:
+    train = {"lr": {"log_float": [0.002, 0.02]}, "momentum": 0.9, "batch_size": 64,
+             "max_epochs": EPOCHS, "schedule": "cosine", "augment": "none"}  # fmt: skip
+    return {"family": family, "depths": [1], "train": train}
+
+
+def main(out: str, storage: str) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raydistill.search import run_search
+
+    t0 = time.perf_counter()
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1, include_dashboard=False)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        nodes = sum(1 for n in ray.nodes() if n["Alive"])
+        t1 = time.perf_counter()
+        run_search(
+            [space("cnn"), space("mlp")], budgets="20k", trials=TRIALS, data=drill_splits(),
+            out=out, storage=storage, address=cluster.address, device="cpu", verbose=0,
+            wandb="off", cpus_per_trial=1, checkpoint_every=CHECKPOINT_EVERY,
+        )  # fmt: skip
+        search_s = time.perf_counter() - t1
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    figures = {"nodes": nodes, "search_s": round(search_s, 1),
+               "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    print("FIGURES " + json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
