@@ -105,6 +105,22 @@ class TwinsSection(_Section):
     _check_budget = field_validator("budget")(classmethod(lambda cls, v: _budgets([v])[0]))
 
 
+class PruneSection(_Section):
+    """Pruned rows (`raydistill.prune_stage`): one trained net pruned to each budget, then
+    fine-tuned on the transfer set; cells `prune-<family>-d<depth>@<budget>`."""
+
+    # "teacher" / "teacher:K" (member K of the ensemble) or a searched cell ("cnn-d3@30k":
+    # its best distilled trial).
+    source: str = Field(pattern=r"^(teacher(:[0-9]+)?|[a-z0-9_]+-d[0-9]+@[0-9.]+[kKmM]?)$")
+    budgets: list[str | int] = Field(min_length=1)
+    max_epochs: int | None = Field(default=None, ge=1)  # None: search.max_epochs (same epochs)
+    # TrainConfig entries on top of search.train's fixed values (a cell source: on top of its
+    # best trial's config); a key search.train searches needs one value here for "teacher".
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    _check_budgets = field_validator("budgets")(classmethod(lambda cls, v: _budgets(v)))
+
+
 class Scale(_Section):
     """A validated scale file."""
 
@@ -116,6 +132,7 @@ class Scale(_Section):
     search: SearchSection
     hard_twins: TwinsSection
     seeds: int = Field(default=2, ge=1)
+    prune: PruneSection | None = None  # no pruned rows unless set (scales/extended.yaml)
     source: str = ""  # where it was read from (set by load_scale)
 
 
@@ -148,4 +165,34 @@ def parse_scale(raw: Any, where: str) -> Scale:
         raise UserError(
             f"{where}: a scale is a mapping of sections; see raydistill/scales/tiny.yaml"
         )
-    return validate(Scale, {"name": Path(where).stem, **raw, "source": where}, where)  # type: ignore[return-value]
+    scale = validate(Scale, {"name": Path(where).stem, **raw, "source": where}, where)
+    _check_prune(scale, where)  # type: ignore[arg-type]
+    return scale  # type: ignore[return-value]
+
+
+def _check_prune(sc: Scale, where: str) -> None:
+    """The prune source exists in this scale and is larger than every prune budget."""
+    p = sc.prune
+    if p is None:
+        return
+    bad = f"{where}: prune.source={p.source!r} is invalid:"
+    if p.source.startswith("teacher"):
+        k = int(p.source.partition(":")[2] or 0)
+        if k >= sc.teacher.members:
+            raise UserError(f"{bad} the ensemble has members 0–{sc.teacher.members - 1}")
+        ranged = sorted(key for key, v in sc.search.train.items() if isinstance(v, dict))
+        if missing := [key for key in ranged if key not in p.train]:
+            raise UserError(
+                f"{where}: prune.train needs {', '.join(missing)}: search.train searches "
+                "it and a teacher source has no searched value"
+            )
+        return
+    cell, _, budget = p.source.partition("@")
+    space, _, depth = cell.rpartition("-d")
+    depths = sc.search.depths_for(space)
+    if space not in sc.search.spaces or (depths is not None and int(depth) not in depths):
+        raise UserError(f"{bad} not a searched cell (search.spaces, search.depths)")
+    if parse_budget(budget) not in {parse_budget(b) for b in sc.search.budgets}:
+        raise UserError(f"{bad} its budget is not in search.budgets")
+    if too_big := [b for b in p.budgets if parse_budget(b) >= parse_budget(budget)]:
+        raise UserError(f"{where}: prune.budgets={too_big} must be below the source's {budget}")
