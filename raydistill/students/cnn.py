@@ -17,7 +17,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from raydistill.students.layers import check_widths, conv_relu, flat_features, maybe_dropout
+from raydistill.students.layers import (
+    check_widths,
+    conv_relu,
+    fc_relu,
+    flat_features,
+    maybe_dropout,
+)
 from raydistill.students.registry import register_family
 
 # Per depth: the conv layers, "mp" marking a max-pool after the preceding conv.
@@ -45,8 +51,9 @@ def cnn(
 ) -> nn.Module:
     """Convolutional student: `depth` 5×5 conv layers in the paper's layout, one ReLU FC layer.
 
-    `batchnorm` (not in the paper) puts BatchNorm after each conv: a short CPU-scale run then
-    trains its deeper students as fast as its shallow ones (see raydistill/scales/tiny.yaml)."""
+    `batchnorm` (not in the paper) puts BatchNorm after each conv and in the ReLU FC layer: a
+    short CPU-scale run then trains its deeper students as fast as its shallow ones, and the
+    narrow FC layer of a 10k-parameter student keeps its units (see raydistill/scales/tiny.yaml)."""
     widths = check_widths("cnn", widths, _slots(depth))
     convs, head = widths[:depth], widths[depth:]
     feats: list[nn.Module] = []
@@ -64,6 +71,6 @@ def cnn(
     if depth == 1:
         layers.append(nn.Linear(n_in, head[0]))  # linear bottleneck (no ReLU): the "lfc"
         n_in, head = head[0], head[1:]
-    layers += [nn.Linear(n_in, head[0]), nn.ReLU(), *maybe_dropout(dropout)]
+    layers += [*fc_relu(n_in, head[0], batchnorm), *maybe_dropout(dropout)]
     layers.append(nn.Linear(head[0], num_classes))
     return nn.Sequential(*layers)

@@ -19,6 +19,15 @@ def conv_relu(
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
+def fc_relu(n_in: int, n_out: int, batchnorm: bool = False) -> list[nn.Module]:
+    """A fully-connected layer followed by ReLU; with `batchnorm`, BatchNorm1d between them
+    (no bias then). Keeps a narrow ReLU layer (10–50 units at 10k–30k parameters) from losing
+    its units in the first steps."""
+    if not batchnorm:
+        return [nn.Linear(n_in, n_out), nn.ReLU()]
+    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+
+
 def maybe_dropout(p: float, spatial: bool = False) -> list[nn.Module]:
     """Dropout after a block when p > 0 (the paper's students use none: p = 0)."""
     if p <= 0:

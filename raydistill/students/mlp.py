@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from raydistill.students.layers import check_widths, maybe_dropout
+from raydistill.students.layers import check_widths, fc_relu, maybe_dropout
 from raydistill.students.registry import register_family
 
 
@@ -23,10 +23,13 @@ def mlp(
     depth: int = 3,
     widths: Sequence[int] = (512, 512, 512),
     dropout: float = 0.0,
+    batchnorm: bool = False,
     in_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
 ) -> nn.Module:
-    """MLP with `depth` ReLU hidden layers (widths[0] is a linear bottleneck when depth == 1)."""
+    """MLP with `depth` ReLU hidden layers (widths[0] is a linear bottleneck when depth == 1).
+
+    `batchnorm` (not in the paper) puts BatchNorm1d before each ReLU, as `cnn`'s does."""
     widths = check_widths("mlp", widths, _slots(depth))
     n_in = 1
     for d in in_shape:
@@ -37,7 +40,7 @@ def mlp(
         layers.append(nn.Linear(n_in, widths[0]))
         n_in, widths = widths[0], widths[1:]
     for w in widths:
-        layers += [nn.Linear(n_in, w), nn.ReLU(), *maybe_dropout(dropout)]
+        layers += [*fc_relu(n_in, w, batchnorm), *maybe_dropout(dropout)]
         n_in = w
     layers.append(nn.Linear(n_in, num_classes))
     return nn.Sequential(*layers)
