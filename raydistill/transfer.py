@@ -19,15 +19,18 @@ fingerprints, the ensemble's val / test accuracy, the augmentation settings, epo
 epoch, seed and number of classes. `load_transfer_set` checks all of it and refuses (one-line
 UserError) a file made for another dataset or teacher, or one that is truncated or corrupt.
 `TransferSet.fingerprint` is the sha256 of the file's bytes.
+
+The pieces: `raydistill.transfer_format` (schema, `TransferSet`, `load_transfer_set`),
+`raydistill.transfer_aug` (augmentations by name), `raydistill.shards` (the ensemble's logits
+for the views, split across GPU workers when the Ray cluster has GPUs). This module writes the
+file and re-exports the public names of the other two.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,23 +38,43 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raydistill.data import AUG_KEYS, AugConfig, DeviceSplit, epoch_plan
-from raydistill.data.augment import HSVJitter
-from raydistill.data.replay import replay_batch, replay_epoch
+from raydistill.data import AUG_KEYS, AugConfig
+from raydistill.data.replay import replay_batch
 from raydistill.errors import UserError
-from raydistill.manifest import sha256_file, temp_path_for
+from raydistill.evaluation import accuracy_of
+from raydistill.manifest import atomic_path
+from raydistill.shards import epoch_logits, gpu_workers, member_logits, view_logits
+from raydistill.transfer_aug import (
+    aug_parts,
+    check_aug,
+    default_aug,
+    default_aug_for_images,
+    resolve_aug_name,
+    transfer_aug,
+)
+from raydistill.transfer_format import (
+    BASE_COLUMNS,
+    FORMAT_VERSION,
+    INT_PARAMS,
+    META_KEY,
+    TransferSet,
+    load_transfer_set,
+    schema,
+    size_summary,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from raydistill.data import Splits
-    from raydistill.teachers import Ensemble
+    from raydistill.ensemble import Ensemble
 
-FORMAT_VERSION = 1
-META_KEY = b"raydistill.transfer"
-INT_PARAMS = ("flip", "crop", "tx", "ty")  # stored as int16, int64 in memory (as sample_aug)
-BASE_COLUMNS = ("index", "epoch", "logits")
-
+__all__ = [
+    "BASE_COLUMNS", "FORMAT_VERSION", "INT_PARAMS", "META_KEY", "TransferSet", "aug_parts",
+    "default_aug", "default_aug_for_images", "epoch_logits", "load_transfer_set", "replay",
+    "replay_batch", "resolve_aug_name", "size_summary", "transfer_aug", "transfer_meta",
+    "view_accuracy", "write_transfer_set",
+]  # fmt: skip
 
 # ----------------------------------------------------------------------------- replay
 
@@ -65,71 +88,15 @@ def replay(transfer: TransferSet, images: Tensor, rows: slice | Tensor | np.ndar
     return replay_batch(images, index, params, geometric=geometric, color=color)
 
 
-# ----------------------------------------------------------------------------- the set
-
-
-@dataclass(frozen=True, eq=False)
-class TransferSet:
-    """A loaded transfer set: flat arrays over all views V = epochs × views_per_epoch."""
-
-    path: Path
-    index: np.ndarray  # (V,) int64 into the train split
-    epoch: np.ndarray  # (V,) int32
-    params: dict[str, np.ndarray]  # AUG_KEYS → (V,) int64 / float32
-    logits: np.ndarray  # (V, C) float32
-    meta: dict[str, Any] = field(repr=False)
-    fingerprint: str = ""  # sha256 of the file's bytes
-
-    @property
-    def num_epochs(self) -> int:
-        return int(self.meta["epochs"])
-
-    @property
-    def views_per_epoch(self) -> int:
-        return int(self.meta["views_per_epoch"])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
-
-    @property
-    def aug(self) -> AugConfig:
-        return AugConfig.from_dict(self.meta["aug"])
-
-    @property
-    def aug_parts(self) -> tuple[bool, bool]:
-        """(geometric, color): whether the stored views change geometry / colour at all."""
-        return _parts(self.aug, int(self.meta.get("image_size", 32)))
-
-    def epoch_rows(self, epoch: int) -> slice:
-        """The rows of epoch `epoch` (0-based) as a slice."""
-        if not 0 <= epoch < self.num_epochs:
-            raise UserError(
-                f"transfer set {self.path} has epochs 0..{self.num_epochs - 1}, not {epoch}"
-            )
-        v = self.views_per_epoch
-        return slice(epoch * v, (epoch + 1) * v)
-
-    def views(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(index, params) of one epoch's views, in their stored order."""
-        rows = self.epoch_rows(epoch)
-        return self.index[rows], {k: v[rows] for k, v in self.params.items()}
-
-
 # ----------------------------------------------------------------------------- writing
 
 
-def _schema(num_classes: int, meta: Mapping[str, Any]) -> pa.Schema:
-    import pyarrow as pa
-
-    cols = [pa.field("index", pa.int64()), pa.field("epoch", pa.int32())]
-    cols += [pa.field(k, pa.int16() if k in INT_PARAMS else pa.float32()) for k in AUG_KEYS]
-    cols.append(pa.field("logits", pa.list_(pa.float32(), num_classes)))
-    return pa.schema(cols, metadata={META_KEY: json.dumps(meta, sort_keys=True).encode()})
-
-
 def _epoch_table(
-    schema: pa.Schema, epoch: int, order: Tensor, params: Mapping[str, Tensor], logits: np.ndarray
+    table_schema: pa.Schema,
+    epoch: int,
+    order: Tensor,
+    params: Mapping[str, Tensor],
+    logits: np.ndarray,
 ) -> pa.Table:
     import pyarrow as pa
 
@@ -140,23 +107,7 @@ def _epoch_table(
         arrays.append(pa.array(params[k].numpy().astype(dtype)))
     flat = pa.array(np.ascontiguousarray(logits, dtype=np.float32).reshape(-1))
     arrays.append(pa.FixedSizeListArray.from_arrays(flat, c))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-@torch.no_grad()
-def epoch_logits(
-    ensemble: Ensemble,
-    images: Tensor,
-    order: Tensor,
-    params: Mapping[str, Tensor],
-    *,
-    batch_size: int,
-    parts: tuple[bool, bool],
-) -> np.ndarray:
-    """(n, C) ensemble logits of one epoch's views (view p = image order[p], params[·][p])."""
-    out = [ensemble.logits(ensemble.preprocess(x)).float().cpu()
-           for _, _, x in replay_epoch(images, order, params, batch_size, parts=parts)]  # fmt: skip
-    return torch.cat(out).numpy()
+    return pa.Table.from_arrays(arrays, schema=table_schema)
 
 
 def transfer_meta(
@@ -168,8 +119,7 @@ def transfer_meta(
     if ensemble.manifest.get("dataset_fingerprint") == splits.fingerprint and measured:
         val, test = float(measured["val/acc"]), float(measured["test/acc"])
     else:
-        val = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("val")))
-        test = ensemble.accuracy(*(torch.as_tensor(a) for a in splits.split("test")))
+        val, test = (_ensemble_accuracy(ensemble, splits, part) for part in ("val", "test"))
     return {
         "format_version": FORMAT_VERSION,
         "dataset": splits.name,
@@ -189,6 +139,11 @@ def transfer_meta(
     }
 
 
+def _ensemble_accuracy(ensemble: Ensemble, splits: Splits, part: str) -> float:
+    x, y = (torch.as_tensor(a) for a in splits.split(part))
+    return accuracy_of(member_logits(ensemble, x).mean(0), y)
+
+
 def write_transfer_set(
     path: str | Path,
     ensemble: Ensemble,
@@ -199,63 +154,92 @@ def write_transfer_set(
     aug: AugConfig | None = None,
     batch_size: int = 1000,
     device: str | torch.device | None = None,
+    address: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write `epochs` augmented epochs of the train split with the ensemble's logits to `path`
     (Parquet, one row group per epoch; a temporary file renamed into place at the end).
 
     Epoch e's order and views are `epoch_plan(n, seed=seed, epoch=e, aug=aug)`: CPU generators,
-    so the file does not depend on the device or the batch size. `aug` defaults to
-    `default_aug(splits)` (the paper's with HSV jitter for images); the ensemble sees each view
-    with its own preprocessing. The metadata records the ensemble's accuracy on the test
-    images under this augmentation (`ensemble_test_view_acc`). `device` defaults to the ensemble's (the members are moved there)."""
-    import pyarrow.parquet as pq
-
+    so the file does not depend on the device, the batch size or the sharding. `aug` defaults
+    to `default_aug(splits)` (the paper's with HSV jitter for images); the ensemble sees each
+    view with its own preprocessing. The metadata records the ensemble's accuracy on the test
+    images under this augmentation (`ensemble_test_view_acc`). `device` defaults to the
+    ensemble's (the members are moved there). The labelling runs on the GPU workers of a Ray
+    cluster (`raydistill.shards`) when one with GPUs is running in this process, or is joined at
+    `address`, or at the cluster address the teachers were trained on (their manifest's)."""
     if epochs < 1:
         raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
     aug = aug if aug is not None else default_aug(splits)
-    _check_aug(aug, splits)
+    check_aug(aug, splits)
     dev = torch.device(device) if device is not None else ensemble.device
     if dev != ensemble.device:
         ensemble.members = [m.to(dev) for m in ensemble.members]
-    meta = transfer_meta(ensemble, splits, epochs, seed, aug)
-    # Resident on the device (uint8 stays uint8: 4× smaller); batches are gathered by index.
-    images = DeviceSplit.from_numpy(splits.train_x, splits.train_y, dev).x
-    n = len(splits.train_y)
-    parts = _parts(aug, meta["image_size"])
-    # The ensemble's accuracy on the views it labels: on test images under the same
-    # augmentation (how good the targets are on unseen data), then on the stored train views.
-    meta["ensemble_test_view_acc"] = view_accuracy(
-        ensemble, splits.test_x, splits.test_y, aug, seed=seed, batch_size=batch_size
-    )
-    labels = np.asarray(splits.train_y)
-    hits = 0
-    path = Path(path)
-    tmp = temp_path_for(path)
-    try:
-        with pq.ParquetWriter(tmp, _schema(splits.num_classes, meta), compression="zstd") as w:
-            from tqdm import tqdm
-
-            bar = tqdm(range(epochs), desc="transfer set (epochs)", unit="ep", disable=log is None)
-            for e in bar:
-                t0 = time.perf_counter()
-                order, params = epoch_plan(n, seed=seed, epoch=e, aug=aug)
-                logits = epoch_logits(
-                    ensemble, images, order, params, batch_size=batch_size, parts=parts
-                )
-                hits += int((logits.argmax(1) == labels[order.numpy()]).sum())
-                w.write_table(_epoch_table(w.schema, e, order, params, logits), n)
-                bar.set_postfix_str(f"{n} views, {time.perf_counter() - t0:.1f} s/epoch")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with ExitStack() as stack:
+        _join_cluster(stack, ensemble, address, log)
+        meta = transfer_meta(ensemble, splits, epochs, seed, aug)
+        # The ensemble's accuracy on the views it labels: on test images under the same
+        # augmentation (how good the targets are on unseen data), then on the stored views.
+        meta["ensemble_test_view_acc"] = view_accuracy(
+            ensemble, splits.test_x, splits.test_y, aug, seed=seed, batch_size=batch_size
+        )
+        hits = _write(Path(path), ensemble, splits, epochs, seed, aug, batch_size, meta, log)
     if log is not None:
         log(
             f"ensemble accuracy: test {100 * meta['ensemble_test_acc']:.2f}%, test views "
             f"{100 * meta['ensemble_test_view_acc']:.2f}%, stored train views "
-            f"{100 * hits / max(n * epochs, 1):.2f}%"
+            f"{100 * hits / max(len(splits.train_y) * epochs, 1):.2f}%"
         )
-    return path
+    return Path(path)
+
+
+def _join_cluster(
+    stack: ExitStack, ensemble: Ensemble, address: str | None, log: Callable[[str], None] | None
+) -> None:
+    """Enter a Ray session for the sharded labelling when a cluster is named (see
+    `write_transfer_set`); a recorded cluster that is gone leaves the in-process path."""
+    if gpu_workers() > 0:
+        return  # Ray with GPUs is already up in this process
+    recorded = (ensemble.manifest.get("config") or {}).get("address")
+    target = address or (recorded if recorded not in (None, "", "local") else None)
+    if target is None:
+        return
+    from raydistill.cluster import ray_session
+
+    try:
+        stack.enter_context(ray_session(target))
+    except UserError as exc:
+        if address is not None:
+            raise
+        if log is not None:
+            log(f"   labelling in this process: {exc}")
+
+
+def _write(
+    path: Path, ensemble: Ensemble, splits: Splits, epochs: int, seed: int, aug: AugConfig,
+    batch_size: int, meta: dict[str, Any], log: Callable[[str], None] | None,
+) -> int:  # fmt: skip
+    """Write the file (atomically); returns how many stored views the ensemble labels right."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    labels, n, hits = np.asarray(splits.train_y), len(splits.train_y), 0
+    views = view_logits(ensemble, splits.train_x, seed=seed, epochs=range(epochs), aug=aug,
+                        batch_size=batch_size, parts=aug_parts(aug, meta["image_size"]))  # fmt: skip
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema(splits.num_classes, meta), compression="zstd") as w,
+    ):
+        bar = tqdm(total=epochs, desc="transfer set (epochs)", unit="ep", disable=log is None)
+        t0 = time.perf_counter()
+        for e, order, params, logits in views:
+            hits += int((logits.argmax(1) == labels[order.numpy()]).sum())
+            w.write_table(_epoch_table(w.schema, e, order, params, logits), n)
+            bar.update(1)
+            bar.set_postfix_str(f"{n} views, {time.perf_counter() - t0:.1f} s/epoch")
+            t0 = time.perf_counter()
+        bar.close()
+    return hits
 
 
 @torch.no_grad()
@@ -269,228 +253,10 @@ def view_accuracy(
     batch_size: int = 1000,
 ) -> float:
     """The ensemble's accuracy on one augmented view of each image of (x, y) (seeded)."""
-    dev = ensemble.device
-    images = DeviceSplit.from_numpy(x, y, dev).x
-    order, params = epoch_plan(len(y), seed=seed + 7919, epoch=0, aug=aug)  # not a train stream
-    logits = epoch_logits(
-        ensemble, images, order, params, batch_size=batch_size,
-        parts=_parts(aug, int(min(x.shape[2:]))),
-    )  # fmt: skip
-    return float((logits.argmax(1) == np.asarray(y)[order.numpy()]).mean()) if len(y) else 0.0
-
-
-def default_aug(splits: Splits) -> AugConfig:
-    """The transfer set's augmentation for a dataset: the paper's (mirror, 24–32 px crops
-    resized, HSV jitter) for images; mirror only for non-image float data (`synthetic-sep`):
-    its features are N(0, 1), not colours in [0, 1], and a crop would change what they mean."""
-    size = int(min(splits.image_shape[1:]))
-    if splits.train_x.dtype == np.uint8 and splits.image_shape[0] == 3:
-        return default_aug_for_images(size)
-    if splits.train_x.dtype == np.uint8:  # grey or multispectral images: no colour jitter
-        return replace(default_aug_for_images(size), hsv=None)
-    return AugConfig(mirror=True, crop_min=size, crop_max=size, translate=0, hsv=None)
-
-
-def resolve_aug_name(name: str, splits: Splits) -> str:
-    """The named augmentation "auto" stands for on this dataset (see `default_aug`)."""
-    if name != "auto":
-        return name
-    if splits.train_x.dtype == np.uint8:
-        return "paper_hsv" if splits.image_shape[0] == 3 else "paper"
-    return "mirror"
-
-
-def transfer_aug(name: str, splits: Splits) -> AugConfig:
-    """A transfer set's augmentation by name: "auto" (`default_aug`), "paper", "paper_hsv",
-    "mirror" (mirror only) or "none"."""
-    size = int(min(splits.image_shape[1:]))
-    named = {
-        "auto": lambda: default_aug(splits),
-        "paper": lambda: replace(default_aug_for_images(size), hsv=None),
-        "paper_hsv": lambda: default_aug_for_images(size),
-        # The teachers' own training augmentation (`TrainConfig.augment` "flip_translate"):
-        # the ensemble labels views like the ones it learned from.
-        "flip_translate": lambda: AugConfig(
-            mirror=True, crop_min=size, crop_max=size, translate=max(1, size // 8)
-        ),
-        "mirror": lambda: AugConfig(mirror=True, crop_min=size, crop_max=size),
-        "none": lambda: AugConfig(mirror=False, crop_min=size, crop_max=size),
-    }
-    if name not in named:
-        raise UserError(f"transfer augmentation {name!r} is unknown; valid: {', '.join(named)}")
-    return named[name]()
-
-
-def default_aug_for_images(size: int) -> AugConfig:
-    """The paper's: mirror, an S×S crop with S in [¾·size, size] resized back, HSV jitter."""
-    lo = max(1, round(size * 0.75))  # 24 of 32 px
-    return AugConfig(mirror=True, crop_min=lo, crop_max=size, translate=0, hsv=HSVJitter())
-
-
-def _check_aug(aug: AugConfig, splits: Splits) -> None:
-    if aug.hsv is not None and splits.train_x.dtype != np.uint8:
-        raise UserError(
-            f"HSV jitter needs images (uint8, colours in [0, 1]); dataset {splits.name!r} is "
-            f"{splits.train_x.dtype} data: use an augmentation without hsv"
-        )
-    if aug.hsv is not None and splits.image_shape[0] != 3:
-        raise UserError(
-            f"HSV jitter needs 3-channel RGB images; dataset {splits.name!r} has "
-            f"{splits.image_shape[0]} channel(s): use an augmentation without hsv"
-        )
-
-
-def _parts(aug: AugConfig, size: int) -> tuple[bool, bool]:
-    """(geometric, color) parts of `aug` that are not the identity on size×size images."""
-    return (aug.mirror or aug.crop_min < size or aug.translate > 0, aug.hsv is not None)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_transfer_set(
-    path: str | Path,
-    *,
-    splits: Splits | None = None,
-    teacher_fingerprints: Sequence[str] | None = None,
-) -> TransferSet:
-    """Read and validate a transfer set; UserError (one line) when it does not fit `splits` /
-    `teacher_fingerprints` or is not a complete raydistill transfer set."""
-    path = Path(path)
-    pf = _open_parquet(path)
-    meta = _read_meta(path, pf)
-    _check_layout(path, pf, meta)
-    _check_provenance(path, meta, splits, teacher_fingerprints)
-    table = _read_table(path, pf)
-    index = _column(table, "index", np.int64)
-    if splits is not None and len(index) and index.max() >= len(splits.train_y):
-        raise UserError(
-            f"transfer set {path} indexes image {int(index.max())}, but the train split of "
-            f"{splits.name!r} has {len(splits.train_y)} images"
-        )
-    # One copy per column, from the row groups' chunks straight into writable numpy arrays.
-    logits = np.concatenate(
-        [c.flatten().to_numpy() for c in table.column("logits").chunks] or [np.zeros(0)]
-    ).astype(np.float32, copy=False)
-    params = {k: _column(table, k, np.int64 if k in INT_PARAMS else np.float32) for k in AUG_KEYS}
-    return TransferSet(
-        path=path,
-        index=index,
-        epoch=_column(table, "epoch", np.int32),
-        params=params,
-        logits=logits.reshape(-1, int(meta["num_classes"])),
-        meta=meta,
-        fingerprint=sha256_file(path),
-    )
-
-
-def _column(table, name: str, dtype) -> np.ndarray:
-    """A column as one writable numpy array of `dtype` (int64 for indices and int params)."""
-    chunks = [c.to_numpy() for c in table.column(name).chunks]
-    return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
-
-
-def _open_parquet(path: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise UserError(f"transfer set {path} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(4)
-        f.seek(max(os.path.getsize(path) - 4, 0))
-        tail = f.read(4)
-    if head != b"PAR1":
-        raise UserError(f"transfer set {path} is not a Parquet file (no PAR1 magic bytes)")
-    if tail != b"PAR1":
-        raise UserError(f"transfer set {path} is truncated (no Parquet footer); write it again")
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"transfer set {path} is corrupt ({msg}); write it again") from None
-
-
-def _read_meta(path: Path, pf) -> dict[str, Any]:
-    raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise UserError(f"{path} is a Parquet file but not a raydistill transfer set (no metadata)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise UserError(f"transfer set {path} has corrupt metadata (not JSON)") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"transfer set {path} has format version {meta.get('format_version')!r}; this "
-            f"raydistill reads version {FORMAT_VERSION}"
-        )
-    need = ("dataset_fingerprint", "teacher_fingerprints", "epochs", "views_per_epoch",
-            "num_classes", "aug")  # fmt: skip
-    missing = [k for k in need if k not in meta]
-    if missing:
-        raise UserError(f"transfer set {path} metadata lacks {missing}")
-    return meta
-
-
-def _check_layout(path: Path, pf, meta: Mapping[str, Any]) -> None:
-    import pyarrow as pa
-
-    schema = pf.schema_arrow
-    missing = [c for c in (*BASE_COLUMNS, *AUG_KEYS) if c not in schema.names]
-    if missing:
-        raise UserError(f"transfer set {path} lacks columns {missing}")
-    c = int(meta["num_classes"])
-    ltype = schema.field("logits").type
-    if not pa.types.is_fixed_size_list(ltype) or ltype.list_size != c:
-        raise UserError(
-            f"transfer set {path}: column 'logits' is {ltype}, expected fixed_size_list<float, {c}>"
-        )
-    expected = int(meta["epochs"]) * int(meta["views_per_epoch"])
-    rows = pf.metadata.num_rows
-    if rows != expected:
-        raise UserError(
-            f"transfer set {path} has {rows} rows, expected epochs × views_per_epoch = "
-            f"{meta['epochs']} × {meta['views_per_epoch']} = {expected} (truncated?)"
-        )
-
-
-def _check_provenance(
-    path: Path,
-    meta: Mapping[str, Any],
-    splits: Splits | None,
-    teacher_fingerprints: Sequence[str] | None,
-) -> None:
-    if splits is not None and meta["dataset_fingerprint"] != splits.fingerprint:
-        raise UserError(
-            f"transfer set {path} was made for dataset fingerprint {meta['dataset_fingerprint']} "
-            f"({meta.get('dataset')}), not {splits.fingerprint} ({splits.name}): regenerate it "
-            "for this dataset / split settings"
-        )
-    if splits is not None and meta["num_classes"] != splits.num_classes:
-        raise UserError(
-            f"transfer set {path} has {meta['num_classes']} classes, dataset {splits.name!r} "
-            f"has {splits.num_classes}"
-        )
-    if teacher_fingerprints is not None and list(meta["teacher_fingerprints"]) != list(
-        teacher_fingerprints
-    ):
-        got = ",".join(f[:12] for f in meta["teacher_fingerprints"])
-        want = ",".join(f[:12] for f in teacher_fingerprints)
-        raise UserError(
-            f"transfer set {path} was made by teachers {got}, not the given teachers {want}"
-        )
-
-
-def _read_table(path: Path, pf):
-    import pyarrow as pa
-
-    try:
-        return pf.read()
-    except (pa.ArrowException, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"transfer set {path} is corrupt ({msg}); write it again") from None
-
-
-def size_summary(path: str | Path) -> str:
-    """'123.4 MiB' for a file."""
-    return f"{os.path.getsize(path) / 2**20:.1f} MiB"
+    if len(y) == 0:
+        return 0.0
+    parts = aug_parts(aug, int(min(x.shape[2:])))
+    # seed + 7919: not a training stream
+    _, order, _, logits = next(view_logits(ensemble, x, seed=seed + 7919, epochs=range(1),
+                                           aug=aug, batch_size=batch_size, parts=parts))  # fmt: skip
+    return float((logits.argmax(1) == np.asarray(y)[order.numpy()]).mean())
