@@ -3,8 +3,11 @@
 The best trial of a search was picked *because* it scored well, so its own accuracy is biased
 upwards; the noise of a cell is measured by retraining its best configuration (spec and train
 config from the trials table, `raydistill.results`' rule) with seeds the search never used.
-Every (cell, seed) is one Ray task (1 CPU, or a GPU share when the cluster has GPUs); the
-dataset and the transfer set go into the object store once. Results: one row per run in
+Every (cell, seed) is one Ray task (1 CPU, or a GPU share when the cluster has GPUs), so the
+repeats spread over the cluster's workers; the dataset and the transfer set go into the object
+store once. With `storage` (a URI or path, `raydistill.storage`) each task writes its row to
+`<storage>/repeats/<trial>-<seed>.json` and the driver reads it back from there; nothing is
+read from a worker's disk. Results: one row per run in
 `seeds.csv`, and per cell `n`, `mean`, `std` (sample std) in `repeats.csv` — the input of
 `raydistill.findings`.
 """
@@ -39,15 +42,33 @@ def repeat_jobs(trials: pd.DataFrame, seeds: int) -> list[dict[str, Any]]:
     return jobs
 
 
-def run_job(job: dict[str, Any], splits: Any, transfer: Any) -> dict[str, Any]:
-    """Train one repeat (in a Ray task or in-process); plain data out."""
+def run_job(
+    job: dict[str, Any], splits: Any, transfer: Any, storage: str | None = None
+) -> dict[str, Any] | str:
+    """Train one repeat (in a Ray task or in-process); plain data out, or with `storage` the
+    URI of its row written there."""
     from raydistill.train import TrainConfig, train_student
 
     cfg = TrainConfig.from_dict({**job["train"], "seed": job["seed"], "device": "auto"})
     res = train_student(job["spec"], splits, transfer, cfg)
     keep = ("row", "cell", "family", "depth", "budget", "twin", "trial_id", "seed")
-    return {**{k: job[k] for k in keep}, "status": res.status, "val_acc": res.best_val_acc,
-            "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s}  # fmt: skip
+    row = {**{k: job[k] for k in keep}, "status": res.status, "val_acc": res.best_val_acc,
+           "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s}  # fmt: skip
+    if storage is None:
+        return row
+    from raydistill.storage import join, write_bytes
+
+    where = join(storage, "repeats", f"{job['trial_id']}-{job['seed']}.json")
+    return write_bytes(where, json.dumps(row).encode())
+
+
+def _row(result: dict[str, Any] | str) -> dict[str, Any]:
+    """A task's row: as returned, or read back through storage."""
+    if isinstance(result, dict):
+        return result
+    from raydistill.storage import read_bytes
+
+    return json.loads(read_bytes(result))
 
 
 def run_repeats(
@@ -56,6 +77,7 @@ def run_repeats(
     transfer: Any,
     *,
     address: str = "local",
+    storage: str | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Run every job as a Ray task; one row per job, in job order."""
@@ -68,11 +90,11 @@ def run_repeats(
         opts = {"num_cpus": 1, "num_gpus": 0.25} if gpus > 0 else {"num_cpus": 1}
         task = ray.remote(max_retries=1, **opts)(run_job)
         data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
-        pending = {task.remote(j, data_ref, transfer_ref): i for i, j in enumerate(jobs)}
+        pending = {task.remote(j, data_ref, transfer_ref, storage): i for i, j in enumerate(jobs)}
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            row = ray.get(done[0])
+            row = _row(ray.get(done[0]))
             rows[pending.pop(done[0])] = row
             log(f"   seed repeat {len(jobs) - len(pending)}/{len(jobs)}: {row['row']} @ "
                 f"{row['budget']:,} seed {row['seed']}: test {_pct(row['test_acc'])}")  # fmt: skip
@@ -101,6 +123,7 @@ def repeat_seeds(
     seeds: int,
     *,
     address: str = "local",
+    storage: str | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Run (or reuse, when `study/seeds.csv` has them) the repeats; writes seeds.csv and
@@ -113,7 +136,9 @@ def repeat_seeds(
     wanted = {(j["trial_id"], j["seed"]) for j in jobs}
     have = set(zip(done["trial_id"], done["seed"], strict=True)) if len(done) else set()
     todo = [j for j in jobs if (j["trial_id"], j["seed"]) not in have]
-    runs = pd.concat([done, run_repeats(todo, splits, transfer, address=address, log=log)])
+    runs = pd.concat(
+        [done, run_repeats(todo, splits, transfer, address=address, storage=storage, log=log)]
+    )
     # Rows of a best trial that is no longer the best (a resumed search) are dropped.
     runs = runs[[k in wanted for k in zip(runs["trial_id"], runs["seed"], strict=True)]]
     atomic_write_text(path, runs.to_csv(index=False))

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from raydistill.errors import UserError
+from raydistill.prune_stage import prune_stage
 from raydistill.scale import Scale, load_scale
 from raydistill.study_report import report_markdown
 
@@ -93,7 +94,7 @@ def reproduce(
     `<storage>/twins`; default `out/<search>/tune`), probed before anything runs."""
     sc = prepare(scale, split_seed=split_seed, seeds=seeds)
     wandb = _wandb_mode(wandb)
-    _check_cluster(storage, sc.search.gpus_per_trial, address)
+    storage = _check_cluster(storage, sc.search.gpus_per_trial, address)
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = _Stages(out, log)
@@ -106,7 +107,9 @@ def reproduce(
     search_dir = stage("search", lambda: _search(sc, out / "search", trials, **run))
     twins_dir = stage("hard twins", lambda: _twins(sc, out / "twins", trials, **run))
     study = stage("combine", lambda: combine(out / "study", [search_dir, twins_dir], ensemble))
-    repeats = stage("seeds", lambda: _repeat(sc, study, splits, transfer, address, log))
+    repeats = stage("seeds", lambda: _repeat(sc, study, splits, transfer, address, log, storage))
+    if sc.prune is not None:  # pruned rows next to the searched ones (raydistill.prune_stage)
+        repeats = stage("prune", lambda: prune_stage(sc, out, splits, transfer, repeats, log))
     rep = stage("report", lambda: _report(study))
     stage("export", lambda: _export(study, splits, out / "export"))
     text = report_markdown(sc, rep, repeats, stage.times, source, _teacher_summary(transfer))
@@ -117,11 +120,13 @@ def reproduce(
     return path
 
 
-def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> None:
-    """Refuse, before the teachers, a storage that cannot be written or a GPU share no node has."""
+def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> str | None:
+    """Refuse, before the teachers, a storage that cannot be written or a GPU share no node
+    has; returns the storage as every node must see it (a path made absolute)."""
     if storage is not None:
-        from raydistill.storage import probe
+        from raydistill.storage import probe, resolve
 
+        storage = resolve(storage, ".")
         probe(storage)
     if gpus_per_trial > 0:
         from raydistill.cluster import ray_session
@@ -129,6 +134,7 @@ def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> 
 
         with ray_session(address):
             check_gpus(gpus_per_trial, address)
+    return storage
 
 
 def _wandb_mode(mode: str) -> str:
@@ -262,13 +268,16 @@ def combine(out: Path, directories: list[Path], ensemble: Any) -> Path:
     return out
 
 
-def _repeat(sc: Scale, study: Path, splits, transfer: Path, address: str, log) -> pd.DataFrame:
+def _repeat(
+    sc: Scale, study: Path, splits, transfer: Path, address: str, log, storage: str | None = None
+) -> pd.DataFrame:
     from raydistill.repeats import repeat_seeds
     from raydistill.report import load_results
     from raydistill.transfer import load_transfer_set
 
     ts = load_transfer_set(transfer, splits=splits)
-    return repeat_seeds(study, load_results(study), splits, ts, sc.seeds, address=address, log=log)
+    return repeat_seeds(study, load_results(study), splits, ts, sc.seeds, address=address,
+                        storage=storage, log=log)  # fmt: skip
 
 
 def _report(study: Path) -> Any:

@@ -102,6 +102,16 @@ def read_bytes(location: str) -> bytes:
         return f.read()
 
 
+def write_bytes(location: str, data: bytes) -> str:
+    """Write one object / file (parents created on a local filesystem); returns `location`."""
+    fs, path = filesystem(location)
+    if fs.type_name == "local":
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+    return location
+
+
 def fetch(location: str, names: list[str] | tuple[str, ...], local_dir: str | Path) -> Path:
     """Copy the files `names` of the directory `location` (any storage) into `local_dir`;
     a UserError naming the first missing one."""

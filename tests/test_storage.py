@@ -246,3 +246,20 @@ def test_checkpoint_write_that_fails_leaves_the_previous_one(tmp_path):
                         best=_tensors(), optim={})  # fmt: skip
     assert read_checkpoint(d)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# ---------------------------------------------------------------- seed repeats
+def test_seed_repeat_rows_go_through_storage(ray_local, tiny_splits, tmp_path):
+    from raydistill.budget import solve_budget
+    from raydistill.repeats import run_repeats
+    from raydistill.students import data_spec_keys
+
+    spec = solve_budget("mlp", 1, 10_000, None, **data_spec_keys(tiny_splits)).spec
+    train = {"loss": "hard", "max_epochs": 1, "batch_size": 64, "lr": 0.01, "augment": "none"}
+    job = {"row": "mlp-d1", "cell": "mlp-d1@10k", "family": "mlp", "depth": 1, "budget": 10_000,
+           "twin": True, "trial_id": "t1", "spec": spec, "train": train, "seed": 1000}  # fmt: skip
+    shared = tmp_path / "shared"
+    runs = run_repeats([job], tiny_splits, None, storage=f"file://{shared}", log=lambda _: None)
+    written = json.loads((shared / "repeats" / "t1-1000.json").read_text())
+    assert runs.to_dict("records") == [written]
+    assert written["status"] == "finished" and 0 <= written["test_acc"] <= 1
