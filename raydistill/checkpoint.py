@@ -128,6 +128,7 @@ def load_tensors(directory: str | Path, name: str) -> dict[str, torch.Tensor]:
 def load_checkpoint_weights(
     directory: str | Path, which: str = "best"
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(spec, state_dict) of a checkpoint: the best-validation weights by default."""
-    meta = read_checkpoint(directory)
+    """(spec, state_dict) of a checkpoint: the best-validation weights by default; needs only
+    checkpoint.json and that weights file (e.g. `raydistill.export_io.fetched_checkpoint`)."""
+    meta = read_checkpoint(directory, files=("checkpoint.json", f"{which}.safetensors"))
     return meta["spec"], load_tensors(directory, which)
