@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class PruneResult:
 
 # ------------------------------------------------------------------ loading
 def load_source(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(spec, weights) of a training checkpoint dir (best weights) or an exported student.
+    """(spec, weights) of a training checkpoint dir (best weights), an exported student, or a
+    teacher member (`TEACHER/member-K.safetensors`: the spec is the ensemble manifest's).
 
     Raises a one-line UserError when the directory is neither, or its weights do not fit its
     spec (missing / unexpected keys, wrong shapes).
@@ -78,8 +80,15 @@ def load_source(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     elif (d / "spec.json").is_file() and (d / "model.safetensors").is_file():
         spec = json.loads((d / "spec.json").read_text())["spec"]
         state = load_file(str(d / "model.safetensors"))
+    elif d.suffix == ".safetensors" and d.is_file() and (d.parent / "manifest.json").is_file():
+        spec = json.loads((d.parent / "manifest.json").read_text()).get("spec")
+        if not isinstance(spec, dict):
+            raise UserError(f"{d.parent / 'manifest.json'} has no teacher spec")
+        state = load_file(str(d))
     else:
-        raise UserError(f"{d} is not a training checkpoint or an exported student")
+        raise UserError(
+            f"{d} is not a training checkpoint, an exported student or a teacher member file"
+        )
     check_spec(spec)
     model = build(spec)
     try:
@@ -226,7 +235,10 @@ def fine_tune(
     def report(metrics: dict[str, Any], save: Any) -> None:
         save(checkpoint_dir)  # the latest epoch; best.safetensors holds the best weights
 
-    return train_student(spec, data, transfer, config, report=report, checkpoint=start)
+    try:
+        return train_student(spec, data, transfer, config, report=report, checkpoint=start)
+    finally:  # the epoch-0 checkpoint is a means, not an output
+        shutil.rmtree(start, ignore_errors=True)
 
 
 def prune_to_budget(

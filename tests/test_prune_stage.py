@@ -1,0 +1,123 @@
+"""The `extended` scale and the prune stage of a study: the shipped scale validates, bad prune
+sections are one-line errors, and a small in-test stage adds `prune-<family>-d<k>@<budget>` rows
+(trials table, seeds, repeats) that the report renders, reusing them when run again."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from raydistill.errors import UserError
+from raydistill.scale import SCALES_DIR, load_scale, parse_scale
+
+EXTENDED = yaml.safe_load((SCALES_DIR / "extended.yaml").read_text())
+
+
+def test_extended_scale_validates_and_names_every_cpu_family() -> None:
+    from raydistill.reproduce import prepare
+
+    sc = prepare("extended")  # every space it names is loaded too
+    assert {"mlp", "cnn", "nin", "allconv"} <= set(sc.search.spaces)
+    assert "adder" not in sc.search.spaces  # left out on the CPU: the header says why
+    assert sc.prune is not None and sc.prune.source == "teacher"
+    assert sc.prune.budgets == ["10k", "30k"] and sc.prune.train["lr"] == 0.004
+    assert load_scale("tiny").prune is None
+
+
+@pytest.mark.parametrize(
+    ("prune", "message"),
+    [
+        ({"source": "teacher:2", "budgets": ["10k"], "train": {"lr": 0.01}}, "members 0–1"),
+        ({"source": "teacher", "budgets": ["10k"]}, "prune.train needs lr"),
+        ({"source": "cnn-d4@30k", "budgets": ["10k"]}, "not a searched cell"),
+        ({"source": "cnn-d3@100k", "budgets": ["10k"]}, "not in search.budgets"),
+        ({"source": "cnn-d3@30k", "budgets": ["10k", "30k"]}, "must be below the source's 30k"),
+        ({"source": "resnet", "budgets": ["10k"]}, "prune.source"),
+        ({"source": "teacher", "budgets": ["lots"], "train": {"lr": 0.01}}, "prune.budgets"),
+        ({"source": "teacher", "budgets": ["10k"], "epochs": 2}, "unknown key"),
+    ],
+)
+def test_bad_prune_sections_are_one_line(prune: dict, message: str) -> None:
+    raw = {**copy.deepcopy(EXTENDED), "prune": prune}
+    with pytest.raises(UserError, match=message) as info:
+        parse_scale(raw, "x.yaml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("x.yaml: ")
+
+
+def _study(tmp_path: Path, splits) -> tuple[Path, Path, dict]:
+    """OUT/ with a study table of one trained cnn-d2 trial (its checkpoint) and a transfer set
+    labelled by that student (a stand-in teacher)."""
+    import pyarrow as pa
+    from safetensors.torch import save
+
+    from raydistill.budget import solve_budget
+    from raydistill.checkpoint import save_checkpoint
+    from raydistill.teachers import make_ensemble
+    from raydistill.search import TRIALS_SCHEMA
+    from raydistill.train import TrainConfig, make_preprocess, train_student
+    from raydistill.transfer import write_transfer_set
+
+    spec = solve_budget("cnn", 2, 20_000, batchnorm=True, num_classes=splits.num_classes).spec
+    cfg = TrainConfig(batch_size=64, max_epochs=1, lr=0.01, loss="hard", device="cpu")
+    tr = train_student(spec, splits, None, cfg)
+    ckpt = tmp_path / "out" / "search" / "cnn-d2_20k_t0"
+    save_checkpoint(ckpt, meta={"spec": tr.spec, "status": "finished"}, model=tr.state_dict,
+                    best=tr.state_dict, optim={})  # fmt: skip
+    row = {"experiment": "t-search", "run": "r0", "cell": "cnn-d2@20k", "family": "cnn",
+           "depth": 2, "budget": 20_000, "trial_id": "t0", "status": "finished",
+           "spec": json.dumps(tr.spec), "params": tr.params, "val/acc": tr.best_val_acc,
+           "test/acc": tr.test_acc, "checkpoint": str(ckpt), "loss": "l2_logits",
+           "train": json.dumps({**tr.config, "loss": "l2_logits", "lr": 0.005}),
+           "pruned": False}  # fmt: skip
+    study = tmp_path / "out" / "study"
+    study.mkdir(parents=True)
+    pa.Table.from_pylist([row], schema=TRIALS_SCHEMA).to_pandas().to_parquet(
+        study / "trials.parquet", index=False
+    )
+    blob = save({k: v.contiguous() for k, v in tr.state_dict.items()})
+    ens = make_ensemble(tr.spec, [blob], make_preprocess("per_image", splits))
+    ts = write_transfer_set(tmp_path / "out" / "transfer.parquet", ens, splits, 1, seed=0)
+    raw = copy.deepcopy(EXTENDED)
+    raw["search"].update(spaces=["cnn"], depths={"cnn": [2]}, budgets=["20k"])
+    raw["prune"] = {"source": "cnn-d2@20k", "budgets": ["8k"], "max_epochs": 1}
+    raw["seeds"] = 1
+    return tmp_path / "out", ts, raw
+
+
+def test_prune_stage_adds_pruned_rows_the_report_renders(tmp_path: Path, tiny_splits) -> None:
+    from raydistill.prune_stage import prune_stage
+    from raydistill.report import make_report
+
+    out, ts, raw = _study(tmp_path, tiny_splits)
+    sc = parse_scale(raw, "t.yaml")
+    logs: list[str] = []
+    summary = prune_stage(sc, out, tiny_splits, ts, pd.DataFrame(), log=logs.append)
+
+    trials = pd.read_parquet(out / "study" / "trials.parquet")
+    row = trials[trials["cell"] == "prune-cnn-d2@8k"].iloc[0]
+    assert 0.99 * 8000 <= row["params"] <= 8000 and row["status"] == "finished"
+    assert row["family"] == "prune-cnn" and row["experiment"] == "extended-prune"
+    assert json.loads(row["train"])["lr"] == 0.005  # the source trial's config
+    assert json.loads(row["config"])["source"].endswith("cnn-d2_20k_t0")
+    assert len(trials) == 2  # the searched trial stays
+    seeds = pd.read_csv(out / "study" / "seeds.csv")
+    assert seeds["seed"].tolist() == [1000] and seeds["row"].tolist() == ["prune-cnn-d2"]
+    assert summary[["row", "budget", "n"]].values.tolist() == [["prune-cnn-d2", 8000, 1]]
+    assert not list(out.rglob(".prune-start-*"))  # fine-tune's epoch-0 checkpoint is gone
+
+    rep = make_report(out / "study")  # Table 2, Figure 1, Pareto: searched and pruned rows
+    table = Path(rep.paths["table2_md"]).read_text()
+    assert "prune-cnn-d2" in table and "cnn-d2" in table
+    pareto = pd.read_csv(rep.paths["pareto_csv"])
+    assert {"cnn", "prune-cnn"} <= set(pareto["family"])
+
+    logs.clear()  # run again: reused, the rows are not duplicated
+    prune_stage(sc, out, tiny_splits, ts, pd.DataFrame(), log=logs.append)
+    assert len(logs) == 2 and all(line.strip().startswith("reusing") for line in logs)
+    again = pd.read_parquet(out / "study" / "trials.parquet")
+    assert len(again) == 2 and len(pd.read_csv(out / "study" / "seeds.csv")) == 1
