@@ -57,8 +57,8 @@ def _study(tmp_path: Path, splits) -> tuple[Path, Path, dict]:
 
     from raydistill.budget import solve_budget
     from raydistill.checkpoint import save_checkpoint
-    from raydistill.teachers import make_ensemble
     from raydistill.search import TRIALS_SCHEMA
+    from raydistill.teachers import make_ensemble
     from raydistill.train import TrainConfig, make_preprocess, train_student
     from raydistill.transfer import write_transfer_set
 
