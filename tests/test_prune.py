@@ -124,3 +124,27 @@ def test_budget_below_the_family_minimum_names_it() -> None:
     with pytest.raises(UserError, match="minimum") as info:
         prune_spec(spec, build(spec).state_dict(), parse_budget(10))
     assert "\n" not in str(info.value)
+
+
+def test_adder_is_refused_in_one_line(tmp_path: Path) -> None:
+    # torch-pruning traces the graph through autograd; the adder layer's custom Function hides
+    # its dependencies, so `prune` refuses the family instead of producing a wrong net.
+    spec = {"family": "adder", "depth": 2, "widths": [8, 8, 16]}
+    source = _source(tmp_path, spec, build(spec).state_dict())
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="'adder' cannot be pruned") as info:
+        prune_to_budget(source, "1k", out_dir=out)
+    assert "\n" not in str(info.value) and not out.exists()
+
+
+def test_a_teacher_member_file_is_a_source(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    spec = {"family": "resnet9", "depth": 9, "widths": [8, 16, 16, 24]}
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "manifest.json").write_text(json.dumps({"kind": "teacher", "spec": spec}))
+    save_file(build(spec).state_dict(), teacher / "member-1.safetensors")
+    res = prune_to_budget(teacher / "member-1.safetensors", "10k")
+    assert res.cell == "prune-resnet9-d9@10k" and 9_900 <= res.params <= 10_000
+    assert res.source_params == count_params(spec) and res.out_dir is None
