@@ -59,7 +59,7 @@ def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
         ("search", "mlp", "--budgets", "1M", "--data", "synthetic-sep", "--out", "/proc/nope"): "cannot be written",
         ("export", str(search), "--all", "--out", "/proc/nope"): "cannot be written",
         ("reproduce", "--seeds", "0"): "must be ≥ 1",
-        ("families", "--kind", "dog"): "invalid choice",
+        ("families", "--kind", "dog"): "invalid choice 'dog'; valid: student, teacher",
     }  # fmt: skip
     for argv, message in cases.items():
         code, _, err, _, heavy = run_cli(*argv, cwd=tmp_path)
@@ -91,36 +91,22 @@ def test_the_family_index_is_the_registry() -> None:
         )  # fmt: skip
 
 
-def test_budget_grammar_matches_parse_budget() -> None:
-    import argparse
-
+def test_budget_option_accepts_what_parse_budget_accepts() -> None:
     from raydistill.budget import parse_budget
-    from raydistill.cli.args import budget
+    from raydistill.cli import parse
 
-    for text in (
-        "300k",
-        "1M",
-        "3.16M",
-        "250000",
-        "1e6",
-        " 2 K",
-        ".5M",
-        "abc",
-        "1MM",
-        "-1",
-        "0",
-        "",
-    ):
+    for text in ("300k", "1M", "3.16M", "250000", "1e6", " 2 K", ".5M", "abc", "1MM", "-1", "0"):
         try:
             want = parse_budget(text)
         except UserError:
             want = None
+        argv = ["budget", "--family", "cnn", "--depth", "1", "--budget", text]
         try:
-            budget(text)
-            ok = True
-        except argparse.ArgumentTypeError:
-            ok = False
-        assert ok == (want is not None), text
+            got = parse_budget(parse(argv)[1]["budget"])
+        except UserError as exc:
+            assert want is None and "is not a positive parameter budget" in str(exc), text
+            continue
+        assert got == want, text
 
 
 def test_key_values_are_yaml_everywhere() -> None:
@@ -132,9 +118,9 @@ def test_key_values_are_yaml_everywhere() -> None:
 
 def test_wrong_types_and_unknown_keys_are_refused(capsys, tmp_path: Path) -> None:
     base = ["--family", "mlp", "--depth", "1", "--budget", "10k", "--data", "synthetic-sep:64"]
-    for sets, message in ((["lr=abc"], "--set lr='abc' is invalid: expected a float"),
+    for sets, message in ((["lr=abc"], "--set lr='abc' is invalid: expected a float like 0.005"),
                           (["nesterov=3"], "expected a bool"),
-                          (["lr_typo=1"], "--set lr_typo: unknown key")):  # fmt: skip
+                          (["lr_typo=1"], "--set lr_typo: unknown key; valid: lr, momentum")):  # fmt: skip
         argv = ["train", *base, *(x for s in sets for x in ("--set", s))]
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -160,17 +146,16 @@ def test_refused_export_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
 
 
 def test_every_data_command_takes_download_and_reproduce_takes_seed() -> None:
-    from raydistill.cli import build_parser
+    from raydistill.cli import parse
 
-    parser = build_parser()
     for argv in (["teach", "--data", "cifar10", "--family", "vgg8", "--epochs", "1", "--out", "o"],
                  ["transfer", "--teacher", "t", "--epochs", "1", "--out", "o.parquet"],
                  ["train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "cifar10"],
                  ["search", "cnn", "--budgets", "1M"], ["export", "d", "--all", "--out", "o"],
                  ["reproduce"]):  # fmt: skip
-        assert parser.parse_args([*argv, "--download"]).download is True
-    args = parser.parse_args(["reproduce", "--seed", "3", "--seeds", "2"])
-    assert (args.seed, args.seeds) == (3, 2)
+        assert parse([*argv, "--download"])[1]["download"] is True
+    args = parse(["reproduce", "--seed", "3", "--seeds", "2"])[1]
+    assert (args["seed"], args["seeds"]) == (3, 2)
 
 
 def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
@@ -185,11 +170,9 @@ def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
 
 
 def test_every_command_takes_a_config_file(tmp_path: Path, capsys) -> None:
-    from raydistill.cli import COMMANDS, build_parser
-    from raydistill.cli.config import config_tokens
+    from raydistill.cli import COMMANDS, command_parser, parse
 
-    parser = build_parser()
-    assert all("--config" in parser.commands[name].format_help() for name in COMMANDS)
+    assert all("--config" in command_parser(name).format_help() for name in COMMANDS)
     cfg = tmp_path / "budget.yaml"
     cfg.write_text("family: mlp\ndepth: 1\nbudget: 10k\njson: true\n")
     assert main(["budget", "--config", str(cfg), "--budget", "20k"]) == 0  # typed options win
@@ -197,10 +180,15 @@ def test_every_command_takes_a_config_file(tmp_path: Path, capsys) -> None:
     search = tmp_path / "search.yaml"
     search.write_text("spaces: [mlp]\nbudgets: [10k, 1M]\ndepths: [1, 2]\ndry-run: true\n"
                       "set: {lr: 0.01, loss: kd}\nval_size: 5\n")  # fmt: skip
-    tokens = config_tokens(str(search), parser.commands["search"])
-    assert tokens == ["--budgets", "10k,1M", "--depths", "1,2", "--dry-run", "--set", "lr=0.01",
-                      "--set", 'loss="kd"', "--val-size", "5", "mlp"]  # fmt: skip
+    _, got = parse(["search", "--config", str(search), "--set", "momentum=0.5", "--val-size", "7"])
+    assert (got["spaces"], got["budgets"], got["depths"], got["dry_run"]) == (["mlp"], "10k,1M", [1, 2], True)  # fmt: skip
+    assert got["set"] == ["lr=0.01", 'loss="kd"', "momentum=0.5"]  # repeatable: both apply
+    assert got["val_size"] == 7  # typed options win
     cfg.write_text("family: mlp\nbudgett: 10k\n")
     assert main(["budget", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown option 'budgett'" in err
+    cfg.write_text("family: mlp\ndepth: 0\nbudget: 10k\n")
+    assert main(["budget", "--config", str(cfg)]) == 2  # the file's values are checked too
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--depth: must be ≥ 1 (got 0)" in err

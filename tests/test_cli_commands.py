@@ -155,7 +155,7 @@ def test_study_refusals_are_light_and_one_line(tmp_path: Path) -> None:
         ("--target", "2"): "--target 2.0 is invalid",
         ("--sizes", "3"): "need ≥ 2 distinct image sides",
         ("--families", "mlp,allconv"): "--families mlp,allconv",
-        ("--grid", "huge"): "invalid choice",
+        ("--grid", "huge"): "--grid: invalid choice 'huge'; valid: default, large",
     }
     for extra, message in cases.items():
         argv = ["study", "sample-efficiency", "--out", "study", *extra]
@@ -169,29 +169,31 @@ def test_study_refusals_are_light_and_one_line(tmp_path: Path) -> None:
 
 def test_study_arguments_reach_the_function(tmp_path: Path) -> None:
     """The grid presets equal the module's, and the CLI passes every parameter of the study."""
+    from argparse import Namespace
+
     from raydistill import sample_efficiency as se
-    from raydistill.cli import build_parser
-    from raydistill.cli.studies import CONV_FAMILIES, GRIDS, study_run
+    from raydistill.cli import parse
+    from raydistill.cli.studies import CONV_FAMILIES, GRIDS, study_check, study_run
 
     assert {k: {n: list(v) for n, v in g.items()} for k, g in se.GRIDS.items()} == GRIDS
     assert CONV_FAMILIES == se.CONV_FAMILIES
-    args = build_parser().parse_args(["study", "sample-efficiency", "--out", str(tmp_path / "s"),
-                                      "--grid", "large", "--ns", "64,128", "--quiet"])  # fmt: skip
-    assert args._cmd.check(args) == [(tmp_path / "s", False)] and not (tmp_path / "s").exists()
+    _, kwargs = parse(["study", "sample-efficiency", "--out", str(tmp_path / "s"),
+                       "--grid", "large", "--ns", "64,128", "--quiet"])  # fmt: skip
+    args = Namespace(**kwargs)
+    assert study_check(args) == [(tmp_path / "s", False)] and not (tmp_path / "s").exists()
     assert (args.sizes, args.ns, args.seeds) == ([3, 4, 6, 8], [64, 128], [0, 1, 2, 3, 4])
     params = set(inspect.signature(se.sample_efficiency_study).parameters) - {"out"}
     assert call_keywords(study_run, "sample_efficiency_study") == params
 
 
 def test_reproduce_wandb_defaults_to_auto_and_passes_reproduces_parameters() -> None:
-    from raydistill.cli import build_parser
+    from raydistill.cli import parse
     from raydistill.cli.students import reproduce_run
     from raydistill.reproduce import reproduce
 
-    parser = build_parser()
-    assert parser.parse_args(["reproduce"]).wandb == "auto"
+    assert parse(["reproduce"])[1]["wandb"] == "auto"
     for mode in ("auto", "online", "offline", "off"):
-        assert parser.parse_args(["reproduce", "--wandb", mode]).wandb == mode
+        assert parse(["reproduce", "--wandb", mode])[1]["wandb"] == mode
     assert inspect.signature(reproduce).parameters["wandb"].default == "auto"
     params = set(inspect.signature(reproduce).parameters) - {"scale", "log"}
     assert call_keywords(reproduce_run, "reproduce") == params

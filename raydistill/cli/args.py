@@ -1,92 +1,83 @@
 """Argument types and input checks of the CLI that need neither torch nor Ray.
 
 Everything here runs before a command imports its module, so a typo is refused in a fraction
-of a second: numbers and lists, budget strings, KEY=VALUE pairs (one rule: `yaml.safe_load` of
-the value), dataset sources (`--data`, checked without decoding) and output paths (`--out`
-must be creatable: probed with a temporary file, nothing is left behind).
+of a second. The types are `Annotated` pydantic validators that jsonargparse applies to the
+commands' typed parameters (`raydistill.cli.parser`): counts, positive numbers, comma lists
+("1,2,3" or a YAML list from --config), budget strings (`raydistill.budget.parse_budget`, the
+one grammar); each failure names the value and what is valid. Also: KEY=VALUE pairs (one rule:
+`yaml.safe_load` of the value), dataset sources (`--data`, checked without decoding) and
+output paths (`--out` must be creatable: probed with a temporary file, nothing is left behind).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BeforeValidator
+
+from raydistill.budget import parse_budget
 from raydistill.errors import UserError
-
-# The grammar of `raydistill.budget.parse_budget`, repeated here because budget.py imports torch;
-# tests/test_cli.py checks that both accept and reject the same strings.
-_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*$")
-_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
 
 
 def split_list(text: str) -> list[str]:
     """The items of a comma-separated option value, blank ones dropped ("1M,,3.16M")."""
-    return [part for part in text.split(",") if part.strip()]
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def number_list(cast: type) -> Callable[[str], list]:
-    """An argparse type for comma-separated numbers: "1,2,3" → [1, 2, 3]."""
-
-    def parse(text: str) -> list:
-        try:
-            return [cast(x) for x in split_list(text)]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a comma-separated list of {cast.__name__}s"
-            ) from exc
-
-    return parse
+def _items(value: Any) -> Any:
+    """A comma-separated string as its items; a list (from --config) as it is."""
+    if isinstance(value, str):
+        return split_list(value)
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An argparse type for integers ≥ `low`."""
+def at_least(low: int) -> Callable[[int], int]:
+    """A validator of integers ≥ `low`."""
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    def check(value: int) -> int:
         if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is invalid; must be ≥ {low}")
+            raise ValueError(f"must be ≥ {low} (got {value})")
         return value
 
-    return parse
+    return check
 
 
-def positive_float(text: str) -> float:
-    """An argparse type for floats > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+def _positive(value: float) -> float:
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is invalid; must be > 0")
+        raise ValueError(f"must be > 0 (got {value})")
     return value
 
 
-def budget(text: str) -> str:
-    """An argparse type for one budget string (300k, 1M, 3.16M, 250000); kept as text."""
-    m = _BUDGET_RE.match(text)
-    if not m or round(float(m.group(1)) * _SUFFIX[m.group(2)]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a positive parameter budget like 300k, 1M, 3.16M or 250000"
-        )
-    return text
+def _budget(text: Any) -> str:
+    try:
+        parse_budget(str(text))
+    except UserError:
+        raise ValueError(
+            f"{str(text)!r} is not a positive parameter budget like 300k, 1M, 3.16M or 250000"
+        ) from None
+    return str(text)
 
 
-def budgets(text: str) -> str:
-    """An argparse type for comma-separated budgets (1M,3.16M); kept as text."""
-    parts = split_list(text)
+def _budgets(parts: list[str]) -> str:
     if not parts:
-        raise argparse.ArgumentTypeError(f"{text!r} names no budget; e.g. 300k,1M,3.16M")
-    for part in parts:
-        budget(part)
-    return text
+        raise ValueError("names no budget; e.g. 300k,1M,3.16M")
+    return ",".join(_budget(p) for p in parts)
+
+
+Count = Annotated[int, AfterValidator(at_least(1))]  # ≥ 1: epochs, members, trials
+Count0 = Annotated[int, AfterValidator(at_least(0))]  # ≥ 0
+Count2 = Annotated[int, AfterValidator(at_least(2))]  # ≥ 2: input channels
+Positive = Annotated[float, AfterValidator(_positive)]  # > 0: learning rates, scales
+Budget = Annotated[str, BeforeValidator(_budget)]  # one budget: 300k, 1M, 3.16M, 250000
+Budgets = Annotated[list[str], BeforeValidator(_items), AfterValidator(_budgets)]  # → "1M,3.16M"
+Ints = Annotated[list[int], BeforeValidator(_items)]  # "1,2,3" → [1, 2, 3]
+Floats = Annotated[list[float], BeforeValidator(_items)]
+Names = Annotated[list[str], BeforeValidator(_items)]
+KeyValues = list[str]  # a repeatable KEY=VALUE option (--set lr=0.01 --set loss=kd)
 
 
 def parse_key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -103,32 +94,6 @@ def parse_key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             raise UserError(f"{flag} {item!r}: the value is not valid YAML") from None
-    return out
-
-
-def check_fields(values: dict[str, Any], defaults: dict[str, Any], flag: str) -> dict[str, Any]:
-    """Values of `flag` checked against the types of `defaults` (a dataclass's field defaults):
-    unknown keys and wrong types are refused; ints are accepted where floats are expected."""
-    out = {}
-    for key, value in values.items():
-        if key not in defaults:
-            raise UserError(f"{flag} {key}: unknown key; valid: {', '.join(defaults)}")
-        default = defaults[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = default is None or isinstance(value, type(default))
-        if not ok:
-            raise UserError(
-                f"{flag} {key}={value!r} is invalid: expected a {type(default).__name__} "
-                f"like {default!r}"
-            )
-        out[key] = value
     return out
 
 

@@ -1,17 +1,16 @@
 """`--config FILE` for every command: a YAML mapping of the command's options.
 
-The file's values become command-line tokens placed before the ones typed, so they go through
-the same argparse types and checks, and options typed on the command line win over the file
-(for repeatable options such as `--set`, both apply). Keys are option names with `-` or `_`
+The file's values are handed to jsonargparse as a config placed before the options typed, so
+they go through the same types and checks, and options typed on the command line win over the
+file (for repeatable options such as `--set`, both apply). Keys are option names with `-` or `_`
 (`val-size: 5000`, `split_seed: 1`); positionals by their name (`spaces: [mlp, cnn]`); a
 mapping value of a KEY=VALUE option expands to one pair per key (`set: {lr: 0.01}`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ def split_config(argv: Sequence[str]) -> tuple[list[str], str | None]:
     return out, path
 
 
-def config_tokens(path: str, parser: argparse.ArgumentParser) -> list[str]:
-    """The command-line tokens that the YAML file `path` stands for, for `parser`'s options."""
+def config_values(path: str, dests: Mapping[str, str]) -> dict[str, Any]:
+    """The options the YAML file `path` sets, by parameter name (`dests`: {name: spelling});
+    null values are left out (the option's default applies)."""
     import yaml
 
     try:
@@ -45,30 +45,15 @@ def config_tokens(path: str, parser: argparse.ArgumentParser) -> list[str]:
         raise UserError(f"--config {path!r} is not valid data-only YAML") from None
     if not isinstance(raw, dict):
         raise UserError(f"--config {path!r} must be a mapping of option: value")
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    head, tail = [], []
+    out: dict[str, Any] = {}
     for key, value in raw.items():
-        action = actions.get(str(key).replace("-", "_"))
-        if action is None or value is None:
-            if action is None:
-                valid = ", ".join(sorted(d.replace("_", "-") for d in actions if d != "_cmd"))
-                raise UserError(f"--config {path!r}: unknown option {key!r}; valid: {valid}")
+        name = str(key).replace("-", "_")
+        if name not in dests:
+            valid = ", ".join(sorted(s.removeprefix("--") for s in dests.values()))
+            raise UserError(f"--config {path!r}: unknown option {key!r}; valid: {valid}")
+        if value is None:
             continue
-        if action.option_strings:
-            head += _option_tokens(action, value)
-        else:  # a positional
-            tail += [str(v) for v in (value if isinstance(value, list) else [value])]
-    return [*head, *tail]
-
-
-def _option_tokens(action: argparse.Action, value: Any) -> list[str]:
-    flag = action.option_strings[-1]
-    if action.nargs == 0:  # store_true
-        return [flag] if value is True else []
-    if isinstance(action, argparse._AppendAction):
         if isinstance(value, dict):  # KEY=VALUE options: JSON is YAML, so values keep types
             value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
-        return [t for v in (value if isinstance(value, list) else [value]) for t in (flag, str(v))]
-    if isinstance(value, list):  # comma-separated lists (--depths, --budgets, --ratios)
-        value = ",".join(str(v) for v in value)
-    return [flag, str(value)]
+        out[name] = value
+    return out

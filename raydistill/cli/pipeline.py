@@ -1,41 +1,24 @@
-"""The commands that train: teach, transfer, train, search, reproduce.
+"""The commands that make the teacher side: teach (an ensemble), transfer (the transfer set).
 
-Each command is `add_args(parser)`, `check(args)` (torch-free: refuses bad input before the
-heavy imports and returns the output paths the command will create) and `run(args)` (imports
-its module and does the work).
+Each command is a typed function (its parameters are the options, its docstring the help; see
+`raydistill.cli.parser`) that runs `check(args)` (torch-free: refuses bad input before the
+heavy imports and returns the output paths the command will create) and then `run(args)`
+(imports its module and does the work) through `raydistill.cli.command.execute`.
 """
-
-from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal
 
 from raydistill.cli import args as A
+from raydistill.cli.command import Outputs, execute
 from raydistill.errors import UserError
 
-Outputs = list[tuple[Path, bool]]  # (path, is_file)
+Augment = Literal["paper", "paper_hsv", "flip_translate", "none"]
+Preprocess = Literal["per_image", "dataset", "none"]
 
 
-# ---------------------------------------------------------------- shared arguments
-def data_args(
-    p: argparse.ArgumentParser, *, required: bool, inherited: bool = False, note: str = ""
-) -> None:
-    """--data, --val-size, --split-seed, --cache-dir, --download."""
-    note = " (default: the teacher's)" if inherited else note
-    p.add_argument("--data", required=required,
-                   help="dataset: cifar10, a .parquet file, an ImageFolder root, a "
-                        "cifar-10-batches-py folder, synthetic-sep[:N]" + note)  # fmt: skip
-    more = " (default: the teacher's)" if inherited else ""
-    p.add_argument("--val-size", type=A.at_least(0),
-                   help="validation images taken from the training pool (default: "
-                        "min(10000, 20%% of the pool))" + more)  # fmt: skip
-    p.add_argument("--split-seed", type=int, default=None if inherited else 0,
-                   help="seed of the train / val split" + more)  # fmt: skip
-    p.add_argument("--cache-dir", help="decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)")  # fmt: skip
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 into the cache root if it is not there (--data cifar10)")  # fmt: skip
-
-
+# ---------------------------------------------------------------- shared checks
 def prepare_data(args: argparse.Namespace, source: str | None = None) -> None:
     """Refuse a bad --data (no torch); with --download fetch CIFAR-10 before the work starts."""
     source = source if source is not None else args.data
@@ -76,32 +59,66 @@ def load_splits(args: argparse.Namespace, **overrides):
 
 
 # ---------------------------------------------------------------- teach
-def teach_args(p: argparse.ArgumentParser) -> None:
-    data_args(p, required=True)
-    p.add_argument("--family", required=True, help="teacher family: vgg8 or resnet9")
-    p.add_argument("--members", type=A.at_least(1), default=3, help="ensemble members (seeds)")
-    p.add_argument("--epochs", type=A.at_least(1), required=True)
-    p.add_argument("--out", required=True, help="output directory (members + manifest.json)")
-    widths = p.add_mutually_exclusive_group()
-    widths.add_argument("--width-scale", type=A.positive_float, default=1.0,
-                        help="× the family's default widths")  # fmt: skip
-    widths.add_argument("--widths", type=A.number_list(int), help="explicit widths, comma-separated")  # fmt: skip
-    p.add_argument("--spec", action="append", metavar="KEY=VALUE",
-                   help="other spec keys, values as YAML (dropout=0.3, batchnorm=true)")  # fmt: skip
-    p.add_argument("--train-subset", type=A.at_least(1), help="class-balanced train subset (CPU runs)")  # fmt: skip
-    for name, typ in (("lr", A.positive_float), ("batch-size", A.at_least(1)),
-                      ("weight-decay", float), ("label-smoothing", float),
-                      ("warmup-epochs", A.at_least(0))):  # fmt: skip
-        p.add_argument(f"--{name}", type=typ, help="override the family's recipe")
-    p.add_argument("--preprocess", choices=["per_image", "dataset", "none"])
-    p.add_argument("--augment", choices=["paper", "paper_hsv", "flip_translate", "none"])
-    p.add_argument("--seed", type=int, default=0, help="member i gets seed SEED+i")
-    p.add_argument("--address", default="local", help="'local' (a private Ray), 'auto' or host:port")  # fmt: skip
-    p.add_argument("--num-cpus", type=A.at_least(1), help="CPUs of the local Ray (default: all)")
-    p.add_argument("--gpu-fraction", type=A.positive_float, help="GPUs per member task")
+def teach(
+    data: str,
+    family: str,
+    epochs: A.Count,
+    out: str,
+    members: A.Count = 3,
+    width_scale: A.Positive | None = None,
+    widths: A.Ints | None = None,
+    spec: A.KeyValues | None = None,
+    train_subset: A.Count | None = None,
+    lr: A.Positive | None = None,
+    batch_size: A.Count | None = None,
+    weight_decay: float | None = None,
+    label_smoothing: float | None = None,
+    warmup_epochs: A.Count0 | None = None,
+    preprocess: Preprocess | None = None,
+    augment: Augment | None = None,
+    seed: int = 0,
+    address: str = "local",
+    num_cpus: A.Count | None = None,
+    gpu_fraction: A.Positive | None = None,
+    val_size: A.Count0 | None = None,
+    split_seed: int = 0,
+    cache_dir: str | None = None,
+    download: bool = False,
+) -> int:
+    """train a teacher ensemble (members as parallel Ray tasks)
+
+    Args:
+        data: dataset: cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
+        family: teacher family: vgg8, resnet9 or airbench
+        epochs: epochs per member
+        out: output directory (members + manifest.json)
+        members: ensemble members (seeds)
+        width_scale: × the family's default widths (default 1; not with --widths)
+        widths: explicit widths, comma-separated (not with --width-scale)
+        spec: other spec keys, KEY=VALUE with a YAML value (dropout=0.3, batchnorm=true); repeatable
+        train_subset: class-balanced train subset (CPU runs)
+        lr: override the family's recipe
+        batch_size: override the family's recipe
+        weight_decay: override the family's recipe
+        label_smoothing: override the family's recipe
+        warmup_epochs: override the family's recipe
+        preprocess: override the family's recipe
+        augment: override the family's recipe
+        seed: member i gets seed SEED+i
+        address: 'local' (a private Ray), 'auto' or host:port
+        num_cpus: CPUs of the local Ray (default: all)
+        gpu_fraction: GPUs per member task
+        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
+        split_seed: seed of the train / val split
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
+        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+    """
+    return execute(teach_check, teach_run, locals())
 
 
 def teach_check(args: argparse.Namespace) -> Outputs:
+    if args.widths is not None and args.width_scale is not None:
+        raise UserError("--widths and --width-scale exclude each other; give one")
     args.spec_keys = A.parse_key_values(args.spec, "--spec")
     check_family(args.family, None, "teacher")
     A.check_data(args.data, args.cache_dir, args.download)
@@ -120,7 +137,7 @@ def teach_run(args: argparse.Namespace) -> int:
              "train_subset": args.train_subset}  # fmt: skip
     teach(
         splits, args.family, args.members, args.epochs, args.out, widths=args.widths,
-        width_scale=args.width_scale, spec_keys=args.spec_keys, train=train, seed=args.seed,
+        width_scale=args.width_scale or 1.0, spec_keys=args.spec_keys, train=train, seed=args.seed,
         address=args.address, num_cpus=args.num_cpus, gpu_fraction=args.gpu_fraction,
         data_source=str(args.data), split=split,
     )  # fmt: skip
@@ -129,18 +146,37 @@ def teach_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- transfer
-def transfer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, help="a `raydistill teach` output directory")
-    p.add_argument("--epochs", type=A.at_least(1), required=True,
-                   help="augmented epochs to generate (paper: 160)")  # fmt: skip
-    p.add_argument("--out", required=True, help="output .parquet file")
-    data_args(p, required=False, inherited=True)
-    p.add_argument("--seed", type=int, default=0, help="seed of the views and their order")
-    p.add_argument("--aug", choices=["paper_hsv", "paper"],
-                   help="augmentation of the views (default: paper_hsv for colour uint8 "
-                        "images, paper otherwise: HSV jitter needs colours)")  # fmt: skip
-    p.add_argument("--batch-size", type=A.at_least(1), default=1000, help="views per forward pass")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+def transfer(
+    teacher: str,
+    epochs: A.Count,
+    out: str,
+    seed: int = 0,
+    aug: Literal["paper_hsv", "paper"] | None = None,
+    batch_size: A.Count = 1000,
+    device: str = "auto",
+    data: str | None = None,
+    val_size: A.Count0 | None = None,
+    split_seed: int | None = None,
+    cache_dir: str | None = None,
+    download: bool = False,
+) -> int:
+    """pre-generate augmented epochs with the ensemble's logits (Parquet)
+
+    Args:
+        teacher: a `raydistill teach` output directory
+        epochs: augmented epochs to generate (paper: 160)
+        out: output .parquet file
+        seed: seed of the views and their order
+        aug: augmentation of the views (default: paper_hsv for colour uint8 images, paper otherwise: HSV jitter needs colours)
+        batch_size: views per forward pass
+        device: auto, cpu, cuda, cuda:1, ...
+        data: the dataset (default: the teacher's)
+        val_size: validation images taken from the training pool (default: the teacher's)
+        split_seed: seed of the train / val split (default: the teacher's)
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
+        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+    """
+    return execute(transfer_check, transfer_run, locals())
 
 
 def transfer_check(args: argparse.Namespace) -> Outputs:

@@ -2,25 +2,30 @@
 
 `families` reads the family index from source (no torch); `budget` needs the registry's
 builders to count parameters exactly on the meta device, so it imports torch once its input
-has been checked.
+has been checked. Same shape as `raydistill.cli.pipeline`: a typed function per command, a
+torch-free `check`, and `run`.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Literal
 
 from raydistill.cli import args as A
-from raydistill.cli.pipeline import Outputs, check_family
-from raydistill.cli.students import shape_args
+from raydistill.cli.command import Outputs, execute
+from raydistill.cli.pipeline import check_family
 from raydistill.errors import UserError
 
 
 # ---------------------------------------------------------------- families / budget
-def families_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", choices=["student", "teacher"], help="list only this kind")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+def families(kind: Literal["student", "teacher"] | None = None, json: bool = False) -> int:
+    """list the registered network families and their spec keys
+
+    Args:
+        kind: list only this kind
+        json: machine-readable output
+    """
+    return execute(None, families_run, locals())
 
 
 def families_run(args: argparse.Namespace) -> int:
@@ -42,9 +47,23 @@ def families_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def budget_args(p: argparse.ArgumentParser) -> None:
-    shape_args(p)
-    p.add_argument("--json", action="store_true")
+def budget(
+    family: str,
+    depth: A.Count,
+    budget: A.Budget,
+    ratios: A.Floats | None = None,
+    json: bool = False,
+) -> int:
+    """solve the widths of a family for a parameter budget
+
+    Args:
+        family: a student family (raydistill families)
+        depth: its depth
+        budget: parameter budget: 300k, 1M, 3.16M, ...
+        ratios: width ratios in [0,1], one per width slot, comma-separated
+        json: machine-readable output
+    """
+    return execute(budget_check, budget_run, locals())
 
 
 def budget_check(args: argparse.Namespace) -> Outputs:
@@ -68,13 +87,21 @@ def budget_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- report / export
-def report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="search directory (holds trials.parquet)")
-    p.add_argument("--top-k", type=A.at_least(1), default=5, help="trials averaged per cell (paper: 5)")  # fmt: skip
-    p.add_argument("--compare-paper", action="store_true",
-                   help="also write report/compare_paper.md (the paper's published Table 2)")  # fmt: skip
-    p.add_argument("--wandb", choices=["online", "offline", "off"],
-                   help="also log a W&B summary run (default: no summary run)")  # fmt: skip
+def report(
+    dir: str,
+    top_k: A.Count = 5,
+    compare_paper: bool = False,
+    wandb: Literal["online", "offline", "off"] | None = None,
+) -> int:
+    """Table 2, Figure 1 and Pareto fronts of a search directory
+
+    Args:
+        dir: search directory (holds trials.parquet)
+        top_k: trials averaged per cell (paper: 5)
+        compare_paper: also write report/compare_paper.md (the paper's published Table 2)
+        wandb: also log a W&B summary run (default: no summary run)
+    """
+    return execute(report_check, report_run, locals())
 
 
 def report_check(args: argparse.Namespace) -> Outputs:
@@ -100,23 +127,38 @@ def report_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="search directory (holds trials.parquet)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cell", action="append", metavar="CELL",
-                       help="cnn-d2@1M (that cell's best trial), cnn@1M (best over depths), "
-                            "suffix :hard for hard-label twins; repeatable")  # fmt: skip
-    which.add_argument("--all", action="store_true", help="the best trial of every cell")
-    p.add_argument("--out", required=True, help="export directory (one sub-directory per cell)")
-    p.add_argument("--data", help="dataset to re-verify test accuracy on (default: the manifest's)")
-    p.add_argument("--cache-dir", help="decode cache root (default $RAYDISTILL_CACHE)")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 if --data cifar10 is not cached")  # fmt: skip
-    p.add_argument("--no-verify-test", action="store_true", help="skip the test re-evaluation")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (pip install 'raydistill[onnx]')")  # fmt: skip
-    p.add_argument("--storage", help="the search's Tune storage if it moved (default: the recorded checkpoint URIs)")  # fmt: skip
+def export(
+    dir: str,
+    out: str,
+    cell: A.KeyValues | None = None,
+    all: bool = False,
+    data: str | None = None,
+    cache_dir: str | None = None,
+    download: bool = False,
+    no_verify_test: bool = False,
+    onnx: bool = False,
+    storage: str | None = None,
+) -> int:
+    """export the best students (safetensors, spec.json, torch.export)
+
+    Args:
+        dir: search directory (holds trials.parquet)
+        out: export directory (one sub-directory per cell)
+        cell: cnn-d2@1M (that cell's best trial), cnn@1M (best over depths), suffix :hard for hard-label twins; repeatable (or --all)
+        all: the best trial of every cell (or --cell)
+        data: dataset to re-verify test accuracy on (default: the manifest's)
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE)
+        download: download CIFAR-10 if --data cifar10 is not cached
+        no_verify_test: skip the test re-evaluation
+        onnx: also write model.onnx (pip install 'raydistill[onnx]')
+        storage: the search's Tune storage if it moved (default: the recorded checkpoint URIs)
+    """
+    return execute(export_check, export_run, locals())
 
 
 def export_check(args: argparse.Namespace) -> Outputs:
+    if bool(args.cell) == bool(args.all):
+        raise UserError("give --cell CELL (repeatable) or --all, one of them")
     report_check(args)
     A.check_data(args.data, args.cache_dir, args.download)
     return [(A.check_out(args.out), False)]

@@ -1,50 +1,58 @@
 """The commands about students: train (one student), search (Ray Tune), reproduce (the study).
 
-Same shape as `raydistill.cli.pipeline`: `add_args`, a torch-free `check`, and `run`.
+Same shape as `raydistill.cli.pipeline`: a typed function per command, a torch-free `check`,
+and `run`.
 """
-
-from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal
 
 from raydistill.cli import args as A
-from raydistill.cli.pipeline import Outputs, check_family, data_args, load_splits, prepare_data
+from raydistill.cli.command import Outputs, execute
+from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.errors import UserError
 
-
-def shape_args(p: argparse.ArgumentParser) -> None:
-    """A student's shape and budget (budget and train commands)."""
-    p.add_argument("--family", required=True)
-    p.add_argument("--depth", type=A.at_least(1), required=True)
-    p.add_argument("--budget", type=A.budget, required=True, help="parameter budget: 300k, 1M, 3.16M, ...")  # fmt: skip
-    p.add_argument("--ratios", type=A.number_list(float), help="width ratios in [0,1], one per width slot")  # fmt: skip
-
-
-def set_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"a TrainConfig field {what}, value as YAML, e.g. --set lr=0.01 --set loss=kd")  # fmt: skip
-
-
-def train_defaults() -> dict:
-    """TrainConfig's fields and defaults (imports raydistill.train, and so torch)."""
-    from dataclasses import MISSING, fields
-
-    from raydistill.train import TrainConfig
-
-    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+WandbMode = Literal["online", "offline", "off"]
 
 
 # ---------------------------------------------------------------- train
-def train_args(p: argparse.ArgumentParser) -> None:
-    shape_args(p)
-    data_args(p, required=True)
-    p.add_argument("--train-subset", type=A.at_least(1), help="class-balanced subset of the train split")  # fmt: skip
-    p.add_argument("--transfer", help="transfer set (Parquet); without it: hard labels on the fly")
-    set_args(p, "(repeatable)")
-    p.add_argument("--checkpoint-dir", help="save a resumable checkpoint here every epoch")
-    p.add_argument("--resume", help="resume from this checkpoint directory")
+def train(
+    family: str,
+    depth: A.Count,
+    budget: A.Budget,
+    data: str,
+    ratios: A.Floats | None = None,
+    train_subset: A.Count | None = None,
+    transfer: str | None = None,
+    set: A.KeyValues | None = None,
+    checkpoint_dir: str | None = None,
+    resume: str | None = None,
+    val_size: A.Count0 | None = None,
+    split_seed: int = 0,
+    cache_dir: str | None = None,
+    download: bool = False,
+) -> int:
+    """train one student and print the per-epoch table
+
+    Args:
+        family: a student family (raydistill families)
+        depth: its depth
+        budget: parameter budget: 300k, 1M, 3.16M, ...
+        data: dataset: cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
+        ratios: width ratios in [0,1], one per width slot, comma-separated
+        train_subset: class-balanced subset of the train split
+        transfer: transfer set (Parquet); without it: hard labels on the fly
+        set: a TrainConfig field, KEY=VALUE with a YAML value, e.g. --set lr=0.01 --set loss=kd; repeatable
+        checkpoint_dir: save a resumable checkpoint here every epoch
+        resume: resume from this checkpoint directory
+        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
+        split_seed: seed of the train / val split
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
+        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+    """
+    return execute(train_check, train_run, locals())
 
 
 def train_check(args: argparse.Namespace) -> Outputs:
@@ -60,8 +68,9 @@ def train_check(args: argparse.Namespace) -> Outputs:
 def train_run(args: argparse.Namespace) -> int:
     from raydistill.budget import solve_budget
     from raydistill.train import TrainConfig, train_student
+    from raydistill.validation import check_train_config
 
-    overrides = A.check_fields(args.sets, train_defaults(), "--set")
+    overrides = check_train_config(args.sets, "--set", sep=" ")
     if not args.transfer:
         overrides.setdefault("loss", "hard")
     cfg = TrainConfig.from_dict(overrides)
@@ -92,38 +101,77 @@ def train_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- search
-def search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spaces", nargs="*", metavar="SPACE.yaml",
-                   help="search spaces (search_spaces/*.yaml, or a shipped name: mlp, cnn, allconv)")  # fmt: skip
-    p.add_argument("--budgets", type=A.budgets, help="parameter budgets per cell: 300k,1M,3.16M")
-    p.add_argument("--depths", type=A.number_list(int), help="depths to search (∩ each space's)")
-    p.add_argument("--trials", type=A.at_least(1), default=16, help="trials per cell (default 16)")
-    p.add_argument("--transfer", help="transfer set (.parquet); without it: hard labels, loss 'hard'")  # fmt: skip
-    data_args(p, required=False, note=" (default: cifar10)")  # checked after the spaces
-    p.add_argument("--train-subset", type=A.at_least(1), help="class-balanced training subset (CPU runs)")  # fmt: skip
-    set_args(p, "fixed in every space (overrides the space)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: 4 trials per GPU")
-    p.add_argument("--cpus-per-trial", type=A.positive_float, default=1.0)
-    p.add_argument("--searcher", choices=["tpe", "gp", "random"], default="tpe")
-    p.add_argument("--scheduler", choices=["asha", "none"], default="none",
-                   help="asha: early stopping within each cell, epochs as the resource")  # fmt: skip
-    p.add_argument("--address", default="local", help="Ray: local (start one), auto, or HOST:PORT")
-    p.add_argument("--out", help="output directory (DIR)")
-    p.add_argument("--name", help="experiment name (default: DIR's name)")
-    p.add_argument("--max-epochs", type=A.at_least(1), help="cap every trial's epochs")
-    p.add_argument("--seed", type=int, default=0, help="searchers' and trials' seed")
-    p.add_argument("--storage", help="where Tune writes trials and checkpoints: a path, s3://, gs://, file:// (default DIR/tune)")  # fmt: skip
-    p.add_argument("--checkpoint-every", type=A.at_least(1), default=1, help="epochs between a trial's checkpoints (one at its end too)")  # fmt: skip
-    p.add_argument("--wandb", choices=["online", "offline", "off"],
-                   help="W&B per trial (default: WANDB_MODE, else online iff an API key is set)")  # fmt: skip
-    p.add_argument("--max-concurrent", type=A.at_least(1), help="at most K trials at once")
-    p.add_argument("--max-failures", type=A.at_least(0), default=2, help="retries of a failed trial")  # fmt: skip
-    p.add_argument("--device", default="auto", help="trial device: auto, cpu, cuda")
-    p.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR")
-    p.add_argument("--extend", type=A.at_least(1), metavar="N", help="add N trials per cell to --out DIR")  # fmt: skip
-    p.add_argument("--cell", action="append", help="with --extend: only this cell (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print cells and sample configs; train nothing")  # fmt: skip
-    p.add_argument("--samples", type=A.at_least(1), default=3, help="sample configs per cell for --dry-run")  # fmt: skip
+def search(
+    spaces: list[str] | None = None,
+    budgets: A.Budgets | None = None,
+    depths: A.Ints | None = None,
+    trials: A.Count = 16,
+    transfer: str | None = None,
+    train_subset: A.Count | None = None,
+    set: A.KeyValues | None = None,
+    gpus_per_trial: float = 0.0,
+    cpus_per_trial: A.Positive = 1.0,
+    searcher: Literal["tpe", "gp", "random"] = "tpe",
+    scheduler: Literal["asha", "none"] = "none",
+    address: str = "local",
+    out: str | None = None,
+    name: str | None = None,
+    max_epochs: A.Count | None = None,
+    seed: int = 0,
+    storage: str | None = None,
+    checkpoint_every: A.Count = 1,
+    wandb: WandbMode | None = None,
+    max_concurrent: A.Count | None = None,
+    max_failures: A.Count0 = 2,
+    device: str = "auto",
+    resume: str | None = None,
+    extend: A.Count | None = None,
+    cell: A.KeyValues | None = None,
+    dry_run: bool = False,
+    samples: A.Count = 3,
+    data: str | None = None,
+    val_size: A.Count0 | None = None,
+    split_seed: int = 0,
+    cache_dir: str | None = None,
+    download: bool = False,
+) -> int:
+    """Ray Tune search of student cells (family × depth × budget)
+
+    Args:
+        spaces: search spaces (search_spaces/*.yaml, or a shipped name: mlp, cnn, allconv)
+        budgets: parameter budgets per cell: 300k,1M,3.16M
+        depths: depths to search (∩ each space's), comma-separated
+        trials: trials per cell
+        transfer: transfer set (.parquet); without it: hard labels, loss 'hard'
+        train_subset: class-balanced training subset (CPU runs)
+        set: a TrainConfig field fixed in every space (overrides the space), KEY=VALUE with a YAML value; repeatable
+        gpus_per_trial: e.g. 0.25: 4 trials per GPU
+        cpus_per_trial: CPUs per trial
+        searcher: the sampler of each cell's study
+        scheduler: asha: early stopping within each cell, epochs as the resource
+        address: Ray: local (start one), auto, or HOST:PORT
+        out: output directory (DIR)
+        name: experiment name (default: DIR's name)
+        max_epochs: cap every trial's epochs
+        seed: searchers' and trials' seed
+        storage: where Tune writes trials and checkpoints: a path, s3://, gs://, file:// (default DIR/tune)
+        checkpoint_every: epochs between a trial's checkpoints (one at its end too)
+        wandb: W&B per trial (default: WANDB_MODE, else online iff an API key is set)
+        max_concurrent: at most K trials at once
+        max_failures: retries of a failed trial
+        device: trial device: auto, cpu, cuda
+        resume: continue an interrupted search in this DIR
+        extend: add N trials per cell to --out DIR
+        cell: with --extend: only this cell; repeatable
+        dry_run: print cells and sample configs; train nothing
+        samples: sample configs per cell for --dry-run
+        data: dataset (default: cifar10): cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
+        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
+        split_seed: seed of the train / val split
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
+        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+    """
+    return execute(search_check, search_run, locals(), keep=("tune",))
 
 
 def search_check(args: argparse.Namespace) -> Outputs:
@@ -152,14 +200,14 @@ def search_run(args: argparse.Namespace) -> int:
     if args.extend is not None:
         extend_search(args.out, args.extend, cells=args.cell)
         return 0
-    from raydistill.spaces import load_space, parse_space
+    from raydistill.spaces import load_space
     from raydistill.tracking import resolve_mode
+    from raydistill.validation import check_train_config
 
-    sets = A.check_fields(args.sets, train_defaults(), "--set")
+    sets = check_train_config(args.sets, "--set", sep=" ")
     spaces = [load_space(s) for s in args.spaces]
     if sets:  # re-validated as part of each space: the same rules as a value in the YAML
-        spaces = [parse_space({**s.raw, "train": {**(s.raw.get("train") or {}), **sets}},
-                              f"{s.source} with --set") for s in spaces]  # fmt: skip
+        spaces = [s.with_overrides(train=sets, source=f"{s.source} with --set") for s in spaces]
     args.data = args.data or "cifar10"
     prepare_data(args)
     options = {"val_size": args.val_size, "seed": args.split_seed,
@@ -179,19 +227,35 @@ def search_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- reproduce
-def reproduce_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", default="tiny", help="tiny | small | paper | a scale YAML path")
-    p.add_argument("--data", help="overrides the scale's data source (a path, cifar10, synthetic-sep)")  # fmt: skip
-    p.add_argument("--cache-dir", help="decode cache root (default $RAYDISTILL_CACHE)")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 if --data cifar10 is not cached")  # fmt: skip
-    p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
-    p.add_argument("--seeds", type=A.at_least(1), help="repeat each cell's best config with N seeds")  # fmt: skip
-    p.add_argument("--seed", type=int, help="seed of the train / val split (default: the scale's)")
-    p.add_argument("--trials", type=A.at_least(1), help="override the scale's trials per cell")
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
-                   help="auto (default): online with WANDB_API_KEY set, offline otherwise")  # fmt: skip
-    p.add_argument("--address", default="local", help="local | auto | HOST:PORT")
-    p.add_argument("--storage", help="shared storage for trials and checkpoints: s3://, gs://, file://, a path (default OUT/<search>/tune)")  # fmt: skip
+def reproduce(
+    scale: str = "tiny",
+    data: str | None = None,
+    cache_dir: str | None = None,
+    download: bool = False,
+    out: str = "runs/reproduce",
+    seeds: A.Count | None = None,
+    seed: int | None = None,
+    trials: A.Count | None = None,
+    wandb: Literal["auto", "online", "offline", "off"] = "auto",
+    address: str = "local",
+    storage: str | None = None,
+) -> int:
+    """the paper's whole study: teachers → transfer set → searches → report → export
+
+    Args:
+        scale: demo | tiny | small | paper | a scale YAML path
+        data: overrides the scale's data source (a path, cifar10, synthetic-sep)
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE)
+        download: download CIFAR-10 if --data cifar10 is not cached
+        out: output directory (resumable)
+        seeds: repeat each cell's best config with N seeds
+        seed: seed of the train / val split (default: the scale's)
+        trials: override the scale's trials per cell
+        wandb: auto: online with WANDB_API_KEY set, offline otherwise
+        address: local | auto | HOST:PORT
+        storage: shared storage for trials and checkpoints: s3://, gs://, file://, a path (default OUT/<search>/tune)
+    """
+    return execute(reproduce_check, reproduce_run, locals(), keep=("teacher",))
 
 
 def reproduce_check(args: argparse.Namespace) -> Outputs:

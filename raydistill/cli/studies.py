@@ -1,37 +1,60 @@
 """The commands built on a finished network or grid: prune (to a budget), study (sample efficiency).
 
-Same shape as `raydistill.cli.pipeline`: `add_args`, a torch-free `check`, and `run`.
+Same shape as `raydistill.cli.pipeline`: a typed function per command, a torch-free `check`,
+and `run`.
 """
-
-from __future__ import annotations
 
 import argparse
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from raydistill.cli import args as A
-from raydistill.cli.pipeline import Outputs, check_family, data_args, load_splits, prepare_data
+from raydistill.cli.command import Outputs, execute
+from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.errors import UserError
 
 
 # ---------------------------------------------------------------- prune
-def prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="SOURCE",
-                   help="a training checkpoint directory or an exported student")  # fmt: skip
-    p.add_argument("--budget", type=A.budget, required=True, help="parameter budget: 100k, 1M, ...")  # fmt: skip
-    data_args(p, required=False, note=" to fine-tune on; without it: prune only")
-    p.add_argument("--transfer", help="transfer set (.parquet) to fine-tune on (needs --data)")
-    p.add_argument("--max-epochs", type=A.at_least(1), help="fine-tuning epochs (default: TrainConfig's)")  # fmt: skip
-    p.add_argument("--lr", type=A.positive_float, help="fine-tuning learning rate")
-    p.add_argument("--loss", choices=["l2_logits", "kd", "hard"],
-                   help="default: l2_logits with --transfer, hard without")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--out", help="output directory: checkpoint/ and prune.json (needed with --data)")  # fmt: skip
-    p.add_argument("--trials", metavar="DIR/trials.parquet",
-                   help="append the pruned cell's row to this trials table (created if absent)")  # fmt: skip
+def prune(
+    source: str,
+    budget: A.Budget,
+    data: str | None = None,
+    transfer: str | None = None,
+    max_epochs: A.Count | None = None,
+    lr: A.Positive | None = None,
+    loss: Literal["l2_logits", "kd", "hard"] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | None = None,
+    trials: str | None = None,
+    val_size: A.Count0 | None = None,
+    split_seed: int = 0,
+    cache_dir: str | None = None,
+    download: bool = False,
+) -> int:
+    """prune a trained network to a parameter budget, then fine-tune it
+
+    Args:
+        source: a training checkpoint directory or an exported student
+        budget: parameter budget: 100k, 1M, ...
+        data: dataset to fine-tune on; without it: prune only
+        transfer: transfer set (.parquet) to fine-tune on (needs --data)
+        max_epochs: fine-tuning epochs (default: TrainConfig's)
+        lr: fine-tuning learning rate
+        loss: default: l2_logits with --transfer, hard without
+        seed: fine-tuning seed
+        device: auto, cpu, cuda, ...
+        out: output directory: checkpoint/ and prune.json (needed with --data)
+        trials: DIR/trials.parquet: append the pruned cell's row to this trials table (created if absent)
+        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
+        split_seed: seed of the train / val split
+        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
+        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+    """
+    return execute(prune_check, prune_run, locals())
 
 
 def prune_check(args: argparse.Namespace) -> Outputs:
@@ -149,31 +172,47 @@ GRIDS = {
 CONV_FAMILIES = ("allconv", "cnn")
 
 
-def study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", choices=["sample-efficiency"],
-                   help="sample-efficiency: CNN vs MLP students on synthetic-sep, test "
-                        "accuracy vs training-set size n for several input sizes d")  # fmt: skip
-    p.add_argument("--out", required=True, help="output directory (finished cells are reused)")
-    p.add_argument("--grid", choices=list(GRIDS), default="default",
-                   help="named grid of sizes / ns / seeds; explicit lists override it")  # fmt: skip
-    p.add_argument("--sizes", type=A.number_list(int), help="image sides S, d = C·S² (default grid: 3,4,5)")  # fmt: skip
-    p.add_argument("--ns", type=A.number_list(int), help="training-set sizes (default grid: 128,512,2048,8192)")  # fmt: skip
-    p.add_argument("--seeds", type=A.number_list(int), help="seeds of data and init (default grid: 0,1,2)")  # fmt: skip
-    p.add_argument("--epochs", type=A.at_least(1), default=20, help="epochs at large n (default 20)")  # fmt: skip
-    p.add_argument("--min-samples", type=A.at_least(1), default=30_000,
-                   help="each run sees at least this many examples (≤ 100 epochs)")  # fmt: skip
-    p.add_argument("--families", type=A.number_list(str), default=["allconv", "mlp"],
-                   help="CNN family,MLP family (default allconv,mlp)")  # fmt: skip
-    p.add_argument("--budget", type=A.budget, default="10k", help="parameters per student (default 10k)")  # fmt: skip
-    p.add_argument("--target", type=float, default=0.75, help="test accuracy n* is read at, in (0.5, 1)")  # fmt: skip
-    p.add_argument("--channels", type=A.at_least(2), default=2, help="input channels C ≥ 2")
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="off",
-                   help="W&B per trial and one summary run (auto: WANDB_MODE, else online iff "
-                        "an API key is set; default off)")  # fmt: skip
-    p.add_argument("--address", default="local", help="Ray: local (start one), auto, or HOST:PORT")
-    p.add_argument("--device", default="auto", help="trial device: auto, cpu, cuda")
-    p.add_argument("--num-cpus", type=A.at_least(1), help="CPUs of the local Ray (default: all)")
-    p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+def study(
+    study: Literal["sample-efficiency"],
+    out: str,
+    grid: Literal["default", "large"] = "default",
+    sizes: A.Ints | None = None,
+    ns: A.Ints | None = None,
+    seeds: A.Ints | None = None,
+    epochs: A.Count = 20,
+    min_samples: A.Count = 30_000,
+    families: A.Names | None = None,
+    budget: A.Budget = "10k",
+    target: float = 0.75,
+    channels: A.Count2 = 2,
+    wandb: Literal["auto", "online", "offline", "off"] = "off",
+    address: str = "local",
+    device: str = "auto",
+    num_cpus: A.Count | None = None,
+    quiet: bool = False,
+) -> int:
+    """a study grid: sample-efficiency (CNN vs MLP students on synthetic-sep)
+
+    Args:
+        study: sample-efficiency: CNN vs MLP students on synthetic-sep, test accuracy vs training-set size n for several input sizes d
+        out: output directory (finished cells are reused)
+        grid: named grid of sizes / ns / seeds; explicit lists override it
+        sizes: image sides S, d = C·S² (default grid: 3,4,5)
+        ns: training-set sizes (default grid: 128,512,2048,8192)
+        seeds: seeds of data and init (default grid: 0,1,2)
+        epochs: epochs at large n
+        min_samples: each run sees at least this many examples (≤ 100 epochs)
+        families: CNN family,MLP family (default allconv,mlp)
+        budget: parameters per student
+        target: test accuracy n* is read at, in (0.5, 1)
+        channels: input channels C ≥ 2
+        wandb: W&B per trial and one summary run (auto: WANDB_MODE, else online iff an API key is set)
+        address: Ray: local (start one), auto, or HOST:PORT
+        device: trial device: auto, cpu, cuda
+        num_cpus: CPUs of the local Ray (default: all)
+        quiet: no per-cell progress lines
+    """
+    return execute(study_check, study_run, locals(), keep=("cells",))
 
 
 def study_check(args: argparse.Namespace) -> Outputs:
@@ -181,6 +220,7 @@ def study_check(args: argparse.Namespace) -> Outputs:
     args.sizes = args.sizes if args.sizes is not None else grid["sizes"]
     args.ns = args.ns if args.ns is not None else grid["ns"]
     args.seeds = args.seeds if args.seeds is not None else grid["seeds"]
+    args.families = args.families if args.families is not None else ["allconv", "mlp"]
     if len(set(args.sizes)) < 2 or min(args.sizes) < 1:
         raise UserError(f"--sizes {args.sizes}: need ≥ 2 distinct image sides ≥ 1 (3+ to fit)")
     if len(set(args.ns)) < 2 or min(args.ns) < 2:

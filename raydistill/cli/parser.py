@@ -1,0 +1,175 @@
+"""A command's parser, built by jsonargparse from the command's typed function.
+
+A command is a typed function (`raydistill.cli.COMMANDS`): its parameters are the options
+(`val_size` → `--val-size`), their annotations the types (plain types, `Literal` vocabularies,
+the pydantic-validated types of `raydistill.cli.args`), their defaults the defaults, and its
+docstring the help (first line: the command's summary; `Args:` one line per option).
+jsonargparse reads the signature (`add_function_arguments`) and checks every value. This module
+adds the CLI's spelling on top — dashes in option names, bare boolean flags (`--dry-run`),
+repeatable list options that add to a config file's (`--set a=1 --set b=2`), positionals —
+and `--config FILE` (`raydistill.cli.config`), and turns jsonargparse's multi-line errors into
+the one-line refusal (`UserError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from raydistill.cli.config import config_values, split_config
+from raydistill.errors import UserError
+
+
+def build(name: str, fn: Callable[..., int], positionals: dict[str, str | None]) -> Any:
+    """The jsonargparse parser of command `name`: `fn`'s parameters, `positionals` ({param:
+    nargs}) as positional arguments, and `--config FILE` (documented; read by `parse`)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"raydistill {name}", description=summary(fn),
+                            exit_on_error=False, env_prefix=False, default_env=False,
+                            print_config=None, formatter_class=_formatter())  # fmt: skip
+    parser.add_argument("--config", metavar="FILE", action=ActionConfigFile,
+                        help="YAML mapping of this command's options (typed options win)")  # fmt: skip
+    parser.add_function_arguments(fn, as_group=False, skip=set(positionals))
+    docs = _param_docs(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    for param, nargs in positionals.items():
+        hint = hints[param]
+        if typing.get_origin(hint) is typing.Literal:  # a sub-command name, e.g. study's
+            extra: dict[str, Any] = {"choices": typing.get_args(hint)}
+        else:
+            extra = {"metavar": param.upper()}
+        parser.add_argument(param, nargs=nargs, help=docs.get(param, ""), **extra)
+    for action in parser._actions:
+        _respell(parser, action)
+    return parser
+
+
+def parse(name: str, fn: Callable[..., int], positionals: dict[str, str | None],
+          argv: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """`fn`'s keyword arguments from `argv` (the tokens after the command name)."""
+    argv, config = split_config(argv)
+    parser = build(name, fn, positionals)
+    head: list[str] = []
+    if config is not None:
+        values = config_values(config, _dests(parser))
+        tail = [str(v) for p in positionals if p in values for v in _as_list(values.pop(p))]
+        import json
+
+        head, argv = ["--config", json.dumps(values)], [*argv, *tail]
+    try:
+        ns = parser.parse_args([*head, *_respell_tokens(parser, list(argv))])
+    except argparse.ArgumentError as exc:
+        raise UserError(f"{name}: {one_line(str(exc), parser)}") from None
+    return {k: v for k, v in vars(ns).items() if k != "config"}
+
+
+def summary(fn: Callable[..., Any]) -> str:
+    """The first line of `fn`'s docstring: the command's one-line help."""
+    return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+
+
+# ---------------------------------------------------------------- the CLI's spelling
+def _respell(parser: Any, action: argparse.Action) -> None:
+    """`--val_size` → `--val-size`; a bool option becomes a bare flag (`--dry-run`)."""
+    spelled = [s.replace("_", "-") if s.startswith("--") else s for s in action.option_strings]
+    if spelled != action.option_strings:
+        for s in action.option_strings:
+            parser._option_string_actions.pop(s, None)
+        action.option_strings = spelled
+        parser._option_string_actions.update(dict.fromkeys(spelled, action))
+    if getattr(action, "_typehint", None) is bool:
+        action.nargs, action.const = "?", True  # `--flag` alone means true; `--flag false` too
+
+
+def _respell_tokens(parser: Any, argv: list[str]) -> list[str]:
+    """A repeatable list option given again adds to the list (`--set a=1 --set b=2`, and to
+    the config file's): jsonargparse spells that `--set+`."""
+    out = []
+    for token in argv:
+        flag, eq, value = token.partition("=")
+        action = parser._option_string_actions.get(flag)
+        if action is not None and f"{flag}+" in action.option_strings:
+            token = f"{flag}+{eq}{value}"
+        out.append(token)
+    return out
+
+
+def _dests(parser: Any) -> dict[str, str]:
+    """{dest: how the user spells it} of every option and positional but --config/--help."""
+    skip = {"config", "help"}
+    return {a.dest: (a.option_strings[0] if a.option_strings else a.dest)
+            for a in parser._actions if a.dest not in skip}  # fmt: skip
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _param_docs(fn: Callable[..., Any]) -> dict[str, str]:
+    import docstring_parser
+
+    return {
+        p.arg_name: p.description or "" for p in docstring_parser.parse(fn.__doc__ or "").params
+    }
+
+
+def _formatter() -> type:
+    """jsonargparse's help formatter without the type annotations (`Annotated[...]` is noise)."""
+    from jsonargparse import DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter):
+        def _get_help_string(self, action: argparse.Action) -> str:
+            text = action.help or ""
+            if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+                text += f" (default: {action.default})"
+            return text
+
+    return Formatter
+
+
+# ---------------------------------------------------------------- errors
+_KEY = re.compile(r'Parser key "([^"]+)"')
+
+
+def one_line(message: str, parser: Any) -> str:
+    """jsonargparse's error message (often several lines) as one line naming the option, the
+    value and what is valid."""
+    flags = _dests(parser)
+    required = re.match(r"the following arguments are required: (.*)", message)
+    if required:
+        names = [flags.get(n.strip().split(".")[-1], n.strip()) for n in required[1].split(",")]
+        return f"the following arguments are required: {', '.join(names)}"
+    key = _KEY.search(message)
+    if key is None:
+        return " ".join(message.split())
+    dest = key[1]
+    flag = flags.get(dest, dest)
+    value = re.search(r"(?:Got|Given) value: (.*)$", message, re.M)
+    shown = repr(value[1].strip()) if value else "the value"
+    action = next((a for a in parser._actions if a.dest == dest), None)
+    choices = _literal(getattr(action, "_typehint", None))
+    if choices:
+        return f"{flag}: invalid choice {shown}; valid: {', '.join(map(str, choices))}"
+    detail = re.search(r"^\s*(?:Value error, )?(.*?) \[type=", message, re.M)
+    if detail:  # pydantic's own messages are capitalised; ours (cli.args) name the value
+        text = detail[1]
+        return f"{flag} {shown} is invalid: {text}" if text[:1].isupper() else f"{flag}: {text}"
+    expected = re.search(r"Expected a <class '(\w+)'>", message)
+    what = f"expected {expected[1]}" if expected else "invalid value"
+    return f"{flag} {shown} is invalid: {what}"
+
+
+def _literal(hint: Any) -> tuple[Any, ...]:
+    """The values of a Literal hint (or of the Literal inside Optional[...]); () otherwise."""
+    if hint is None:
+        return ()
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):
+        if typing.get_origin(arg) is typing.Literal:
+            return typing.get_args(arg)
+    return ()
