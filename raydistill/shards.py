@@ -75,6 +75,19 @@ def _rebuild(payload: Mapping[str, Any]) -> Ensemble:
     return make_ensemble(payload["spec"], payload["weights"], pre, device="auto")
 
 
+def _remote(fn: Any) -> Any:
+    """`fn` as a Ray task on one GPU, made once per process (each `ray.remote` call would
+    export the function to the cluster again)."""
+    import ray
+
+    if fn not in _REMOTES:
+        _REMOTES[fn] = ray.remote(num_gpus=1, num_cpus=1, max_retries=1)(fn)
+    return _REMOTES[fn]
+
+
+_REMOTES: dict[Any, Any] = {}
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -86,7 +99,7 @@ def member_logits(ensemble: Ensemble, x: Tensor, *, batch_size: int = 1000) -> T
         return ensemble.member_logits(x, batch_size)
     import ray
 
-    task = ray.remote(num_gpus=1, num_cpus=1, max_retries=1)(_member_logits_task)
+    task = _remote(_member_logits_task)
     payload = ray.put(ensemble_payload(ensemble))
     xs = np.asarray(x.cpu())
     refs = [task.remote(payload, xs[a:b], batch_size) for a, b in shard_bounds(len(xs), k, batch_size)]  # fmt: skip
@@ -148,7 +161,7 @@ def _sharded_views(
 ) -> Iterator[tuple[int, Tensor, dict[str, Tensor], np.ndarray]]:  # fmt: skip
     import ray
 
-    task = ray.remote(num_gpus=1, num_cpus=1, max_retries=1)(_view_logits_task)
+    task = _remote(_view_logits_task)
     payload, images = ray.put(ensemble_payload(ensemble)), ray.put(np.asarray(x))
     bounds = shard_bounds(len(x), k, batch_size)
     chunks = [epochs[i : i + EPOCHS_PER_TASK] for i in range(0, len(epochs), EPOCHS_PER_TASK)]
