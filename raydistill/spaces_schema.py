@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -178,13 +178,10 @@ class Primitive(BaseModel):
 def _section_model(name: str, family: str) -> type[BaseModel]:
     """The strict model of a section's values: TrainConfig's fields, or the builder's."""
     from raydistill.students import get_family
-    from raydistill.train import TrainConfig
+    from raydistill.train_schema import train_config_model
 
     if name == "train":
-        defaults = {
-            f.name: None if f.default is MISSING else f.default for f in fields(TrainConfig)
-        }
-        return defaults_model("train", defaults)
+        return train_config_model()
     return defaults_model("spec", get_family(family).defaults())
 
 

@@ -1,20 +1,17 @@
 """Schema validation (pydantic): THE conversion of a `ValidationError` into a one-line `UserError`,
-strict models typed by default values, and the check of train-config mappings.
+and strict models typed by default values (a leaf: imports only `errors`).
 
-Scales (`raydistill.scale`), search spaces (`raydistill.spaces_schema`) and the CLI's `--set` all
-report a bad value the same way, naming the file (or flag), the key, the value and what is valid:
+Scales (`raydistill.scale`), search spaces (`raydistill.spaces_schema`) and train configs
+(`raydistill.train_schema`, the CLI's `--set`) all report a bad value the same way, naming the file (or flag), the key, the value and what is valid:
 
     tiny.yaml: search.searcher='grid' is invalid: Input should be 'tpe', 'gp' or 'random'
     --set lr='abc' is invalid: expected a float like 0.005
     space.yaml: train.lrr: unknown key; valid: lr, momentum, ...
-
-No torch here: `check_train_config` imports `raydistill.train` (and so torch) only when called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -111,24 +108,3 @@ def defaults_model(name: str, defaults: Mapping[str, Any]) -> type[BaseModel]:
         fields[key] = (typ, default)
     config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
     return create_model(name, __config__=config, **fields)
-
-
-@lru_cache(maxsize=1)
-def train_config_model() -> type[BaseModel]:
-    """The schema of a TrainConfig mapping: one field per TrainConfig field (imports torch)."""
-    from dataclasses import MISSING, fields
-
-    from raydistill.train import TrainConfig
-
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return defaults_model("TrainConfigValues", defaults)
-
-
-def check_train_config(
-    values: Mapping[str, Any], where: str, *, prefix: str = "", sep: str = ": "
-) -> dict[str, Any]:
-    """Keys and value types of a (partial) TrainConfig mapping; the values, ints made floats
-    where TrainConfig takes floats. Vocabularies (loss names, ...) are TrainConfig's to check."""
-    model = train_config_model()
-    checked = validate(model, dict(values), where, prefix=prefix, sep=sep)
-    return checked.model_dump(include=set(values))

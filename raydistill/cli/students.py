@@ -68,7 +68,7 @@ def train_check(args: argparse.Namespace) -> Outputs:
 def train_run(args: argparse.Namespace) -> int:
     from raydistill.budget import solve_budget
     from raydistill.train import TrainConfig, train_student
-    from raydistill.validation import check_train_config
+    from raydistill.train_schema import check_train_config
 
     overrides = check_train_config(args.sets, "--set", sep=" ")
     if not args.transfer:
@@ -202,7 +202,7 @@ def search_run(args: argparse.Namespace) -> int:
         return 0
     from raydistill.spaces import load_space
     from raydistill.tracking import resolve_mode
-    from raydistill.validation import check_train_config
+    from raydistill.train_schema import check_train_config
 
     sets = check_train_config(args.sets, "--set", sep=" ")
     spaces = [load_space(s) for s in args.spaces]
