@@ -129,6 +129,7 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
     budget = int(config["budget"])
     spec_json = json.dumps(sol.spec)
     gpu_ids = ",".join(str(g) for g in _gpu_ids())
+    node_id = _node_id()  # which Ray node ran it (all nodes of a test cluster share one IP)
     every = max(1, int(config["run"].get("checkpoint_every") or 1))
 
     def report(metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
@@ -138,7 +139,7 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
             m["val/acc"] = 0.0
         m.update({"params": sol.params, "params/budget": sol.params / budget, "spec": spec_json,
                   "started_at": started, "reported_at": time.time(),
-                  "gpu_ids": gpu_ids})  # fmt: skip
+                  "gpu_ids": gpu_ids, "node_id": node_id})  # fmt: skip
         m[OBJECTIVE] = objective(m) or 0.0
         tracker.log(m, step=int(m["epoch"]))
         if m.get("status", "running") == "running" and int(m["epoch"]) % every:
@@ -167,6 +168,15 @@ def _gpu_ids() -> list[Any]:
         return list(ray.get_gpu_ids())
     except Exception:  # not inside a Ray worker (a direct call in a test)
         return []
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().get_node_id() or "")
+    except Exception:  # not inside a Ray worker
+        return ""
 
 
 def _finite(v: Any) -> bool:

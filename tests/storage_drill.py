@@ -29,9 +29,10 @@ def space(family: str) -> dict:
 
 def main(out: str, storage: str) -> None:
     import ray
+    from ray import tune
     from ray.cluster_utils import Cluster
 
-    from raydistill.search import run_search
+    from raydistill.search import SearchSettings, run_search
 
     t0 = time.perf_counter()
     cluster = Cluster()
@@ -48,10 +49,13 @@ def main(out: str, storage: str) -> None:
             wandb="off", cpus_per_trial=1, checkpoint_every=CHECKPOINT_EVERY,
         )  # fmt: skip
         search_s = time.perf_counter() - t1
+        settings = SearchSettings.load(out)
+        analysis = tune.ExperimentAnalysis(settings.run_path(settings.runs[-1]))
+        trial_nodes = sorted({t.last_result.get("node_id") for t in analysis.trials})
     finally:
         ray.shutdown()
         cluster.shutdown()
-    figures = {"nodes": nodes, "search_s": round(search_s, 1),
+    figures = {"nodes": nodes, "trial_nodes": len(trial_nodes), "search_s": round(search_s, 1),
                "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     print("FIGURES " + json.dumps(figures), flush=True)
 

@@ -103,10 +103,11 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
     figures = json.loads(
         next(ln for ln in proc.stdout.splitlines() if ln.startswith("FIGURES "))[8:]
     )
-    assert figures["nodes"] == 2
+    assert figures["nodes"] == 2 and figures["trial_nodes"] == 2  # trials ran on both nodes
 
     df = load_trials(out)
     assert len(df) == 2 * sd.TRIALS and (df["status"] == "finished").all(), df
+    assert df["best_epoch"].notna().all()  # every trial's history was read back from S3
     assert df["checkpoint"].str.startswith(f"{uri}/").all(), df["checkpoint"].tolist()
     # Epochs 1..3 with a checkpoint every 2 epochs: epoch 2 and the last one, nothing else.
     assert df["checkpoint"].str.endswith("/checkpoint_000001").all(), df["checkpoint"].tolist()
