@@ -1,8 +1,9 @@
 """The multi-node half of tests/test_storage.py, run in a subprocess of its own (its own
 RAY_TMPDIR, tagged environment; see scripts/fault_drill.py): a 2-node `ray.cluster_utils.Cluster`
 on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells whose Tune storage is the S3 URI in
-argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment).
-Prints one line `FIGURES {json}`. The data is `drill_splits()`, which the test rebuilds to
+argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment),
+then each cell's best configuration once more with a fresh seed (`raydistill.repeats`, Ray
+tasks writing their rows to `<storage>/repeats/`). Prints one line `FIGURES {json}`. The data is `drill_splits()`, which the test rebuilds to
 re-verify the export's test accuracy.
 """
 
@@ -52,12 +53,25 @@ def main(out: str, storage: str) -> None:
         settings = SearchSettings.load(out)
         analysis = tune.ExperimentAnalysis(settings.run_path(settings.runs[-1]))
         trial_nodes = sorted({t.last_result.get("node_id") for t in analysis.trials})
+        repeats = _repeats(out, storage, cluster.address)
     finally:
         ray.shutdown()
         cluster.shutdown()
-    figures = {"nodes": nodes, "trial_nodes": len(trial_nodes), "search_s": round(search_s, 1),
+    figures = {"nodes": nodes, "trial_nodes": len(trial_nodes), "repeats": repeats,
+               "search_s": round(search_s, 1),
                "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     print("FIGURES " + json.dumps(figures), flush=True)
+
+
+def _repeats(out: str, storage: str, address: str) -> list[dict]:
+    from raydistill.repeats import repeat_jobs, run_repeats
+    from raydistill.search import load_trials
+
+    trials = load_trials(out).assign(row=lambda d: d["cell"], twin=False)
+    jobs = repeat_jobs(trials, 1)
+    runs = run_repeats(jobs, drill_splits(), None, address=address, storage=storage,
+                       log=lambda _: None)  # fmt: skip
+    return runs[["trial_id", "seed", "status"]].to_dict("records")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,10 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
         names = {k[len(prefix) :] for k in objects if k.startswith(prefix)} - {""}  # "dir/" marker
         assert names == set(FILES), names  # an ended run: no optimizer buffers
 
+    repeats = {f"study/repeats/{r['trial_id']}-{r['seed']}.json" for r in figures["repeats"]}
+    assert len(repeats) == 2 and repeats <= set(objects), sorted(objects)
+    assert {r["status"] for r in figures["repeats"]} == {"finished"}
+
     results = export_cells(out, None, tmp_path / "export", splits=sd.drill_splits())
     assert sorted(r.cell for r in results) == ["cnn-d1@20k", "mlp-d1@20k"]
     assert all(r.test_verified for r in results), [r.note for r in results]
