@@ -266,12 +266,13 @@ def _check_train_values(space: SearchSpace) -> None:
 
     base = {k: p.value for k, p in space.train.items() if not p.searched}
     base.update({k: p.candidates()[0] for k, p in space.train.items() if p.searched})
-    for key, p in space.train.items():
-        for v in p.candidates():
-            try:
-                TrainConfig.from_dict({**base, key: v})
-            except (UserError, TypeError, ValueError) as exc:
-                raise UserError(f"{space.source}: train.{key}={v!r}: {exc}") from None
+    alone = [({key: v}, key, v) for key, p in space.train.items() for v in p.candidates()]
+    together = [({**base, key: v}, key, v) for key, p in space.train.items() for v in p.candidates()]  # fmt: skip
+    for values, key, v in alone + together:  # each value on its own first: blame the right key
+        try:
+            TrainConfig.from_dict(values)
+        except (UserError, TypeError, ValueError) as exc:
+            raise UserError(f"{space.source}: train.{key}={v!r}: {exc}") from None
 
 
 def _check_spec_values(space: SearchSpace) -> None:

@@ -73,7 +73,10 @@ def train_run(args: argparse.Namespace) -> int:
     overrides = check_train_config(args.sets, "--set", sep=" ")
     if not args.transfer:
         overrides.setdefault("loss", "hard")
-    cfg = TrainConfig.from_dict(overrides)
+    try:
+        cfg = TrainConfig.from_dict(overrides)
+    except UserError as exc:  # TrainConfig's vocabularies: say which flag set the value
+        raise UserError(f"--set: {exc}") from None
     prepare_data(args)
     splits = load_splits(args)
     ts = None
