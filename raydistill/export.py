@@ -149,6 +149,10 @@ def export_cells(
     from raydistill.report import best_configs, load_results
 
     d, out = Path(directory), Path(out_dir)
+    if storage is not None:  # DIR made by another machine's search: its outputs from storage
+        from raydistill.search.settings import pull_search
+
+        pull_search(storage, d)
     df = load_results(d)
     manifest = read_json(d / "manifest.json") or {}
     rows = (

@@ -130,6 +130,41 @@ def fetch(location: str, names: list[str] | tuple[str, ...], local_dir: str | Pa
     return dest
 
 
+def upload(local_dir: str | Path, names: list[str], location: str) -> str:
+    """Copy the files `names` (relative paths) of `local_dir` to the directory `location`."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    for name in names:
+        dest = f"{path.rstrip('/')}/{name}"
+        if fs.type_name == "local":
+            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(Path(local_dir) / name), dest, destination_filesystem=fs,
+                        source_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    return location
+
+
+def download_tree(location: str, local_dir: str | Path) -> Path:
+    """Copy every file under the directory `location` into `local_dir` (a UserError if there
+    is none)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    if not _has_files(fs, path):
+        raise UserError(f"{location} holds nothing to read")
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local_dir), source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    return Path(local_dir)
+
+
+def _has_files(fs: pafs.FileSystem, path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))
+    return any(i.type == pafs.FileType.File for i in infos)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[0][:300] if lines else type(exc).__name__

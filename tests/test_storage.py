@@ -82,6 +82,7 @@ def _bytes_written(client) -> int:
 @pytest.mark.slow
 def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
     from raydistill.export import export_cells
+    from raydistill.report import make_report
     from raydistill.search import load_trials
 
     out, uri = tmp_path / "search", f"s3://{BUCKET}/study"
@@ -122,9 +123,13 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
     assert len(repeats) == 2 and repeats <= set(objects), sorted(objects)
     assert {r["status"] for r in figures["repeats"]} == {"finished"}
 
-    results = export_cells(out, None, tmp_path / "export", splits=sd.drill_splits())
+    # Export and report as on another machine: DIR's outputs and the checkpoints from S3 only.
+    shutil.rmtree(out)
+    fresh = tmp_path / "elsewhere"
+    results = export_cells(fresh, None, tmp_path / "export", splits=sd.drill_splits(), storage=uri)
     assert sorted(r.cell for r in results) == ["cnn-d1@20k", "mlp-d1@20k"]
     assert all(r.test_verified for r in results), [r.note for r in results]
+    assert make_report(fresh).paths
     written = _bytes_written(s3["client"])
     print(f"\nFIGURES two-node S3 study: wall {wall:.1f} s (search {figures['search_s']} s), "
           f"{len(df)} trials, {written:,} bytes written to the server, "
@@ -153,6 +158,13 @@ def test_file_uri_outside_the_experiment_and_export_rerooted(ray_local, tiny_spl
     assert not (tmp_path / "e2" / "mlp-d1@10k").exists()
     res = export_cells(out, None, tmp_path / "e3", splits=tiny_splits, storage=str(moved))
     assert res[0].test_verified and (tmp_path / "e3" / "mlp-d1@10k" / "model.pt2").is_file()
+    # A DIR that is not on this machine: its outputs come from <storage>/_search/.
+    assert (moved / "_search" / "trials.parquet").is_file()
+    res = export_cells(tmp_path / "fresh", None, tmp_path / "e4", splits=tiny_splits,
+                       storage=f"file://{moved}")  # fmt: skip
+    assert res[0].test_verified and (tmp_path / "fresh" / "best" / "mlp-d1@10k.json").is_file()
+    with pytest.raises(UserError, match="holds nothing to read"):
+        export_cells(tmp_path / "none", None, tmp_path / "e5", storage=str(tmp_path / "nowhere"))
 
 
 # ---------------------------------------------------------------- bad input

@@ -22,6 +22,9 @@ from raydistill.tracking import WandbMode
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
+# A search with its own --storage also keeps its small outputs (search.json, trials.parquet,
+# manifest.json, best/) there, so report / export run from any machine that reaches it.
+STORAGE_OUTPUTS = "_search"
 SchedulerName = Literal["asha", "none"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
@@ -76,6 +79,17 @@ class SearchSettings:
 
     def run_path(self, run: Mapping[str, Any]) -> str:
         return join_storage(self.storage, run["name"])
+
+
+def pull_search(storage: str, out: str | Path) -> Path:
+    """Copy a search's outputs from its storage (`<storage>/_search/`) into DIR `out` when DIR
+    has no trials table (report / export on a machine other than the search's driver)."""
+    from raydistill.storage import download_tree, join, resolve
+
+    out = Path(out)
+    if not (out / TRIALS_FILE).is_file():
+        download_tree(join(resolve(storage, "."), STORAGE_OUTPUTS), out)
+    return out
 
 
 def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:

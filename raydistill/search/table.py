@@ -21,8 +21,14 @@ from ray import tune
 from raydistill import results
 from raydistill.errors import UserError
 from raydistill.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
-from raydistill.search.settings import METRIC, TRIALS_FILE, SearchSettings
-from raydistill.storage import with_scheme
+from raydistill.search.settings import (
+    METRIC,
+    SEARCH_FILE,
+    STORAGE_OUTPUTS,
+    TRIALS_FILE,
+    SearchSettings,
+)
+from raydistill.storage import join, upload, with_scheme
 from raydistill.trainable import sampled_values, trial_train_config
 
 
@@ -43,7 +49,19 @@ def write_outputs(settings: SearchSettings, splits: Any, ts: Any) -> pd.DataFram
     frame = table.to_pandas()
     _write_best(out, frame)
     _write_manifest(settings, frame, splits, ts)
+    _publish(settings)
     return frame
+
+
+def _publish(settings: SearchSettings) -> None:
+    """DIR's small outputs to `<storage>/_search/` when the storage is not DIR/tune."""
+    out = Path(settings.out)
+    if settings.storage == str(out / "tune"):
+        return
+    best = sorted(f"best/{p.name}" for p in (out / "best").glob("*.json"))
+    names = [SEARCH_FILE, TRIALS_FILE, "manifest.json", *best]
+    upload(out, [n for n in names if (out / n).is_file()],
+           join(settings.storage, STORAGE_OUTPUTS))  # fmt: skip
 
 
 TRIALS_SCHEMA = pa.schema([
