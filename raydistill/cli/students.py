@@ -112,7 +112,7 @@ def search(
     transfer: str | None = None,
     train_subset: A.Count | None = None,
     set: A.KeyValues | None = None,
-    gpus_per_trial: float = 0.0,
+    gpus_per_trial: float | Literal["auto"] = 0.0,
     cpus_per_trial: A.Positive = 1.0,
     searcher: Literal["tpe", "gp", "random"] = "tpe",
     scheduler: Literal["asha", "none"] = "none",
@@ -148,7 +148,7 @@ def search(
         transfer: transfer set (.parquet); without it: hard labels, loss 'hard'
         train_subset: class-balanced training subset (CPU runs)
         set: a TrainConfig field fixed in every space (overrides the space), KEY=VALUE with a YAML value; repeatable
-        gpus_per_trial: e.g. 0.25: 4 trials per GPU
+        gpus_per_trial: e.g. 0.25: 4 trials per GPU; auto: sized to each cell's student
         cpus_per_trial: CPUs per trial
         searcher: the sampler of each cell's study
         scheduler: asha: early stopping within each cell, epochs as the resource

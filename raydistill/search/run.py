@@ -41,12 +41,15 @@ from raydistill.search.settings import (
     load_data,
     load_transfer,
     parse_budget_list,
+    parse_gpus,
     recorded_source,
     reload_inputs,
     storage_path,
 )
 from raydistill.search.table import load_trials, summarize, write_outputs
+from raydistill.sizing import gpu_request, trial_resources
 from raydistill.storage import probe
+from raydistill.students import data_spec_keys
 from raydistill.tracking import make_tracker
 from raydistill.trainable import train_trial
 
@@ -67,7 +70,7 @@ def run_search(
     name: str | None = None,
     searcher: str = "tpe",
     scheduler: str = "none",
-    gpus_per_trial: float = 0.0,
+    gpus_per_trial: float | str = 0.0,
     cpus_per_trial: float = 1.0,
     address: str = "local",
     max_epochs: int | None = None,
@@ -112,7 +115,7 @@ def run_search(
         depths=list(depths) if depths is not None else None, trials=int(trials),
         data=recorded_source(data), data_options=dict(data_options or {}),
         transfer=recorded_source(transfer), searcher=searcher,
-        scheduler=scheduler, gpus_per_trial=float(gpus_per_trial),
+        scheduler=scheduler, gpus_per_trial=parse_gpus(gpus_per_trial),
         cpus_per_trial=float(cpus_per_trial), address=address, max_epochs=max_epochs,
         seed=int(seed), wandb=wandb, max_concurrent=max_concurrent, device=device,
         max_failures=int(max_failures), dataset_fingerprint=splits.fingerprint,
@@ -197,7 +200,7 @@ def _execute(
     run = settings.runs[-1]
     probe(settings.storage)
     with ray_session(settings.address), _tune_env(settings, run):
-        check_gpus(settings.gpus_per_trial, settings.address)
+        check_gpus(gpu_request(settings.gpus_per_trial), settings.address)
         trainable = _trainable(settings, splits, ts)
         path = settings.run_path(run)
         if restore and tune.Tuner.can_restore(path):
@@ -275,7 +278,8 @@ def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:
     """train_trial with the arrays in the object store (once) and the trial's resources."""
     fn = tune.with_parameters(train_trial, data=splits, transfer=ts,
                               tracker_factory=make_tracker)  # fmt: skip
-    return tune.with_resources(fn, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    res = trial_resources(settings.gpus_per_trial, settings.cpus_per_trial, data_spec_keys(splits))
+    return tune.with_resources(fn, res)
 
 
 def _run_constants(settings: SearchSettings) -> dict[str, Any]:

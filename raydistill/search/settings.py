@@ -49,7 +49,7 @@ class SearchSettings:
     transfer: str | None
     searcher: str = "tpe"
     scheduler: SchedulerName = "none"
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = 0.0  # a share of one GPU, or "auto" (raydistill.sizing)
     cpus_per_trial: float = 1.0
     address: str = "local"
     max_epochs: int | None = None
@@ -99,7 +99,7 @@ def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
 
 
 def check_choices(
-    searcher: str, scheduler: str, wandb: str, trials: int, gpus: float, cpus: float
+    searcher: str, scheduler: str, wandb: str, trials: int, gpus: float | str, cpus: float
 ) -> None:
     for label, value, valid in (("--searcher", searcher, sp.SEARCHERS),
                                 ("--scheduler", scheduler, SCHEDULERS),
@@ -108,10 +108,25 @@ def check_choices(
             raise UserError(f"{label} {value!r} is invalid; valid: {', '.join(valid)}")
     if int(trials) < 1:
         raise UserError(f"--trials {trials}: need at least 1 trial per cell")
-    if gpus < 0 or cpus <= 0:
+    if parse_gpus(gpus) == "auto" and cpus > 0:
+        return
+    if float(gpus) < 0 or cpus <= 0:
         raise UserError(
             f"--gpus-per-trial {gpus} / --cpus-per-trial {cpus}: need gpus ≥ 0, cpus > 0"
         )
+
+
+def parse_gpus(value: float | str) -> float | str:
+    """--gpus-per-trial: a share of one GPU (≥ 0), or "auto": each trial's share sized to its
+    student (`raydistill.sizing.trial_share`)."""
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"--gpus-per-trial {value!r} is invalid; valid: a number ≥ 0 or 'auto'"
+        ) from None
 
 
 def recorded_source(value: Any) -> str | None:
