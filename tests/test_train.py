@@ -139,3 +139,56 @@ def test_resuming_an_ended_run_does_not_train_on(tiny_splits, tmp_path: Path) ->
     again = train_student(SPEC, tiny_splits, None, cfg, checkpoint=tmp_path / "c")
     assert again.status == "stopped" and again.epochs == first.epochs
     assert again.test_acc == first.test_acc
+
+
+# ----------------------------------------------------------------------------- speed settings
+
+
+def test_channels_last_changes_speed_not_numbers(tiny_splits) -> None:
+    """The layout is a CPU/GPU speed setting: the same seed trains to the same weights (float
+    tolerance: the convolutions sum in another order)."""
+    a, _ = _run(tiny_splits, {"max_epochs": 2, "channels_last": False})
+    b, _ = _run(tiny_splits, {"max_epochs": 2, "channels_last": True})
+    assert has_conv(build(SPEC))
+    assert [h["train/loss"] for h in a.history] == pytest.approx(
+        [h["train/loss"] for h in b.history], rel=1e-4
+    )
+    for key, value in a.state_dict.items():
+        assert torch.allclose(value.float(), b.state_dict[key].float(), rtol=1e-3, atol=1e-4), key
+
+
+def test_autocast_is_cuda_only() -> None:
+    from raydistill.accel import autocast
+
+    with autocast(torch.device("cpu"), True):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.float32  # no CPU autocast: CPU numerics stay float32
+
+
+def test_compile_error_falls_back_to_eager_with_one_warning() -> None:
+    from raydistill.accel import CompiledForward
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    torch.manual_seed(0)
+    model = build(SPEC).eval()
+    x = torch.randn(4, 3, 32, 32)
+    warnings: list[str] = []
+    fwd = CompiledForward(model, True, backend=broken_backend, warn=warnings.append)
+    assert torch.equal(fwd(x), model(x)) and torch.equal(fwd(x), model(x))
+    assert fwd.compiled is False and len(warnings) == 1
+    assert "torch.compile failed" in warnings[0] and "training eagerly" in warnings[0]
+    assert list(model.state_dict()) == list(build(SPEC).state_dict())  # no _orig_mod. keys
+
+
+def test_compiled_forward_matches_eager() -> None:
+    from raydistill.accel import CompiledForward
+
+    torch.manual_seed(0)
+    model = build(SPEC).eval()
+    x = torch.randn(4, 3, 32, 32)
+    warnings: list[str] = []
+    fwd = CompiledForward(model, True, backend="eager", warn=warnings.append)
+    assert torch.allclose(fwd(x), model(x), atol=1e-6)
+    assert fwd.compiled is True and warnings == []
