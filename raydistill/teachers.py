@@ -11,7 +11,9 @@ driver averages the members' logits, evaluates the ensemble and writes
                                  per-member and ensemble accuracies
 
 `load_ensemble(DIR)` rebuilds the members and refuses any file whose sha256 differs from the
-fingerprint recorded in the manifest. Ray is imported inside `train_members` only.
+fingerprint recorded in the manifest. Ray is imported inside `train_members` and `teach` only;
+`teach` keeps one Ray session for training and evaluation, so the ensemble's val / test
+evaluation runs as Ray tasks on the cluster's GPUs when it has any (`raydistill.shards`).
 """
 
 from __future__ import annotations
