@@ -263,26 +263,7 @@ def train_student(
         status = "finished"
     test_acc = None
     while status == "running":
-        epoch = tr.run.epoch
-        train_loss = tr.train_epoch(epoch)
-        lr = tr.schedule.lr_at(max(tr.run.step - 1, 0))
-        tr.run.epoch = epoch + 1
-        if not math.isfinite(train_loss):
-            status = "diverged"
-            metrics = {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
-        else:
-            val_acc, val_loss = tr.evaluate(tr.val)
-            if val_acc > tr.run.best_val_acc:
-                tr.run.best_val_acc, tr.run.best_val_loss = val_acc, val_loss
-                tr.run.best_epoch = epoch + 1
-                tr.best_state = tr._weights()
-            stop = tr.schedule.end_epoch(val_acc)
-            if tr.run.epoch >= tr.num_epochs:
-                status = "finished"
-            elif stop:
-                status = "stopped"
-            metrics = {"epoch": epoch + 1, "train/loss": train_loss, "val/acc": val_acc,
-                       "val/loss": val_loss, "lr": lr}  # fmt: skip
+        status, metrics = _epoch(tr)
         metrics.update({"best/val/acc": max(tr.run.best_val_acc, 0.0), "params": tr.params,
                         "status": status})  # fmt: skip
         tr.run.history.append({k: v for k, v in metrics.items() if k != "status"})
@@ -306,6 +287,25 @@ def train_student(
         spec=tr.spec,
         config=config.to_dict(),
     )
+
+
+def _epoch(tr: Trainer) -> tuple[str, dict[str, Any]]:
+    """Train and validate one epoch; (the run's status after it, the epoch's metrics)."""
+    epoch = tr.run.epoch
+    train_loss = tr.train_epoch(epoch)
+    lr = tr.schedule.lr_at(max(tr.run.step - 1, 0))
+    tr.run.epoch = epoch + 1
+    if not math.isfinite(train_loss):
+        return "diverged", {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
+    val_acc, val_loss = tr.evaluate(tr.val)
+    if val_acc > tr.run.best_val_acc:
+        tr.run.best_val_acc, tr.run.best_val_loss = val_acc, val_loss
+        tr.run.best_epoch = epoch + 1
+        tr.best_state = tr._weights()
+    stop = tr.schedule.end_epoch(val_acc)
+    status = "finished" if tr.run.epoch >= tr.num_epochs else "stopped" if stop else "running"
+    return status, {"epoch": epoch + 1, "train/loss": train_loss, "val/acc": val_acc,
+                    "val/loss": val_loss, "lr": lr}  # fmt: skip
 
 
 def _test_accuracy(tr: Trainer) -> float:
