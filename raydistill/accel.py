@@ -3,8 +3,12 @@ channels_last layout for conv nets (`use_channels_last`), and an optional `torch
 falls back to eager on a compile error (`CompiledForward`). Nothing here changes the numerics
 on the CPU: autocast is CUDA-only and channels_last changes only the memory layout.
 
-channels_last on this 2-core CPU (torch 2.15, `torch.set_num_threads(1)`, batch 128, SGD step,
-BatchNorm CNN students, `scripts/bench_gpu.py --channels-last-cpu`): see CL_CPU_MEASURED.
+channels_last on the shared 2-core CPU (torch 2.14.1, `torch.set_num_threads(1)`, batch 128, our
+loop with flip + translate, BatchNorm CNN students of ~30k parameters, `scripts/bench_gpu.py
+--sections cl --device cpu --threads 1`, two runs under other users' load, images/s NCHW →
+channels_last): depth 1 [17, 16, 52] 1,002 → 1,175 and 732 → 794; depth 2 [19, 18, 17]
+494 → 544 and 166 → 337; depth 3 [21, 21, 20, 20] 320 → 610 and 224 → 328. Faster in every
+case, so it is the default on the CPU too; the first-epoch loss agreed to ≤ 3e-5 relative.
 """
 
 from __future__ import annotations
