@@ -200,10 +200,12 @@ class Trainer:
         return float(total) / max(n, 1)
 
     @torch.no_grad()
-    def evaluate(self, split: DeviceSplit) -> tuple[float, float]:
+    def evaluate(self, split: DeviceSplit, amp: bool | None = None) -> tuple[float, float]:
+        """(accuracy, loss) on a split; `amp` None: the run's setting (bf16 on CUDA)."""
         return evaluate(
             self.model, split, preprocess=self.preprocess, input_scale=self.cfg.input_scale,
-            batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last, amp=self.amp,
+            batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last,
+            amp=self.amp if amp is None else amp,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
@@ -313,6 +315,7 @@ def _test_accuracy(tr: Trainer) -> float:
     current = tr._weights()
     tr.model.load_state_dict(tr.best_state)
     test = DeviceSplit.from_numpy(tr.data.test_x, tr.data.test_y, tr.device)
-    acc = tr.evaluate(test)[0]
+    # float32: the recorded test/acc is what an export re-verifies image for image in float32
+    acc = tr.evaluate(test, amp=False)[0]
     tr.model.load_state_dict(current)
     return acc
