@@ -40,6 +40,14 @@ def seeds_table(repeats: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _loss(train: dict) -> str:
+    """The students' loss as the scale sets it (a fixed value, or a searched choice)."""
+    loss = train.get("loss")
+    if loss is None:
+        return "as each space sets it (the shipped spaces: l2_logits, the paper's)"
+    return loss if isinstance(loss, str) else f"searched over {loss}"
+
+
 def _resources() -> str:
     try:
         import torch
@@ -63,7 +71,8 @@ def _header(sc: Any, times: Mapping[str, float], source: str) -> list[str]:
         f"{t.epochs} epochs; transfer set: {sc.transfer.epochs} epochs, augmentation "
         f"{sc.transfer.aug}",
         f"- search: budgets {', '.join(map(str, s.budgets))}; {s.trials} trials per cell "
-        f"({s.searcher}, scheduler {s.scheduler}), {s.max_epochs} epochs; hard-label twins at "
+        f"({s.searcher}, scheduler {s.scheduler}), {s.max_epochs} epochs, loss "
+        f"{_loss(s.train)}; hard-label twins at "
         f"{sc.hard_twins.budget}; each cell's best configuration repeated with {sc.seeds} "
         "fresh seeds",
         f"- wall time: {total / 60:.1f} min ("
