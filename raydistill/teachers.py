@@ -18,13 +18,13 @@ evaluation runs as Ray tasks on the cluster's GPUs when it has any (`raydistill.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raydistill.device import gpu_ids
 from raydistill.ensemble import (
     MANIFEST_KIND,
     Ensemble,
@@ -145,14 +145,8 @@ def train_member(
         "history": res.history,
         "seed": config["seed"],
         "host": socket.gethostname(),
-        "gpu_ids": _gpu_ids(),
+        "gpu_ids": gpu_ids(),
     }
-
-
-def _gpu_ids() -> list[str]:
-    # Ray sets CUDA_VISIBLE_DEVICES for a task that asked for GPUs (even fractional ones).
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return [g for g in visible.split(",") if g]
 
 
 # ----------------------------------------------------------------------------- Ray

@@ -32,6 +32,7 @@ import torch
 from ray import tune
 
 from raydistill.budget import solve_budget
+from raydistill.device import gpu_ids as visible_gpu_ids
 from raydistill.students import data_spec_keys
 from raydistill.tracking import Tracker, make_tracker
 from raydistill.train import TrainConfig, train_student
@@ -128,7 +129,7 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
     started = time.time()
     budget = int(config["budget"])
     spec_json = json.dumps(sol.spec)
-    gpu_ids = ",".join(str(g) for g in _gpu_ids())
+    gpu_ids = ",".join(visible_gpu_ids())
     node_id = _node_id()  # which Ray node ran it (all nodes of a test cluster share one IP)
     every = max(1, int(config["run"].get("checkpoint_every") or 1))
 
@@ -159,15 +160,6 @@ def _tracker_config(config: Mapping[str, Any], sol: Any) -> dict[str, Any]:
         "params": sol.params, "params/budget": sol.share, "train": config["settings"]["train"],
         "seed": config["run"]["seed"],
     }  # fmt: skip
-
-
-def _gpu_ids() -> list[Any]:
-    import ray
-
-    try:
-        return list(ray.get_gpu_ids())
-    except Exception:  # not inside a Ray worker (a direct call in a test)
-        return []
 
 
 def _node_id() -> str:
