@@ -92,6 +92,7 @@ def report(
     top_k: A.Count = 5,
     compare_paper: bool = False,
     wandb: Literal["online", "offline", "off"] | None = None,
+    storage: str | None = None,
 ) -> int:
     """Table 2, Figure 1 and Pareto fronts of a search directory
 
@@ -100,11 +101,16 @@ def report(
         top_k: trials averaged per cell (paper: 5)
         compare_paper: also write report/compare_paper.md (the paper's published Table 2)
         wandb: also log a W&B summary run (default: no summary run)
+        storage: the search's --storage: DIR's tables are read from there when DIR lacks them
     """
     return execute(report_check, report_run, locals())
 
 
 def report_check(args: argparse.Namespace) -> Outputs:
+    if getattr(args, "storage", None):  # a search run elsewhere: its outputs from its storage
+        from raydistill.search.settings import pull_search
+
+        pull_search(args.storage, args.dir)
     path = Path(args.dir) / "trials.parquet"
     if not path.is_file():
         raise UserError(f"{path} does not exist; is {args.dir!r} a search directory?")
@@ -151,7 +157,7 @@ def export(
         download: download CIFAR-10 if --data cifar10 is not cached
         no_verify_test: skip the test re-evaluation
         onnx: also write model.onnx (pip install 'raydistill[onnx]')
-        storage: the search's Tune storage if it moved (default: the recorded checkpoint URIs)
+        storage: the search's --storage (DIR's tables when DIR lacks them; checkpoints re-rooted there)
     """
     return execute(export_check, export_run, locals())
 
