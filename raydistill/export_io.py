@@ -2,8 +2,8 @@
 opened on the driver as if it shared the workers' disks) and the dataset to re-verify on.
 
 A recorded checkpoint is a URI (`s3://...`, `gs://...`, `file://...`) or a path, as the search
-recorded it (`raydistill.search.table`); `storage=` (export's `--storage`) re-roots it onto
-another copy of the search's Tune storage: Tune's layout is
+recorded it (`raydistill.search.table`); when it is gone, `storage=` (export's `--storage`)
+re-roots it onto another copy of the search's Tune storage: Tune's layout is
 `<storage>/<run name>/<trial dir>/checkpoint_NNNNNN`, so its last three parts are kept.
 Only `checkpoint.json` and `best.safetensors` are fetched (no optimizer, no current weights).
 """
@@ -30,10 +30,17 @@ def checkpoint_location(row: Mapping[str, Any], storage: str | None = None) -> s
     recorded = str(row.get("checkpoint") or "")
     if not recorded or recorded == "None":
         raise UserError(f"trial {row['trial_id']} of {row['cell']} has no recorded checkpoint")
-    if storage is None:
+    if storage is None or _readable(recorded):  # re-rooted only when the recorded one is gone
         return recorded
     tail = recorded.partition("?")[0].rstrip("/").split("/")[-3:]
     return st.join(st.resolve(storage, "."), *tail)
+
+
+def _readable(location: str) -> bool:
+    try:
+        return st.exists(location)
+    except (OSError, UserError):  # unreachable or not a valid URI here
+        return False
 
 
 @contextlib.contextmanager
