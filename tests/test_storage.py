@@ -163,6 +163,8 @@ def test_file_uri_outside_the_experiment_and_export_rerooted(ray_local, tiny_spl
     res = export_cells(tmp_path / "fresh", None, tmp_path / "e4", splits=tiny_splits,
                        storage=f"file://{moved}")  # fmt: skip
     assert res[0].test_verified and (tmp_path / "fresh" / "best" / "mlp-d1@10k.json").is_file()
+    assert main(["report", str(tmp_path / "fresh2"), "--storage", str(moved)]) == 0
+    assert (tmp_path / "fresh2" / "report").is_dir()
     with pytest.raises(UserError, match="holds nothing to read"):
         export_cells(tmp_path / "none", None, tmp_path / "e5", storage=str(tmp_path / "nowhere"))
 
