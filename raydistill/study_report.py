@@ -22,12 +22,12 @@ def seeds_table(repeats: pd.DataFrame) -> str:
     """Markdown: rows × budgets, "mean ± std (n)" in percent over the seed repeats."""
     if repeats is None or repeats.empty:
         return "No seed repeats."
-    from raydistill.report import _row_order
+    from raydistill.report.tables import row_order
 
     budgets = sorted(int(b) for b in repeats["budget"].unique())
     head = "| model | " + " | ".join(format_budget(b) for b in budgets) + " |"
     lines = [head, "|---|" + "---|" * len(budgets)]
-    for row in sorted(repeats["row"].unique(), key=_row_order):
+    for row in sorted(repeats["row"].unique(), key=row_order):
         cells = []
         for b in budgets:
             hit = repeats[(repeats["row"] == row) & (repeats["budget"] == b)]

@@ -60,7 +60,7 @@ def test_bad_scale_files_are_one_line_errors(tmp_path: Path, mutate, match: str)
 
 
 def test_unknown_scale_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(UserError, match="valid: demo, paper, small, tiny"):
+    with pytest.raises(UserError, match="valid: demo, extended, paper, small, tiny"):
         load_scale("huge")
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from raydistill.budget import format_budget
 from raydistill.manifest import atomic_write_bytes
-from raydistill.report.tables import HARD, TOP_K, _row_order
+from raydistill.report.tables import HARD, TOP_K, row_order
 
 
 def _figure() -> Any:
@@ -32,7 +32,7 @@ def figure1(
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
     done = stats[stats["top_k"] > 0]
-    for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: _row_order(kv[0]))):
+    for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: row_order(kv[0]))):
         g = g.sort_values("budget")
         x = g["budget"].to_numpy(float)
         color = f"C{i % 10}"

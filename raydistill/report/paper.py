@@ -9,7 +9,7 @@ import pandas as pd
 
 from raydistill.budget import parse_budget
 from raydistill.errors import UserError
-from raydistill.report.tables import HARD, _pct, _row_order
+from raydistill.report.tables import HARD, _pct, row_order
 
 PAPER_TABLE = Path(__file__).resolve().parent.parent / "urban2017.yaml"  # with its source
 
@@ -62,7 +62,7 @@ def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:
         + " |",
         "|---|" + "---|" * (len(paper_budgets) + len(ours_budgets)),
     ]
-    for row in sorted(set(paper["rows"]) | set(ours), key=_row_order):
+    for row in sorted(set(paper["rows"]) | set(ours), key=row_order):
         pub = [paper["rows"].get(row, {}).get(b) for b in paper_budgets]
         mine = [ours.get(row, {}).get(b) for b in ours_budgets]
         cells = [f"{float(v):.2f}" if v is not None else "–" for v in pub]

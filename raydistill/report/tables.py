@@ -151,7 +151,7 @@ def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFram
     """Wide Table 2: row labels x budget labels, "mean (best) n=k" in percent (k trials)."""
     budgets = sorted(stats["budget"].unique())
     labels = [format_budget(int(b)) for b in budgets]
-    order = sorted(stats["row"].unique(), key=_row_order)
+    order = sorted(stats["row"].unique(), key=row_order)
     table = pd.DataFrame(index=order, columns=labels, data="")
     for r in stats.itertuples(index=False):
         col = format_budget(int(r.budget))
@@ -167,7 +167,7 @@ def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFram
     return table
 
 
-def _row_order(label: str) -> tuple[Any, ...]:
+def row_order(label: str) -> tuple[Any, ...]:
     # families in name order, then depth, then the main loss before its hard twin
     fam, _, rest = label.partition("-d")
     depth = int(rest.split(" ")[0]) if rest.split(" ")[0].isdigit() else 0
@@ -176,7 +176,7 @@ def _row_order(label: str) -> tuple[Any, ...]:
 
 def table2_csv(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFrame:
     """Numeric Table 2: one row per model, `<budget> mean` / `<budget> best` / `<budget> n`."""
-    out = pd.DataFrame(index=sorted(stats["row"].unique(), key=_row_order))
+    out = pd.DataFrame(index=sorted(stats["row"].unique(), key=row_order))
     for b in sorted(stats["budget"].unique()):
         part = stats[stats["budget"] == b].set_index("row")
         label = format_budget(int(b))
