@@ -1,5 +1,5 @@
 """The multi-node half of tests/test_storage.py, run in a subprocess of its own (its own
-RAY_TMPDIR, tagged environment; see scripts/fault_drill.py): a 2-node `ray.cluster_utils.Cluster`
+RAY_TMPDIR, tagged environment; see scripts/drill_kit.py): a 2-node `ray.cluster_utils.Cluster`
 on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells whose Tune storage is the S3 URI in
 argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment),
 then each cell's best configuration once more with a fresh seed (`raydistill.repeats`, Ray

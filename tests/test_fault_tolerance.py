@@ -18,7 +18,7 @@ Ray state reaches this pytest process (these tests never use the session `ray_lo
 Each drill runs with its own RAY_TMPDIR (a fresh short folder) and a unique RAYDISTILL_DRILL tag
 in the environment of every process it starts; after each drill, passed or failed, whatever
 still carries the tag is stopped by PID and the test checks that nothing was left.
-RAY_AUTH_MODE=disabled (see `fault_drill.drill_env`): these clusters listen on 127.0.0.1 only
+RAY_AUTH_MODE=disabled (see `drill_kit.drill_env`): these clusters listen on 127.0.0.1 only
 (checked below) and live for one test.
 
 The drills print their figures (cluster start, kill-to-restart times, trials finished / lost /
@@ -46,9 +46,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DRILL = REPO / "scripts" / "fault_drill.py"
-_spec = importlib.util.spec_from_file_location("fault_drill", DRILL)
-fd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fd)
+_spec = importlib.util.spec_from_file_location("drill_kit", REPO / "scripts" / "drill_kit.py")
+kit = importlib.util.module_from_spec(_spec)  # drill_env, tagged_pids, stop_pids
+_spec.loader.exec_module(kit)
 
 EPOCHS = {"node-kill": 8, "trial-kill": 10, "driver-kill": 14}
 TRIALS = 3  # per cell
@@ -72,7 +72,7 @@ def run_drill(root: Path, name: str, *args: str, timeout: float) -> Drill:
     """Run one drill in its own session; stop by PID whatever of it survives, however it ends."""
     ray_tmp = tempfile.mkdtemp(prefix="rdft-", dir="/tmp")  # short: unix sockets < 108 bytes
     tag = uuid.uuid4().hex[:12]
-    env = fd.drill_env(tag, ray_tmp)
+    env = kit.drill_env(tag, ray_tmp)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, str(DRILL), name, "--out", str(root), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -81,11 +81,11 @@ def run_drill(root: Path, name: str, *args: str, timeout: float) -> Drill:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        fd.stop_pids(fd.tagged_pids(tag))  # what left the group, so nothing holds the pipe
+        kit.stop_pids(kit.tagged_pids(tag))  # what left the group, so nothing holds the pipe
         output = proc.communicate(timeout=60)[0] + f"\n[test] drill killed after {timeout} s"
     finally:
-        left = fd.tagged_pids(tag)
-        fd.stop_pids(left)
+        left = kit.tagged_pids(tag)
+        kit.stop_pids(left)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     path = root / "drill.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
