@@ -50,11 +50,14 @@ def prune_stage(
     repeats' summary with the pruned rows added (unchanged when the scale has no prune)."""
     if sc.prune is None:
         return repeats
+    from raydistill.prune import load_source, prune_spec
     from raydistill.repeats import SEED_OFFSET
     from raydistill.transfer import load_transfer_set
 
     study = out / "study"
     sources, base = prune_sources(sc, out)
+    for budget in sc.prune.budgets:  # every refusal (budget above the net, ...) before any run
+        prune_spec(*load_source(sources[0]), budget)
     ts = load_transfer_set(transfer, splits=splits)
     jobs = [(sources[0], sc.data.seed)]  # the trials row, then the repeats
     jobs += [(src, SEED_OFFSET + j) for j, src in enumerate(sources)]

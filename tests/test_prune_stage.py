@@ -121,3 +121,27 @@ def test_prune_stage_adds_pruned_rows_the_report_renders(tmp_path: Path, tiny_sp
     assert len(logs) == 2 and all(line.strip().startswith("reusing") for line in logs)
     again = pd.read_parquet(out / "study" / "trials.parquet")
     assert len(again) == 2 and len(pd.read_csv(out / "study" / "seeds.csv")) == 1
+
+
+def test_a_budget_above_the_teacher_is_refused_before_any_run(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from raydistill.budget import count_params
+    from raydistill.data import make_synthetic_sep
+    from raydistill.prune_stage import prune_stage
+    from raydistill.students import build
+
+    splits = make_synthetic_sep(n_train=64, n_val=32, n_test=32, seed=0)
+    spec = {"family": "cnn", "depth": 2, "widths": [8, 8, 16], "in_shape": [3, 32, 32],
+            "num_classes": 2}  # fmt: skip
+    teacher = tmp_path / "out" / "teacher"
+    teacher.mkdir(parents=True)
+    (teacher / "manifest.json").write_text(json.dumps({"kind": "teacher", "spec": spec}))
+    for k in (0, 1):
+        save_file(build(spec).state_dict(), teacher / f"member-{k}.safetensors")
+    raw = {**copy.deepcopy(EXTENDED), "prune": {"source": "teacher", "train": {"lr": 0.01},
+                                                "budgets": ["1k", count_params(spec) + 1]}}  # fmt: skip
+    with pytest.raises(UserError, match="above the network's size") as info:
+        prune_stage(parse_scale(raw, "t.yaml"), tmp_path / "out", splits, tmp_path / "ts",
+                    pd.DataFrame())  # fmt: skip
+    assert "\n" not in str(info.value) and not (tmp_path / "out" / "prune").exists()
