@@ -87,7 +87,19 @@ def prune_sources(sc: Scale, out: Path) -> tuple[list[Path], dict[str, Any]]:
     best = results.best(df[(df["cell"] == p.source) & ~df["twin"]])
     if best.empty or not best["checkpoint"].iloc[0]:
         raise UserError(f"prune.source {p.source!r}: the study has no finished trial of that cell")
-    return [Path(best["checkpoint"].iloc[0])], json.loads(best["train"].iloc[0])
+    return [_local_copy(best.iloc[0], out)], json.loads(best["train"].iloc[0])
+
+
+def _local_copy(row: Any, out: Path) -> Path:
+    """The searched trial's checkpoint files, read through its storage URI (s3://, gs://,
+    file:// or a path: the driver need not share the worker's disk) into out/prune/sources/."""
+    from raydistill import storage
+    from raydistill.export_io import EXPORT_FILES, checkpoint_location
+
+    dest = out / "prune" / "sources" / str(row["trial_id"])
+    if not all((dest / name).is_file() for name in EXPORT_FILES):
+        storage.fetch(checkpoint_location(row), EXPORT_FILES, dest)
+    return dest
 
 
 def _run(

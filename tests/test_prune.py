@@ -148,3 +148,18 @@ def test_a_teacher_member_file_is_a_source(tmp_path: Path) -> None:
     res = prune_to_budget(teacher / "member-1.safetensors", "10k")
     assert res.cell == "prune-resnet9-d9@10k" and 9_900 <= res.params <= 10_000
     assert res.source_params == count_params(spec) and res.out_dir is None
+
+
+def test_the_prune_command_takes_a_teacher_member_file(tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    from raydistill.cli import main
+
+    spec = {"family": "resnet9", "depth": 9, "widths": [8, 16, 16, 24]}
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "manifest.json").write_text(json.dumps({"kind": "teacher", "spec": spec}))
+    save_file(build(spec).state_dict(), teacher / "member-0.safetensors")
+    assert main(["prune", str(teacher / "member-0.safetensors"), "--budget", "10k"]) == 0
+    assert "prune-resnet9-d9@10k" in capsys.readouterr().out
+    assert main(["prune", str(teacher / "manifest.json"), "--budget", "10k"]) == 2  # not weights

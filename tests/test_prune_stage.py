@@ -103,7 +103,7 @@ def test_prune_stage_adds_pruned_rows_the_report_renders(tmp_path: Path, tiny_sp
     assert 0.99 * 8000 <= row["params"] <= 8000 and row["status"] == "finished"
     assert row["family"] == "prune-cnn" and row["experiment"] == "extended-prune"
     assert json.loads(row["train"])["lr"] == 0.005  # the source trial's config
-    assert json.loads(row["config"])["source"].endswith("cnn-d2_20k_t0")
+    assert json.loads(row["config"])["source"].endswith("sources/t0")  # fetched through storage
     assert len(trials) == 2  # the searched trial stays
     seeds = pd.read_csv(out / "study" / "seeds.csv")
     assert seeds["seed"].tolist() == [1000] and seeds["row"].tolist() == ["prune-cnn-d2"]

@@ -5,9 +5,7 @@ and `run`.
 """
 
 import argparse
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -63,8 +61,12 @@ def prune_check(args: argparse.Namespace) -> Outputs:
         raise UserError(f"SOURCE {args.source!r} does not exist")
     is_ckpt = (src / "checkpoint.json").is_file()
     is_export = (src / "spec.json").is_file() and (src / "model.safetensors").is_file()
-    if not (is_ckpt or is_export):
-        raise UserError(f"SOURCE {args.source!r} is not a training checkpoint or an exported student")  # fmt: skip
+    is_member = src.suffix == ".safetensors" and (src.parent / "manifest.json").is_file()
+    if not (is_ckpt or is_export or (src.is_file() and is_member)):
+        raise UserError(
+            f"SOURCE {args.source!r} is not a training checkpoint, an exported student or a "
+            "teacher member file (TEACHER/member-K.safetensors)"
+        )
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
     if args.transfer and not args.data:
@@ -107,15 +109,11 @@ def append_trials(path: Path, row: dict) -> int:
     table = pa.Table.from_pylist([row], schema=TRIALS_SCHEMA)
     if path.exists():
         table = pa.concat_tables([_read_trials(path), table], promote_options="permissive")
+    from raydistill.manifest import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # readers see the old table or the new one, never half
         pq.write_table(table, tmp)
-        os.replace(tmp, path)  # readers see the old table or the new one, never half of one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return table.num_rows
 
 
