@@ -120,7 +120,7 @@ def reproduce(
     return path
 
 
-def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> str | None:
+def _check_cluster(storage: str | None, gpus_per_trial: float | str, address: str) -> str | None:
     """Refuse, before the teachers, a storage that cannot be written or a GPU share no node
     has; returns the storage as every node must see it (a path made absolute)."""
     if storage is not None:
@@ -128,12 +128,14 @@ def _check_cluster(storage: str | None, gpus_per_trial: float, address: str) -> 
 
         storage = resolve(storage, ".")
         probe(storage)
-    if gpus_per_trial > 0:
+    from raydistill.sizing import gpu_request
+
+    if gpu_request(gpus_per_trial) > 0:
         from raydistill.cluster import ray_session
         from raydistill.search.resources import check_gpus
 
         with ray_session(address):
-            check_gpus(gpus_per_trial, address)
+            check_gpus(gpu_request(gpus_per_trial), address)
     return storage
 
 
@@ -212,7 +214,8 @@ def _common(
         "data": splits, "transfer": str(transfer), "searcher": s.searcher,
         "max_epochs": s.max_epochs, "cpus_per_trial": s.cpus_per_trial,
         "gpus_per_trial": s.gpus_per_trial, "max_concurrent": s.max_concurrent,
-        "seed": sc.data.seed, "wandb": wandb, "address": address,
+        "checkpoint_every": s.checkpoint_every, "seed": sc.data.seed, "wandb": wandb,
+        "address": address,
     }  # fmt: skip
 
 

@@ -61,6 +61,14 @@ def _budgets(values: list[Any]) -> list[Any]:
     return values
 
 
+def _gpus(value: Any) -> float | str:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("valid: a share of one GPU ≥ 0, or 'auto'")
+    return float(value)
+
+
 class SearchSection(_Section):
     spaces: list[str] = Field(min_length=1)
     depths: list[int] | dict[str, list[int]] | None = None  # per space name, or for all
@@ -70,8 +78,10 @@ class SearchSection(_Section):
     searcher: Searcher = "tpe"
     scheduler: Scheduler = "none"
     cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    # A share of one GPU, or "auto": each trial's share sized to its student (raydistill.sizing).
+    gpus_per_trial: float | str = 0
     max_concurrent: int | None = Field(default=None, ge=1)
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs between a trial's checkpoints
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig entries for every space
     spec: dict[str, Any] = Field(default_factory=dict)  # builder entries (e.g. pin dropout)
     # Builder entries for one space only ({cnn: {batchnorm: true}}), on top of `spec`.
@@ -81,6 +91,9 @@ class SearchSection(_Section):
     width_ratios: float | dict[str, list[float]] | None = None
 
     _check_budgets = field_validator("budgets")(classmethod(lambda cls, v: _budgets(v)))
+    _check_gpus = field_validator("gpus_per_trial", mode="before")(
+        classmethod(lambda cls, v: _gpus(v))
+    )
 
     def spec_for(self, space: str) -> dict[str, Any]:
         """The builder entries a scale sets for one space."""

@@ -100,3 +100,18 @@ def test_demo_study_end_to_end_students_learn(tmp_path: Path) -> None:
         assert claim in report
     exported = [p for p in (out / "export").iterdir() if (p / "spec.json").is_file()]
     assert len(exported) == 4  # mlp-d1, mlp-d2, allconv-d1 and its hard-label twin
+
+
+@pytest.mark.parametrize("value", ["auto", 0.5])
+def test_a_scale_takes_a_gpu_share_or_auto(tmp_path: Path, value) -> None:
+    path = _write(tmp_path, lambda r: r["search"].update(gpus_per_trial=value))
+    assert load_scale(str(path)).search.gpus_per_trial == value
+
+
+@pytest.mark.parametrize("value", [-1, "lots", True])
+def test_a_bad_gpu_share_is_one_line(tmp_path: Path, value) -> None:
+    path = _write(tmp_path, lambda r: r["search"].update(gpus_per_trial=value))
+    with pytest.raises(
+        UserError, match=r"search.gpus_per_trial=.*valid: a share of one GPU ≥ 0, or 'auto'"
+    ):
+        load_scale(str(path))
