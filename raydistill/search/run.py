@@ -30,6 +30,7 @@ from raydistill.search.cells import (
     trial_id_from_dirname,
     trial_name,
 )
+from raydistill.search.progress import SearchProgress
 from raydistill.search.resources import check_gpus, pending_cap
 from raydistill.search.settings import (
     METRIC,
@@ -270,6 +271,7 @@ def _new_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             progress_reporter=_reporter(cells) if verbose else None,
+            callbacks=[SearchProgress(sum(n for *_, n in cells), run["name"])] if verbose else None,
         ),
     )  # fmt: skip
 
