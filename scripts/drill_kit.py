@@ -65,6 +65,16 @@ def parent_of(pid: int) -> int | None:
     return int(stat[1]) if stat else None
 
 
+def lingering(tag: str, exclude: tuple[int, ...] = (), grace_s: float = 30.0) -> dict[int, str]:
+    """The tagged processes still alive `grace_s` after their session ended: Ray's workers exit
+    asynchronously after `ray.shutdown()` (seconds on a loaded 2-core machine), so a process
+    counts as left behind only once that grace has passed."""
+    t0 = time.monotonic()
+    while (left := tagged_pids(tag, exclude)) and time.monotonic() - t0 < grace_s:
+        time.sleep(0.5)
+    return left
+
+
 def tagged_pids(tag: str, exclude: tuple[int, ...] = ()) -> dict[int, str]:
     """{pid: name} of live processes whose environment holds RAYDISTILL_DRILL=<tag>."""
     needle = f"{TAG_VAR}={tag}".encode()
@@ -225,7 +235,7 @@ def two_node_cluster(record: dict[str, Any]) -> Iterator[tuple[Any, Any, dict[in
     finally:
         ray.shutdown()
         cluster.shutdown()
-        left = tagged_pids(record["tag"], exclude=(os.getpid(), *ancestors()))
+        left = lingering(record["tag"], exclude=(os.getpid(), *ancestors()))
         record["left_after_shutdown"] = sorted(left.values())
         stop_pids(left)
 

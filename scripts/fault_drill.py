@@ -51,6 +51,7 @@ from drill_kit import (  # noqa: E402
     ancestors,
     drill_env,
     kill_node,
+    lingering,
     own_session,
     restart_times,
     short_tmp,
@@ -259,7 +260,7 @@ def driver_kill(
     with own_session(resume, out.parent / "resume.log", timeout) as proc:
         record["resume_rc"] = proc.wait(timeout=timeout)
     record["resume_s"] = time.perf_counter() - t1
-    record["left_after_resume"] = sorted(tagged_pids(tag, (os.getpid(), *ancestors())).values())
+    record["left_after_resume"] = sorted(lingering(tag, (os.getpid(), *ancestors())).values())
     w.poll()
     return _finish(record, w, out, cells=2, trials=trials) | {
         "victims_restart_s": restart_times(w.seen, record["killed_at"], record["before"], w.exp_dir)
