@@ -52,10 +52,14 @@ def allconv(
     head_kernel: int = 0,
     dropout: float = 0.0,
     input_dropout: float = 0.0,
+    batchnorm: bool = False,
     in_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
 ) -> nn.Module:
-    """All-convolutional net: `depth` stages of conv(s) + stride-2 conv, head convs, avg pool."""
+    """All-convolutional net: `depth` stages of conv(s) + stride-2 conv, head convs, avg pool.
+
+    `batchnorm` (not in Springenberg et al.) puts BatchNorm before each hidden ReLU, as `cnn`'s
+    does for short CPU runs; the published All-CNN-C has none (the default)."""
     widths = check_widths("allconv", widths, _slots(depth))
     if int(stage_convs) < 1 or int(head_kernel) < 0:
         raise ValueError(
@@ -65,16 +69,16 @@ def allconv(
     c_in = int(in_shape[0])
     for w in widths[:depth]:
         for _ in range(int(stage_convs)):
-            layers += conv_relu(c_in, w, 3)
+            layers += conv_relu(c_in, w, 3, batchnorm=batchnorm)
             c_in = w
-        layers += conv_relu(w, w, 3, stride=2)
+        layers += conv_relu(w, w, 3, stride=2, batchnorm=batchnorm)
         layers += maybe_dropout(dropout, spatial=True)
     head = widths[depth]
     if int(head_kernel) > 0:
         # Valid padding, as in the paper: 8×8 → 6×6 before the global average.
         layers += [nn.Conv2d(c_in, head, int(head_kernel)), nn.ReLU()]
         c_in = head
-    layers += conv_relu(c_in, head, 1)
+    layers += conv_relu(c_in, head, 1, batchnorm=batchnorm)
     layers += [
         nn.Conv2d(head, num_classes, 1),
         nn.AdaptiveAvgPool2d(1),

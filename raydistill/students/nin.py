@@ -46,21 +46,26 @@ def nin(
     widths: Sequence[int] = PAPER_WIDTHS,
     kernel: int = 0,
     dropout: float = 0.0,
+    batchnorm: bool = False,
     in_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
 ) -> nn.Module:
-    """Network-in-Network: `depth` mlpconv blocks (k×k + two 1×1 convs), max-pool, GAP."""
+    """Network-in-Network: `depth` mlpconv blocks (k×k + two 1×1 convs), max-pool, GAP.
+
+    `batchnorm` (not in Lin et al.) puts BatchNorm before each hidden ReLU, as `cnn`'s does."""
     widths = check_widths("nin", widths, _slots(depth))
     layers: list[nn.Module] = []
     c_in = int(in_shape[0])
     for block in range(depth):
         w_k, w_1 = widths[2 * block], widths[2 * block + 1]
         k = _kernel(kernel, block, depth)
-        layers += conv_relu(c_in, w_k, k) + conv_relu(w_k, w_1, 1)
+        layers += conv_relu(c_in, w_k, k, batchnorm=batchnorm) + conv_relu(
+            w_k, w_1, 1, batchnorm=batchnorm
+        )
         if block == depth - 1:
             layers.append(nn.Conv2d(w_1, num_classes, 1))  # C channels: the class maps
         else:
-            layers += conv_relu(w_1, w_1, 1)
+            layers += conv_relu(w_1, w_1, 1, batchnorm=batchnorm)
             layers += [nn.MaxPool2d(3, stride=2, padding=1), *maybe_dropout(dropout)]
             c_in = w_1
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
