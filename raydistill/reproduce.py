@@ -248,7 +248,7 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     depths = t.depths or sc.search.depths_for(t.space)
     space = space.with_depths(depths) if depths else space
     return _search_or_resume(
-        out, [space], budgets=[t.budget], depths=None, trials=trials or t.trials,
+        out, [space], budgets=t.budgets, depths=None, trials=trials or t.trials,
         scheduler=sc.search.scheduler, name=f"{sc.name}-twins",
         **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"],
                   run["storage"], "twins"),

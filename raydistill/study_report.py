@@ -73,7 +73,7 @@ def _header(sc: Any, times: Mapping[str, float], source: str) -> list[str]:
         f"- search: budgets {', '.join(map(str, s.budgets))}; {s.trials} trials per cell "
         f"({s.searcher}, scheduler {s.scheduler}), {s.max_epochs} epochs, loss "
         f"{_loss(s.train)}; hard-label twins at "
-        f"{sc.hard_twins.budget}; each cell's best configuration repeated with {sc.seeds} "
+        f"{', '.join(map(str, sc.hard_twins.budgets))}; each cell's best configuration repeated with {sc.seeds} "
         "fresh seeds",
         f"- wall time: {total / 60:.1f} min ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())

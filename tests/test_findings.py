@@ -128,3 +128,17 @@ def test_repeats_use_the_best_trial_and_summarise_mean_and_std(tmp_path) -> None
     s = summarize(runs).iloc[0]
     assert (s["n"], s["mean"]) == (2, pytest.approx(0.62))
     assert s["std"] == pytest.approx(0.0282842712, rel=1e-6)
+
+
+def test_finding_three_is_judged_at_every_budget_with_twins() -> None:
+    at_10k = _cells(PAPER_LIKE, budget=10_000)
+    assert "10k: cnn-d1 distilled − hard" in judge(at_10k)[2].details[0]
+    # At 30k the deepest CNN gains most from the teacher: one reversed budget is enough.
+    rows = dict((r, (m, s)) for r, m, s in PAPER_LIKE)
+    rows["cnn-d1 (hard)"], rows["cnn-d3 (hard)"] = (0.545, 0.005), (0.60, 0.005)
+    at_30k = _cells([(r, m, s) for r, (m, s) in rows.items()], budget=30_000)
+    found = judge(pd.concat([at_10k, at_30k], ignore_index=True))[2]
+    assert found.verdict == "does not hold"
+    assert len(found.details) == 6
+    assert "30k: gain at d1 (+0.50) − gain at d3 (+6.00)" in found.details[-1]
+    assert found.details[-1].endswith("(reversed)")
