@@ -16,13 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from raydistill.budget import parse_budget
+from raydistill.data.aug_names import TransferAugName
 from raydistill.errors import UserError
 from raydistill.validation import validate
 
 SCALES_DIR = Path(__file__).with_name("scales")
 Searcher = Literal["tpe", "gp", "random"]
 Scheduler = Literal["asha", "none"]
-TransferAug = Literal["auto", "paper", "paper_hsv", "flip_translate", "mirror", "none"]
 
 
 class _Section(BaseModel):
@@ -49,7 +49,7 @@ class TeacherSection(_Section):
 class TransferSection(_Section):
     epochs: int = Field(ge=1)
     seed: int = 0
-    aug: TransferAug = "auto"  # auto: the paper's (with HSV) for images, mirror for float data
+    aug: TransferAugName = "auto"  # auto: the paper's (with HSV) for images, mirror for float data
 
 
 def _budgets(values: list[Any]) -> list[Any]:

@@ -32,7 +32,7 @@ from raydistill.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from raydistill.data import DeviceSplit, iterate, to_float
+from raydistill.data import DeviceSplit, iterate, named_aug, to_float
 from raydistill.data.replay import replay_epoch
 from raydistill.device import resolve_device
 from raydistill.errors import UserError
@@ -41,7 +41,6 @@ from raydistill.losses import compute_loss
 from raydistill.schedule import CosineSchedule, PlateauSchedule, Schedule, schedule_from_state
 from raydistill.students import build, complete_spec
 from raydistill.train_config import (
-    AUGMENTS,
     Report,
     TrainConfig,
     TrainResult,
@@ -50,7 +49,7 @@ from raydistill.train_config import (
 )
 
 __all__ = [
-    "AUGMENTS", "Report", "TrainConfig", "TrainResult", "Trainer", "evaluate", "init_weights",
+    "Report", "TrainConfig", "TrainResult", "Trainer", "evaluate", "init_weights",
     "make_preprocess", "train_student",
 ]  # fmt: skip
 
@@ -145,7 +144,7 @@ class Trainer:
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
         """(x preprocessed and scaled, labels, teacher logits or None) for one epoch."""
         if self.transfer is None:
-            aug = AUGMENTS[self.cfg.augment]()
+            aug = named_aug(self.cfg.augment, int(min(self.train.x.shape[2:])))
             for x, y, _ in iterate(
                 self.train, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch, aug=aug,
                 preprocess=self.preprocess,

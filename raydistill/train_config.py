@@ -1,6 +1,6 @@
 """The training run's settings and outcome: `TrainConfig` (every field a search-space key),
-`TrainResult`, the on-the-fly augmentations by name (`AUGMENTS`), the paper's weight init and the
-input preprocessing. Torch and the data layer only; `raydistill.train` re-exports these names.
+`TrainResult`, the paper's weight init and the input preprocessing (on-the-fly augmentations
+are named from `raydistill.data.aug_names`). Torch and the data layer only; `raydistill.train` re-exports these names.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from raydistill.data import AugConfig, Preprocess
+from raydistill.data import Preprocess
+from raydistill.data.aug_names import AUG_NAMES
 from raydistill.data.batches import PREPROCESS_MODES
 from raydistill.errors import UserError
 from raydistill.losses import check_loss
@@ -22,15 +23,6 @@ if TYPE_CHECKING:
     from raydistill.data import Splits
 
 Report = Callable[[dict[str, Any], Callable[[Path], None]], None]
-# On-the-fly augmentation by name (training without a transfer set). "flip_translate" is the
-# usual CIFAR recipe for teachers: mirror and up to 4 px of translation, zero fill.
-AUGMENTS: dict[str, Callable[[], AugConfig]] = {
-    "paper": AugConfig.paper,
-    "paper_hsv": AugConfig.paper_hsv,
-    "flip_translate": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=4),
-    "mirror": lambda: AugConfig(mirror=True, crop_min=32, crop_max=32, translate=0),
-    "none": AugConfig.none,
-}
 
 
 @dataclass
@@ -60,7 +52,9 @@ class TrainConfig:
     plateau_factor: float = 0.5
     stop_patience: int = 30
     min_lr_ratio: float = 1 / 2000
-    augment: str = "paper"  # on-the-fly augmentation when there is no transfer set
+    # On-the-fly augmentation when there is no transfer set (`aug_names.AugName`);
+    # "flip_translate" is the usual CIFAR recipe for teachers (mirror, ≤ 4 px at 32 px).
+    augment: str = "paper"
     preprocess: str = "per_image"
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available, else CPU
@@ -80,7 +74,7 @@ class TrainConfig:
         check_loss(self.loss)
         for name, value, valid in (
             ("schedule", self.schedule, SCHEDULES),
-            ("augment", self.augment, AUGMENTS),
+            ("augment", self.augment, AUG_NAMES),
             ("preprocess", self.preprocess, PREPROCESS_MODES),
             ("init", self.init, ("glorot", "default")),
         ):

@@ -48,7 +48,6 @@ from raydistill.transfer_aug import (
     aug_parts,
     check_aug,
     default_aug,
-    default_aug_for_images,
     resolve_aug_name,
     transfer_aug,
 )
@@ -71,7 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE_COLUMNS", "FORMAT_VERSION", "INT_PARAMS", "META_KEY", "TransferSet", "aug_parts",
-    "default_aug", "default_aug_for_images", "epoch_logits", "load_transfer_set", "replay",
+    "default_aug", "epoch_logits", "load_transfer_set", "replay",
     "replay_batch", "resolve_aug_name", "size_summary", "transfer_aug", "transfer_meta",
     "view_accuracy", "write_transfer_set",
 ]  # fmt: skip

@@ -1,17 +1,17 @@
-"""The transfer set's augmentations by name ("auto", "paper", "paper_hsv", "flip_translate",
-"mirror", "none"), the dataset's default, their checks against a dataset, and which parts of an
+"""The transfer set's augmentation by name (`aug_names.TransferAugName`: "auto" or one of
+`named_aug`'s), the dataset's default ("auto"), their checks against a dataset, and which parts of an
 augmentation are not the identity (`aug_parts`). Re-exported by `raydistill.transfer`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from raydistill.data import AugConfig
-from raydistill.data.augment import HSVJitter
+from raydistill.data.aug_names import TRANSFER_AUG_NAMES
+from raydistill.data.augment import named_aug
 from raydistill.errors import UserError
 
 if TYPE_CHECKING:
@@ -19,19 +19,15 @@ if TYPE_CHECKING:
 
 
 def default_aug(splits: Splits) -> AugConfig:
-    """The transfer set's augmentation for a dataset: the paper's (mirror, 24–32 px crops
-    resized, HSV jitter) for images; mirror only for non-image float data (`synthetic-sep`):
-    its features are N(0, 1), not colours in [0, 1], and a crop would change what they mean."""
-    size = int(min(splits.image_shape[1:]))
-    if splits.train_x.dtype == np.uint8 and splits.image_shape[0] == 3:
-        return default_aug_for_images(size)
-    if splits.train_x.dtype == np.uint8:  # grey or multispectral images: no colour jitter
-        return replace(default_aug_for_images(size), hsv=None)
-    return AugConfig(mirror=True, crop_min=size, crop_max=size, translate=0, hsv=None)
+    """The transfer set's augmentation for a dataset (`resolve_aug_name` of "auto")."""
+    return transfer_aug("auto", splits)
 
 
 def resolve_aug_name(name: str, splits: Splits) -> str:
-    """The named augmentation "auto" stands for on this dataset (see `default_aug`)."""
+    """The named augmentation "auto" stands for on this dataset: the paper's (mirror, 24–32 px
+    crops resized, HSV jitter) for colour images, without the jitter for grey or multispectral
+    ones; mirror only for non-image float data (`synthetic-sep`): its features are N(0, 1), not
+    colours in [0, 1], and a crop would change what they mean."""
     if name != "auto":
         return name
     if splits.train_x.dtype == np.uint8:
@@ -40,30 +36,13 @@ def resolve_aug_name(name: str, splits: Splits) -> str:
 
 
 def transfer_aug(name: str, splits: Splits) -> AugConfig:
-    """A transfer set's augmentation by name: "auto" (`default_aug`), "paper", "paper_hsv",
-    "mirror" (mirror only) or "none"."""
-    size = int(min(splits.image_shape[1:]))
-    named = {
-        "auto": lambda: default_aug(splits),
-        "paper": lambda: replace(default_aug_for_images(size), hsv=None),
-        "paper_hsv": lambda: default_aug_for_images(size),
-        # The teachers' own training augmentation (`TrainConfig.augment` "flip_translate"):
-        # the ensemble labels views like the ones it learned from.
-        "flip_translate": lambda: AugConfig(
-            mirror=True, crop_min=size, crop_max=size, translate=max(1, size // 8)
-        ),
-        "mirror": lambda: AugConfig(mirror=True, crop_min=size, crop_max=size),
-        "none": lambda: AugConfig(mirror=False, crop_min=size, crop_max=size),
-    }
-    if name not in named:
-        raise UserError(f"transfer augmentation {name!r} is unknown; valid: {', '.join(named)}")
-    return named[name]()
-
-
-def default_aug_for_images(size: int) -> AugConfig:
-    """The paper's: mirror, an S×S crop with S in [¾·size, size] resized back, HSV jitter."""
-    lo = max(1, round(size * 0.75))  # 24 of 32 px
-    return AugConfig(mirror=True, crop_min=lo, crop_max=size, translate=0, hsv=HSVJitter())
+    """A transfer set's augmentation by name (`aug_names.TransferAugName`): "auto"
+    (`resolve_aug_name`) or one of `named_aug`'s, sized to the dataset's images."""
+    if name not in TRANSFER_AUG_NAMES:
+        raise UserError(
+            f"transfer augmentation {name!r} is unknown; valid: {', '.join(TRANSFER_AUG_NAMES)}"
+        )
+    return named_aug(resolve_aug_name(name, splits), int(min(splits.image_shape[1:])))
 
 
 def check_aug(aug: AugConfig, splits: Splits) -> None:

@@ -24,10 +24,12 @@ from raydistill.data import (
     identity_params,
     iterate,
     make_synthetic_sep,
+    named_aug,
     rgb_to_hsv,
     sample_aug,
     to_float,
 )
+from raydistill.data.aug_names import AUG_NAMES, TRANSFER_AUG_NAMES
 from raydistill.data.augment import aug_grid, aug_theta, hsv_jitter
 from raydistill.errors import UserError
 
@@ -105,6 +107,31 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
 
 
 # ---------------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("name", AUG_NAMES)
+def test_every_augmentation_name_builds_at_any_image_side(name):
+    from raydistill.train import TrainConfig
+    from raydistill.transfer import transfer_aug
+
+    for side in (8, 32):
+        cfg = named_aug(name, side)
+        assert cfg.crop_max == side and cfg.crop_min >= 1 and cfg.translate <= side // 4
+    assert TrainConfig(augment=name).augment == name  # the train config takes the same names
+    assert name in TRANSFER_AUG_NAMES  # and so does a transfer set (plus "auto")
+    s = make_synthetic_sep(8, 4, 4, seed=0)
+    if name != "paper_hsv":  # HSV jitter needs uint8 colours (refused on float data elsewhere)
+        assert transfer_aug(name, s) == named_aug(name, 32)
+
+
+def test_named_augmentations_at_32_px():
+    assert named_aug("paper", 32) == AugConfig.paper() == AugConfig(crop_min=24, crop_max=32)
+    assert named_aug("paper_hsv", 32).hsv == HSVJitter()
+    assert named_aug("flip_translate", 32).translate == 4  # the usual CIFAR teacher recipe
+    assert named_aug("flip_translate", 8).translate == 1
+    assert named_aug("none", 32) == AugConfig.none() and not AugConfig.none().mirror
+    with pytest.raises(UserError, match="'jitter' is unknown; valid: paper, paper_hsv"):
+        named_aug("jitter", 32)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -220,6 +220,15 @@ def test_cli_transfer_from_a_teacher_directory(tmp_path: Path, capsys) -> None:
     assert "2 epochs × 96 views" in capsys.readouterr().out
     ts = load_transfer_set(out, splits=splits, teacher_fingerprints=ens.fingerprints)
     assert ts.num_epochs == 2
+    # "auto" on float data is mirror only (no crops, no colour jitter on N(0, 1) features)
+    assert ts.meta["aug"] == {**AugConfig(crop_min=32, crop_max=32).to_dict(), "hsv": None}
+    # every name of the one vocabulary is accepted, e.g. the teachers' own augmentation
+    out2 = tmp_path / "ts-ft.parquet"
+    code = main(["transfer", "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--out",
+                 str(out2), "--aug", "flip_translate", "--device", "cpu"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    ts2 = load_transfer_set(out2, splits=splits, teacher_fingerprints=ens.fingerprints)
+    assert ts2.meta["aug"]["translate"] == 4 and ts2.meta["aug"]["crop_min"] == 32
     code = main(["transfer", "--teacher", str(tmp_path / "nope"), "--epochs", "1", "--out",
                  str(tmp_path / "x.parquet")])  # fmt: skip
     assert code == 2 and not (tmp_path / "x.parquet").exists()

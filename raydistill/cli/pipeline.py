@@ -12,9 +12,9 @@ from typing import Literal
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
+from raydistill.data.aug_names import AugName, TransferAugName
 from raydistill.errors import UserError
 
-Augment = Literal["paper", "paper_hsv", "flip_translate", "none"]
 Preprocess = Literal["per_image", "dataset", "none"]
 
 
@@ -75,7 +75,7 @@ def teach(
     label_smoothing: float | None = None,
     warmup_epochs: A.Count0 | None = None,
     preprocess: Preprocess | None = None,
-    augment: Augment | None = None,
+    augment: AugName | None = None,
     seed: int = 0,
     address: str = "local",
     num_cpus: A.Count | None = None,
@@ -151,7 +151,7 @@ def transfer(
     epochs: A.Count,
     out: str,
     seed: int = 0,
-    aug: Literal["paper_hsv", "paper"] | None = None,
+    aug: TransferAugName = "auto",
     batch_size: A.Count = 1000,
     device: str = "auto",
     data: str | None = None,
@@ -167,7 +167,7 @@ def transfer(
         epochs: augmented epochs to generate (paper: 160)
         out: output .parquet file
         seed: seed of the views and their order
-        aug: augmentation of the views (default: paper_hsv for colour uint8 images, paper otherwise: HSV jitter needs colours)
+        aug: augmentation of the views; auto: paper_hsv for colour images, paper for grey ones, mirror for float data (HSV jitter needs colours); flip_translate: the teachers' own
         batch_size: views per forward pass
         device: auto, cpu, cuda, cuda:1, ...
         data: the dataset (default: the teacher's)
@@ -189,9 +189,13 @@ def transfer_check(args: argparse.Namespace) -> Outputs:
 def transfer_run(args: argparse.Namespace) -> int:
     import time
 
-    from raydistill.data import AugConfig
     from raydistill.teachers import load_ensemble
-    from raydistill.transfer import load_transfer_set, size_summary, write_transfer_set
+    from raydistill.transfer import (
+        load_transfer_set,
+        size_summary,
+        transfer_aug,
+        write_transfer_set,
+    )
 
     ensemble = load_ensemble(args.teacher, device=args.device)
     config = ensemble.manifest.get("config", {})
@@ -206,11 +210,9 @@ def transfer_run(args: argparse.Namespace) -> int:
         seed=args.split_seed if args.split_seed is not None else split.get("seed", 0),
         train_subset=None,
     )
-    colour = splits.train_x.dtype == "uint8" and splits.image_shape[0] == 3
-    aug = args.aug or ("paper_hsv" if colour else "paper")
     t0 = time.perf_counter()
     path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed,
-                              aug=getattr(AugConfig, aug)(), batch_size=args.batch_size,
+                              aug=transfer_aug(args.aug, splits), batch_size=args.batch_size,
                               log=print)  # fmt: skip
     wall = time.perf_counter() - t0
     ts = load_transfer_set(path, splits=splits, teacher_fingerprints=ensemble.fingerprints)

@@ -6,7 +6,9 @@
 - `readers` (one reader per format: Parquet, cifar-10-batches-py, ImageFolder), `decode`
   (JPEG / PNG bytes → arrays), `cache` (the decode cache), `splits` (`Splits`, the seeded
   validation split, subsets, fingerprints), `synthetic` (synthetic-sep);
-- `augment`: `AugConfig`, `HSVJitter`, `sample_aug`, `apply_aug` (per-view parameters);
+- `aug_names`: the augmentation vocabulary (`AugName`, `TransferAugName`; no torch);
+- `augment`: `AugConfig`, `HSVJitter`, `named_aug`, `sample_aug`, `apply_aug` (per-view
+  parameters);
 - `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`.
 
 Names are loaded from their module on first use (PEP 562), so `raydistill.data.sources` can be
@@ -20,7 +22,7 @@ from typing import Any
 _MODULES = {
     "augment": (
         "AUG_KEYS", "AugConfig", "HSVJitter", "apply_aug", "hsv_to_rgb", "identity_params",
-        "rgb_to_hsv", "sample_aug",
+        "named_aug", "rgb_to_hsv", "sample_aug",
     ),
     "batches": (
         "DeviceSplit", "Preprocess", "dataset_stats", "epoch_generator", "epoch_plan", "iterate",

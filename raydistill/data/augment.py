@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from raydistill.data.aug_names import AUG_NAMES
 from raydistill.errors import UserError
 
 GEOMETRIC_KEYS = ("flip", "crop", "crop_x", "crop_y", "tx", "ty")
@@ -96,17 +97,17 @@ class AugConfig:
     @classmethod
     def paper(cls) -> AugConfig:
         """Urban et al.: random mirror and a random 24..32 px square crop resized to 32×32."""
-        return cls(mirror=True, crop_min=24, crop_max=32, translate=0, hsv=None)
+        return named_aug("paper", 32)
 
     @classmethod
     def paper_hsv(cls) -> AugConfig:
         """The paper's augmentation plus HSV jitter with the frozen settings (for transfer sets)."""
-        return cls(mirror=True, crop_min=24, crop_max=32, translate=0, hsv=HSVJitter())
+        return named_aug("paper_hsv", 32)
 
     @classmethod
     def none(cls) -> AugConfig:
         """No augmentation (every view is the image itself)."""
-        return cls(mirror=False, crop_min=32, crop_max=32, translate=0, hsv=None)
+        return named_aug("none", 32)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (for Parquet metadata and checkpoints)."""
@@ -126,6 +127,23 @@ class AugConfig:
                 raise UserError(f"HSV jitter keys {extra} are unknown; valid: dh, ds, dv, a_s, a_v")
             hsv = HSVJitter(**hsv)
         return cls(**{**d, "hsv": hsv})
+
+
+def named_aug(name: str, side: int) -> AugConfig:
+    """The augmentation called `name` (`aug_names.AugName`) for images `side` px square:
+    the one table behind a train config's `augment`, a transfer set's `aug` and the CLI's."""
+    lo = max(1, round(side * 0.75))  # the paper's smallest crop: 24 of 32 px
+    whole = {"crop_min": side, "crop_max": side}
+    named = {
+        "paper": lambda: AugConfig(mirror=True, crop_min=lo, crop_max=side),
+        "paper_hsv": lambda: AugConfig(mirror=True, crop_min=lo, crop_max=side, hsv=HSVJitter()),
+        "flip_translate": lambda: AugConfig(mirror=True, translate=max(1, side // 8), **whole),
+        "mirror": lambda: AugConfig(mirror=True, **whole),
+        "none": lambda: AugConfig(mirror=False, **whole),
+    }
+    if name not in named:
+        raise UserError(f"augmentation {name!r} is unknown; valid: {', '.join(AUG_NAMES)}")
+    return named[name]()
 
 
 def _uniform(n: int, g: torch.Generator, lo: float, hi: float) -> torch.Tensor:
