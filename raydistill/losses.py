@@ -11,15 +11,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch.nn.functional as F
 from torch import Tensor
 
 from raydistill.errors import UserError
+from raydistill.vocab import LOSSES, Loss
 
-Loss = Literal["l2_logits", "kd", "hard"]
-LOSSES: tuple[str, ...] = get_args(Loss)
+__all__ = ["LOSSES", "Loss", "check_loss", "compute_loss", "hard", "kd", "l2_logits"]
 
 
 def l2_logits(student: Tensor, teacher: Tensor) -> Tensor:

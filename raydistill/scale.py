@@ -10,19 +10,17 @@ the value and what is valid.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from raydistill.budget import parse_budget
-from raydistill.data.aug_names import TransferAugName
 from raydistill.errors import UserError
 from raydistill.validation import validate
+from raydistill.vocab import SchedulerName, SearcherName, TransferAugName
 
 SCALES_DIR = Path(__file__).with_name("scales")
-Searcher = Literal["tpe", "gp", "random"]
-Scheduler = Literal["asha", "none"]
 
 
 class _Section(BaseModel):
@@ -75,8 +73,8 @@ class SearchSection(_Section):
     budgets: list[str | int] = Field(min_length=1)
     trials: int = Field(ge=1)
     max_epochs: int = Field(ge=1)
-    searcher: Searcher = "tpe"
-    scheduler: Scheduler = "none"
+    searcher: SearcherName = "tpe"
+    scheduler: SchedulerName = "none"
     cpus_per_trial: float = Field(default=1, gt=0)
     # A share of one GPU, or "auto": each trial's share sized to its student (raydistill.sizing).
     gpus_per_trial: float | str = 0

@@ -10,8 +10,7 @@ from typing import Any
 
 from raydistill.errors import UserError
 from raydistill.spaces_schema import Param, SearchSpace
-
-SEARCHERS = ("tpe", "gp", "random")
+from raydistill.vocab import SEARCHERS
 
 
 def to_optuna(space: SearchSpace, depth: int) -> dict[str, Any]:

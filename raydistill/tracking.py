@@ -32,12 +32,11 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from raydistill.errors import UserError
+from raydistill.vocab import WANDB_MODES as MODES
 
-WandbMode = Literal["online", "offline", "off"]
-MODES: tuple[str, ...] = get_args(WandbMode)
 DEFAULT_PROJECT = "raydistill"
 REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """The training run's settings and outcome: `TrainConfig` (every field a search-space key),
 `TrainResult`, the paper's weight init and the input preprocessing (on-the-fly augmentations
-are named from `raydistill.data.aug_names`). Torch and the data layer only; `raydistill.train` re-exports these names.
+are named from `raydistill.vocab`). Torch and the data layer only; `raydistill.train` re-exports these names.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from raydistill.data import Preprocess
-from raydistill.data.aug_names import AUG_NAMES
 from raydistill.data.batches import PREPROCESS_MODES
 from raydistill.errors import UserError
 from raydistill.losses import check_loss
 from raydistill.schedule import SCHEDULES
+from raydistill.vocab import AUG_NAMES
 
 if TYPE_CHECKING:
     from raydistill.data import Splits
@@ -52,7 +52,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     stop_patience: int = 30
     min_lr_ratio: float = 1 / 2000
-    # On-the-fly augmentation when there is no transfer set (`aug_names.AugName`);
+    # On-the-fly augmentation when there is no transfer set (`vocab.AugName`);
     # "flip_translate" is the usual CIFAR recipe for teachers (mirror, ≤ 4 px at 32 px).
     augment: str = "paper"
     preprocess: str = "per_image"

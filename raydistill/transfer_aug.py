@@ -1,4 +1,4 @@
-"""The transfer set's augmentation by name (`aug_names.TransferAugName`: "auto" or one of
+"""The transfer set's augmentation by name (`vocab.TransferAugName`: "auto" or one of
 `named_aug`'s), the dataset's default ("auto"), their checks against a dataset, and which parts of an
 augmentation are not the identity (`aug_parts`). Re-exported by `raydistill.transfer`.
 """
@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raydistill.data import AugConfig
-from raydistill.data.aug_names import TRANSFER_AUG_NAMES
 from raydistill.data.augment import named_aug
 from raydistill.errors import UserError
+from raydistill.vocab import TRANSFER_AUG_NAMES
 
 if TYPE_CHECKING:
     from raydistill.data import Splits
@@ -36,7 +36,7 @@ def resolve_aug_name(name: str, splits: Splits) -> str:
 
 
 def transfer_aug(name: str, splits: Splits) -> AugConfig:
-    """A transfer set's augmentation by name (`aug_names.TransferAugName`): "auto"
+    """A transfer set's augmentation by name (`vocab.TransferAugName`): "auto"
     (`resolve_aug_name`) or one of `named_aug`'s, sized to the dataset's images."""
     if name not in TRANSFER_AUG_NAMES:
         raise UserError(

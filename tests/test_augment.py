@@ -29,9 +29,9 @@ from raydistill.data import (
     sample_aug,
     to_float,
 )
-from raydistill.data.aug_names import AUG_NAMES, TRANSFER_AUG_NAMES
 from raydistill.data.augment import aug_grid, aug_theta, hsv_jitter
 from raydistill.errors import UserError
+from raydistill.vocab import AUG_NAMES, TRANSFER_AUG_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -8,14 +8,11 @@ heavy imports and returns the output paths the command will create) and then `ru
 
 import argparse
 from pathlib import Path
-from typing import Literal
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
-from raydistill.data.aug_names import AugName, TransferAugName
 from raydistill.errors import UserError
-
-Preprocess = Literal["per_image", "dataset", "none"]
+from raydistill.vocab import AugName, PreprocessName, TransferAugName
 
 
 # ---------------------------------------------------------------- shared checks
@@ -74,7 +71,7 @@ def teach(
     weight_decay: float | None = None,
     label_smoothing: float | None = None,
     warmup_epochs: A.Count0 | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: PreprocessName | None = None,
     augment: AugName | None = None,
     seed: int = 0,
     address: str = "local",

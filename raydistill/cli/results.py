@@ -15,6 +15,7 @@ from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family
 from raydistill.errors import UserError
+from raydistill.vocab import WandbMode
 
 
 # ---------------------------------------------------------------- families / budget
@@ -91,7 +92,7 @@ def report(
     dir: str,
     top_k: A.Count = 5,
     compare_paper: bool = False,
-    wandb: Literal["online", "offline", "off"] | None = None,
+    wandb: WandbMode | None = None,
     storage: str | None = None,
 ) -> int:
     """Table 2, Figure 1 and Pareto fronts of a search directory

@@ -13,8 +13,7 @@ from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.errors import UserError
-
-WandbMode = Literal["online", "offline", "off"]
+from raydistill.vocab import SchedulerName, SearcherName, WandbMode
 
 
 # ---------------------------------------------------------------- train
@@ -114,8 +113,8 @@ def search(
     set: A.KeyValues | None = None,
     gpus_per_trial: float | Literal["auto"] = 0.0,
     cpus_per_trial: A.Positive = 1.0,
-    searcher: Literal["tpe", "gp", "random"] = "tpe",
-    scheduler: Literal["asha", "none"] = "none",
+    searcher: SearcherName = "tpe",
+    scheduler: SchedulerName = "none",
     address: str = "local",
     out: str | None = None,
     name: str | None = None,
@@ -239,7 +238,7 @@ def reproduce(
     seeds: A.Count | None = None,
     seed: int | None = None,
     trials: A.Count | None = None,
-    wandb: Literal["auto", "online", "offline", "off"] = "auto",
+    wandb: Literal["auto", WandbMode] = "auto",
     address: str = "local",
     storage: str | None = None,
 ) -> int:

@@ -13,6 +13,7 @@ from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.errors import UserError
+from raydistill.vocab import Loss, WandbMode
 
 
 # ---------------------------------------------------------------- prune
@@ -23,7 +24,7 @@ def prune(
     transfer: str | None = None,
     max_epochs: A.Count | None = None,
     lr: A.Positive | None = None,
-    loss: Literal["l2_logits", "kd", "hard"] | None = None,
+    loss: Loss | None = None,
     seed: int = 0,
     device: str = "auto",
     out: str | None = None,
@@ -183,7 +184,7 @@ def study(
     budget: A.Budget = "10k",
     target: float = 0.75,
     channels: A.Count2 = 2,
-    wandb: Literal["auto", "online", "offline", "off"] = "off",
+    wandb: Literal["auto", WandbMode] = "off",
     address: str = "local",
     device: str = "auto",
     num_cpus: A.Count | None = None,

@@ -6,7 +6,6 @@
 - `readers` (one reader per format: Parquet, cifar-10-batches-py, ImageFolder), `decode`
   (JPEG / PNG bytes → arrays), `cache` (the decode cache), `splits` (`Splits`, the seeded
   validation split, subsets, fingerprints), `synthetic` (synthetic-sep);
-- `aug_names`: the augmentation vocabulary (`AugName`, `TransferAugName`; no torch);
 - `augment`: `AugConfig`, `HSVJitter`, `named_aug`, `sample_aug`, `apply_aug` (per-view
   parameters);
 - `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`.

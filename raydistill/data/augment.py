@@ -39,8 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raydistill.data.aug_names import AUG_NAMES
 from raydistill.errors import UserError
+from raydistill.vocab import AUG_NAMES
 
 GEOMETRIC_KEYS = ("flip", "crop", "crop_x", "crop_y", "tx", "ty")
 COLOR_KEYS = ("hue", "sat_scale", "sat_shift", "val_scale", "val_shift")
@@ -130,7 +130,7 @@ class AugConfig:
 
 
 def named_aug(name: str, side: int) -> AugConfig:
-    """The augmentation called `name` (`aug_names.AugName`) for images `side` px square:
+    """The augmentation called `name` (`vocab.AugName`) for images `side` px square:
     the one table behind a train config's `augment`, a transfer set's `aug` and the CLI's."""
     lo = max(1, round(side * 0.75))  # the paper's smallest crop: 24 of 32 px
     whole = {"crop_min": side, "crop_max": side}

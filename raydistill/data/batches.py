@@ -28,8 +28,7 @@ import torch
 from raydistill.data.augment import AugConfig, apply_aug, aug_parts, sample_aug
 from raydistill.data.sources import Splits
 from raydistill.errors import UserError
-
-PREPROCESS_MODES = ("per_image", "dataset", "none")
+from raydistill.vocab import PREPROCESS_MODES
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

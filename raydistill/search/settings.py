@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from raydistill import spaces as sp
 from raydistill.budget import parse_budget, parse_budgets
@@ -17,16 +17,13 @@ from raydistill.errors import UserError
 from raydistill.manifest import atomic_write_text
 from raydistill.storage import join as join_storage
 from raydistill.storage import resolve as resolve_storage
-from raydistill.tracking import MODES as WANDB_MODES
-from raydistill.tracking import WandbMode
+from raydistill.vocab import SCHEDULERS, WANDB_MODES, SchedulerName, WandbMode
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
 # A search with its own --storage also keeps its small outputs (search.json, trials.parquet,
 # manifest.json, best/) there, so report / export run from any machine that reaches it.
 STORAGE_OUTPUTS = "_search"
-SchedulerName = Literal["asha", "none"]
-SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
 
 class SearchInterrupted(KeyboardInterrupt):
