@@ -1,4 +1,5 @@
-"""The trials table's vocabulary and the one rule for "the best trials" (no Ray, no W&B).
+"""What the trials table's statuses mean (their names: `vocab.Status`) and the one rule for
+"the best trials" (no Ray, no W&B).
 
 Every table of trials (`trials.parquet` of a search or a study) has one row per trial with at
 least `cell`, `status`, `pruned`, `val/acc` and `test/acc`. Statuses:
@@ -21,12 +22,9 @@ validation accuracy, best first (ties by trial id, so the order is stable). Sear
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import pandas as pd
 
-Status = Literal["finished", "stopped", "diverged", "error", "running"]
-STATUSES: tuple[str, ...] = get_args(Status)
 DONE: tuple[str, ...] = ("finished", "stopped")  # ended normally; pruned ones are excluded below
 
 

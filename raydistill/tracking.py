@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from raydistill.errors import UserError
+from raydistill.vocab import STATUSES
 from raydistill.vocab import WANDB_MODES as MODES
 
 DEFAULT_PROJECT = "raydistill"
 REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
 _ONLINE_INIT_TIMEOUT_S = 30.0  # then fall back to an offline run instead of hanging a trial
-_OK_STATUSES = ("finished", "stopped", "diverged", "running")
+_OK_STATUSES = tuple(s for s in STATUSES if s != "error")  # W&B exit code 0
 
 
 # ---------------------------------------------------------------- mode and secrets

@@ -28,6 +28,9 @@ PreprocessName = Literal["per_image", "dataset", "none"]
 SearcherName = Literal["tpe", "gp", "random"]
 SchedulerName = Literal["asha", "none"]
 
+# A trial's status in the trials table (`results` holds the rule that reads it).
+Status = Literal["finished", "stopped", "diverged", "error", "running"]
+
 # Weights & Biases: off is the null tracker.
 WandbMode = Literal["online", "offline", "off"]
 
@@ -37,4 +40,5 @@ TRANSFER_AUG_NAMES: tuple[str, ...] = get_args(TransferAugName)
 PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessName)
 SEARCHERS: tuple[str, ...] = get_args(SearcherName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+STATUSES: tuple[str, ...] = get_args(Status)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)

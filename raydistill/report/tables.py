@@ -16,7 +16,8 @@ import pandas as pd
 
 from raydistill.budget import format_budget
 from raydistill.errors import UserError
-from raydistill.results import STATUSES, rank
+from raydistill.results import rank
+from raydistill.vocab import STATUSES
 
 TOP_K = 5  # the paper averages the 5 best trials (by validation accuracy) of each experiment
 HARD = "hard"  # the loss of the hard-label twins

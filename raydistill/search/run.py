@@ -22,6 +22,7 @@ from raydistill import spaces as sp
 from raydistill.cluster import ray_session
 from raydistill.env import scoped_env
 from raydistill.errors import UserError
+from raydistill.results import DONE
 from raydistill.search.cells import (
     CellScheduler,
     CellSearcher,
@@ -364,4 +365,4 @@ def _warm_start(settings: SearchSettings, cells: Mapping[str, int]) -> dict[str,
     return warm
 
 
-_SCORED = ("finished", "stopped", "diverged")
+_SCORED = (*DONE, "diverged")  # scored by the searcher (a diverged trial as 0)
