@@ -1,6 +1,7 @@
 """The training run's settings and outcome: `TrainConfig` (every field a search-space key),
 `TrainResult`, the paper's weight init and the input preprocessing (on-the-fly augmentations
-are named from `raydistill.vocab`). Torch and the data layer only; `raydistill.train` re-exports these names.
+are named from `raydistill.vocab`). Torch and the data layer only; `raydistill.train`
+re-exports these names.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The transfer set's augmentation by name (`vocab.TransferAugName`: "auto" or one of
-`named_aug`'s), the dataset's default ("auto"), their checks against a dataset, and which parts of an
-augmentation are not the identity (`aug_parts`). Re-exported by `raydistill.transfer`.
+`named_aug`'s), the dataset's default ("auto"), their checks against a dataset, and which parts
+of an augmentation are not the identity (`aug_parts`). Re-exported by `raydistill.transfer`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ the CLI accepts, each a `Literal` with its tuple of values. A leaf module like `
 (typing only, no torch, no Ray), so the CLI and the scale files type their options with the
 same definitions the code checks against; the modules that give the names meaning import them
 from here (`losses`, `data.augment.named_aug`, `data.batches.Preprocess`, `spaces_optuna`,
-`search.settings`, `tracking`).
+`search.settings`, `results`, `tracking`).
 """
 
 from __future__ import annotations
