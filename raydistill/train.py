@@ -114,11 +114,18 @@ class Trainer:
 
     def _data_init(self) -> None:
         """Data-dependent init for models that define `data_init(x)` (airbench's whitening), on
-        up to 5,000 preprocessed training images (un-augmented: the statistics of the data)."""
+        up to 5,000 preprocessed training images (un-augmented: the statistics of the data),
+        drawn at random with the run's seed: the train split is stored class by class, so its
+        first 5,000 images would be one or two classes only."""
         if not hasattr(self.model, "data_init"):
             return
-        sample = self.preprocess(to_float(self.train.x[:5000]))
-        self.model.data_init(sample)
+        self.model.data_init(self.preprocess(to_float(self.train.x[self._init_sample()])))
+
+    def _init_sample(self, n: int = 5000) -> Tensor:
+        """Indices (≤ n,) of a seeded random sample of the train split, on its device."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        idx = torch.randperm(len(self.train.y), generator=gen)[:n]
+        return idx.sort().values.to(self.train.x.device)
 
     def _steps_per_epoch(self) -> int:
         n = self.transfer.views_per_epoch if self.transfer is not None else len(self.data.train_y)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from raydistill.budget import solve_budget
 from raydistill.checkpoint import load_checkpoint_weights
-from raydistill.data import DeviceSplit
+from raydistill.data import DeviceSplit, Splits, to_float
 from raydistill.errors import UserError
 from raydistill.students import build, has_conv
-from raydistill.train import TrainConfig, evaluate, make_preprocess, train_student
+from raydistill.train import TrainConfig, Trainer, evaluate, make_preprocess, train_student
 
 SPEC = solve_budget("cnn", 2, 8_000, in_shape=[3, 32, 32], num_classes=2).spec
 FAST = {"batch_size": 64, "max_epochs": 4, "loss": "hard", "lr": 0.01, "device": "cpu"}
@@ -192,3 +193,36 @@ def test_compiled_forward_matches_eager() -> None:
     fwd = CompiledForward(model, True, backend="eager", warn=warnings.append)
     assert torch.allclose(fwd(x), model(x), atol=1e-6)
     assert fwd.compiled is True and warnings == []
+
+
+def _class_sorted_splits() -> Splits:
+    """A train split stored class by class, as `load_dataset` stores it: 5,000 smooth ramps
+    (class 0) first, then 1,000 noise images (class 1); 3×16×16 uint8."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 16)
+    smooth = np.broadcast_to(ramp, (5000, 3, 16, 16)) * rng.uniform(0.2, 1, (5000, 1, 1, 1))
+    x = np.concatenate([smooth, rng.integers(0, 256, (1000, 3, 16, 16))]).astype(np.uint8)
+    y = np.repeat(np.arange(2), [5000, 1000]).astype(np.int64)
+    held = {"x": x[::50], "y": y[::50]}
+    return Splits(name="sorted", fingerprint="sorted", classes=("ramp", "noise"), train_x=x,
+                  train_y=y, val_x=held["x"], val_y=held["y"], test_x=held["x"],
+                  test_y=held["y"])  # fmt: skip
+
+
+def test_whitening_statistics_cover_every_class_of_a_class_sorted_split() -> None:
+    """airbench's whitening filters (1/sqrt of the patch covariance's eigenvalues) match those
+    of the whole split, not those of its first 5,000 images (one class here: 18x off)."""
+    splits = _class_sorted_splits()
+    spec = {"family": "airbench", "depth": 7, "widths": [8, 16, 16, 16]}
+    tr = Trainer(spec, splits, None, TrainConfig(loss="hard", device="cpu", max_epochs=1))
+
+    def norms() -> torch.Tensor:  # each filter's norm, sorted: free of eigenvector signs
+        return tr.model.whiten.weight.detach().flatten(1).norm(dim=1).sort().values
+
+    got = norms()
+    images = tr.preprocess(to_float(tr.train.x))
+    tr.model.data_init(images)
+    ratio = got / norms()
+    assert ratio.min() > 0.95 and ratio.max() < 1.05, ratio
+    tr.model.data_init(images[:5000])  # the first 5,000 only: what the test must tell apart
+    assert (norms() / got).max() > 3
