@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from raydistill.budget import solve_budget
-from raydistill.data import load_dataset
+from raydistill.data import DeviceSplit, load_dataset
 from raydistill.ensemble import load_ensemble
-from raydistill.evaluation import accuracy_of, logits_over
+from raydistill.evaluation import evaluate
 from raydistill.students.registry import build
 from raydistill.train import TrainConfig, train_student
 from raydistill.train_config import TrainResult, make_preprocess
@@ -48,10 +48,10 @@ def train_accuracy(r: TrainResult, splits: Any, cfg: TrainConfig) -> float:
     """Accuracy (%) of r's best-validation weights on the (unaugmented) training images."""
     model = build(r.spec)
     model.load_state_dict(r.state_dict)
-    logits = logits_over(model.eval(), torch.as_tensor(splits.train_x),
-                         preprocess=make_preprocess(cfg.preprocess, splits),
-                         input_scale=cfg.input_scale)  # fmt: skip
-    return 100 * accuracy_of(logits, torch.as_tensor(splits.train_y))
+    acc, _ = evaluate(model, DeviceSplit.from_splits(splits, "train"),
+                      preprocess=make_preprocess(cfg.preprocess, splits),
+                      input_scale=cfg.input_scale)  # fmt: skip
+    return 100 * acc
 
 
 def retrain(best: dict[str, Any], splits: Any, ts: Any, args: argparse.Namespace) -> list[float]:
