@@ -2,7 +2,7 @@
 
 pyproject.toml holds the metadata; this only adds one step to `build_py`: the YAML files of
 `search_spaces/` are copied to `raydistill/search_spaces/` in the build directory, so a wheel
-(a non-editable install) carries them where `raydistill.spaces.space_dir` looks. Editable
+(a non-editable install) carries them where `raydistill.search.spaces.load.space_dir` looks. Editable
 installs read the checkout's folder directly and skip the copy.
 """
 

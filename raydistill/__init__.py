@@ -16,10 +16,10 @@ __version__ = "0.1.0"
 # public name -> (module, attribute)
 _LAZY = {
     "build_student": ("raydistill.students", "build"),
-    "count_params": ("raydistill.budget", "count_params"),
-    "load_student": ("raydistill.export", "load_student"),
-    "parse_budget": ("raydistill.budget", "parse_budget"),
-    "solve_budget": ("raydistill.budget", "solve_budget"),
+    "count_params": ("raydistill.students.budget", "count_params"),
+    "load_student": ("raydistill.export.inference", "load_student"),
+    "parse_budget": ("raydistill.students.budget", "parse_budget"),
+    "solve_budget": ("raydistill.students.budget", "solve_budget"),
 }
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raydistill.budget import solve_budget
 from raydistill.data import AugConfig, DeviceSplit, Preprocess, iterate, load_dataset
 from raydistill.students import build
+from raydistill.students.budget import solve_budget
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.parquet"

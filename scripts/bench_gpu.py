@@ -1,6 +1,6 @@
 """GPU benchmarks of the training loop (issue 12); not a timed test. Prints one line per figure.
 
-  (a) student images/s for a 1M CNN and a 1M MLP: our loop (`raydistill.train.Trainer`, data
+  (a) student images/s for a 1M CNN and a 1M MLP: our loop (`raydistill.training.loop.Trainer`, data
       and augmentation on the device, bf16 autocast + channels_last on CUDA) vs a plain PyTorch
       loop fed by a torchvision DataLoader (the baseline: CPU-side crop/flip, float32), and the
       compute-only ceiling (the same model and settings as ours, one batch already on the
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from raydistill.budget import solve_budget
+from raydistill.core.device import resolve_device
 from raydistill.data import Splits
-from raydistill.device import resolve_device
 from raydistill.students import complete_spec
-from raydistill.train import TrainConfig, Trainer
+from raydistill.students.budget import solve_budget
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import Trainer
 
 SECTIONS = ("a", "b", "c", "cl")
 
@@ -115,7 +116,7 @@ def dataloader_loop(spec: dict, splits: Splits, device: str, epochs: int, worker
 
 def ceiling(spec: dict, splits: Splits, device: str, steps: int) -> float:
     """Images/s of forward + backward + step on one resident batch, with our loop's settings."""
-    from raydistill.accel import autocast
+    from raydistill.training.accel import autocast
 
     config = TrainConfig(loss="hard", device=device, batch_size=256, max_epochs=1)
     tr = Trainer(spec, splits, None, config)
@@ -191,9 +192,9 @@ def section_b(args: argparse.Namespace, say: Callable[[str], None]) -> None:
 def section_c(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     """4 airbench members trained one after another here, then the ensemble's test accuracy."""
     from raydistill.data import load_dataset
-    from raydistill.ensemble import evaluate_members, make_ensemble
-    from raydistill.teachers import member_config, teacher_spec, train_member
-    from raydistill.train import make_preprocess
+    from raydistill.distill.ensemble import evaluate_members, make_ensemble
+    from raydistill.distill.teachers import member_config, teacher_spec, train_member
+    from raydistill.training.config import make_preprocess
 
     source = "synthetic-sep:2000" if args.quick else args.data
     try:

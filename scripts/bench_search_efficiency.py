@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from raydistill import spaces as sp
-from raydistill.budget import parse_budget
 from raydistill.data import load_dataset
 from raydistill.search import CellSearcher
-from raydistill.train import train_student
-from raydistill.trainable import objective, solve_trial, trial_train_config
+from raydistill.search import spaces as sp
+from raydistill.search.trainable import objective, solve_trial, trial_train_config
+from raydistill.students.budget import parse_budget
+from raydistill.training.loop import train_student
 
 
 def _args() -> argparse.Namespace:

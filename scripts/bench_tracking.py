@@ -29,7 +29,7 @@ def trial(mode: str, root: Path, trial_id: str, epochs: int, work_s: float = 0.0
     t0 = time.perf_counter()
     import torch
 
-    from raydistill.tracking import make_tracker
+    from raydistill.tracking.tracker import make_tracker
 
     config = {"lr": 0.01, "widths": [64, 128, 512], "params": 998_123}
     tracker = make_tracker(mode, root=root, experiment="bench", cell="cnn-d2@1M",

@@ -34,14 +34,15 @@ from typing import Any
 
 import torch
 
-from raydistill.budget import solve_budget
 from raydistill.data import DeviceSplit, load_dataset
-from raydistill.ensemble import load_ensemble
-from raydistill.evaluation import evaluate
+from raydistill.distill.ensemble import load_ensemble
+from raydistill.distill.transfer.format import load_transfer_set
+from raydistill.distill.transfer.writer import write_transfer_set
+from raydistill.students.budget import solve_budget
 from raydistill.students.registry import build
-from raydistill.train import TrainConfig, train_student
-from raydistill.train_config import TrainResult, make_preprocess
-from raydistill.transfer import load_transfer_set, write_transfer_set
+from raydistill.training.config import TrainConfig, TrainResult, make_preprocess
+from raydistill.training.evaluation import evaluate
+from raydistill.training.loop import train_student
 
 
 def train_accuracy(r: TrainResult, splits: Any, cfg: TrainConfig) -> float:

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import torch
 
-from raydistill.budget import parse_budget, solve_budget
 from raydistill.data import load_dataset
+from raydistill.distill.transfer.aug import transfer_aug
+from raydistill.distill.transfer.format import load_transfer_set
+from raydistill.distill.transfer.writer import write_transfer_set
 from raydistill.students import get_family
-from raydistill.train import TrainConfig, train_student
-from raydistill.transfer import load_transfer_set, transfer_aug, write_transfer_set
+from raydistill.students.budget import parse_budget, solve_budget
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import train_student
 
 DATA = "/work/shared/datasets/cifar10-jpeg.parquet"
 RECIPE = {"schedule": "cosine", "warmup_epochs": 0.3, "batch_size": 128, "momentum": 0.9,
@@ -37,7 +40,7 @@ def one_run(name: str, a: argparse.Namespace, splits, transfer, seed: int) -> di
     cfg = TrainConfig(**RECIPE, lr=a.lr, max_epochs=a.epochs, seed=seed)
     t0 = time.perf_counter()
     if name.startswith("prune:teacher"):  # prune:teacher or prune:teacher:K (member K)
-        from raydistill.prune import prune_to_budget
+        from raydistill.export.prune import prune_to_budget
 
         k = int(name.split(":")[2]) if name.count(":") == 2 else 0
         res = prune_to_budget(Path(a.teacher) / f"member-{k}.safetensors", a.budget,
@@ -76,7 +79,7 @@ def main() -> None:
     splits = load_dataset(DATA, val_size=a.val_size, seed=0, train_subset=a.train_subset)
     ts_path = Path(a.transfer)
     if a.train_subset:  # the same teachers label views of the subset
-        from raydistill.ensemble import load_ensemble
+        from raydistill.distill.ensemble import load_ensemble
 
         ts_path = Path(a.out).with_name(f"transfer-sub{a.train_subset}.parquet")
         if not ts_path.is_file():

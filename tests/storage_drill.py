@@ -2,7 +2,7 @@
 RAY_TMPDIR, tagged environment; see scripts/drill_kit.py): a 2-node `ray.cluster_utils.Cluster`
 on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells whose Tune storage is the S3 URI in
 argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment),
-then each cell's best configuration once more with a fresh seed (`raydistill.repeats`, Ray
+then each cell's best configuration once more with a fresh seed (`raydistill.study.repeats`, Ray
 tasks writing their rows to `<storage>/repeats/`). Prints one line `FIGURES {json}`. The data is `drill_splits()`, which the test rebuilds to
 re-verify the export's test accuracy.
 """
@@ -64,8 +64,8 @@ def main(out: str, storage: str) -> None:
 
 
 def _repeats(out: str, storage: str, address: str) -> list[dict]:
-    from raydistill.repeats import repeat_jobs, run_repeats
     from raydistill.search import load_trials
+    from raydistill.study.repeats import repeat_jobs, run_repeats
 
     trials = load_trials(out).assign(row=lambda d: d["cell"], twin=False)
     jobs = repeat_jobs(trials, 1)

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raydistill.budget import min_params, solve_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.students import adder as adder_mod
 from raydistill.students import build
 from raydistill.students.adder import AdderConv2d, AdderLinear, adder2d
+from raydistill.students.budget import min_params, solve_budget
 
 
 def direct(x: torch.Tensor, w: torch.Tensor, g: torch.Tensor, stride: int, padding: int):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydistill.budget import count_params
 from raydistill.students import build
 from raydistill.students.allconv import ALL_CNN_C, ALL_CNN_C_PARAMS
+from raydistill.students.budget import count_params
 
 
 def test_all_cnn_c_parameter_count() -> None:

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import AUG_NAMES
 from raydistill.data import (
     AUG_KEYS,
     AugConfig,
@@ -30,8 +32,6 @@ from raydistill.data import (
     to_float,
 )
 from raydistill.data.augment import aug_grid, aug_theta, hsv_jitter
-from raydistill.errors import UserError
-from raydistill.vocab import AUG_NAMES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -111,8 +111,8 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
 
 @pytest.mark.parametrize("name", AUG_NAMES)
 def test_every_augmentation_name_builds_at_any_image_side(name):
-    from raydistill.train import TrainConfig
-    from raydistill.transfer import transfer_aug
+    from raydistill.distill.transfer.aug import transfer_aug
+    from raydistill.training.config import TrainConfig
 
     for side in (8, 32):
         cfg = named_aug(name, side)

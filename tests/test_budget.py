@@ -8,9 +8,15 @@ import sys
 import pytest
 import torch
 
-from raydistill.budget import count_params, format_budget, min_params, parse_budget, solve_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.students import build, families
+from raydistill.students.budget import (
+    count_params,
+    format_budget,
+    min_params,
+    parse_budget,
+    solve_budget,
+)
 
 BUDGETS = ["100k", "300k", "1M", "3.16M", "10M", "31.6M"]
 CASES = [(n, d) for n, f in families(kind="student").items() for d in f.depths]
@@ -106,9 +112,9 @@ def test_counting_does_not_allocate() -> None:
 def test_importing_budget_imports_neither_torch_nor_the_registry() -> None:
     # The CLI refuses a bad budget string through budget.parse_budget before any heavy import.
     code = (
-        "import sys, raydistill.budget as b; b.parse_budget('3.16M'); b.format_budget(10**6); "
+        "import sys, raydistill.students.budget as b; b.parse_budget('3.16M'); b.format_budget(10**6); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray') "
-        "or m.startswith('raydistill.students')))"
+        "or (m.startswith('raydistill.students.') and m != 'raydistill.students.budget')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

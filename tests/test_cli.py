@@ -18,7 +18,7 @@ import pytest
 
 from raydistill.cli import main
 from raydistill.cli.args import parse_key_values
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 HEAVY = re.compile(r"\|\s+(torch|ray)(\.|$)")
 
@@ -92,8 +92,8 @@ def test_the_family_index_is_the_registry() -> None:
 
 
 def test_budget_option_accepts_what_parse_budget_accepts() -> None:
-    from raydistill.budget import parse_budget
     from raydistill.cli import parse
+    from raydistill.students.budget import parse_budget
 
     for text in ("300k", "1M", "3.16M", "250000", "1e6", " 2 K", ".5M", "abc", "1MM", "-1", "0"):
         try:

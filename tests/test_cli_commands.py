@@ -43,10 +43,11 @@ def call_keywords(func, callee: str) -> set[str]:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A training checkpoint of an MLP trained for one epoch on DATA (~20k params)."""
-    from raydistill.budget import solve_budget
-    from raydistill.checkpoint import save_checkpoint
     from raydistill.data import load_dataset
-    from raydistill.train import TrainConfig, train_student
+    from raydistill.students.budget import solve_budget
+    from raydistill.training.checkpoint import save_checkpoint
+    from raydistill.training.config import TrainConfig
+    from raydistill.training.loop import train_student
 
     splits = load_dataset(DATA, val_size=64)
     spec = solve_budget("mlp", 1, 20_000, in_shape=list(splits.image_shape),
@@ -61,8 +62,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _params(source: Path) -> int:
-    from raydistill.budget import count_params
-    from raydistill.prune import load_source
+    from raydistill.export.prune import load_source
+    from raydistill.students.budget import count_params
 
     return count_params(load_source(source)[0])
 
@@ -95,8 +96,8 @@ def test_prune_fine_tunes_writes_and_appends_to_trials(source: Path, tmp_path: P
     assert row["status"] == "finished" and row["val/acc"] is not None and row["seed"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "prune.json"]
     assert (out / "checkpoint" / "checkpoint.json").is_file()
-    from raydistill.checkpoint import load_checkpoint_weights
     from raydistill.search import TRIALS_SCHEMA
+    from raydistill.training.checkpoint import load_checkpoint_weights
 
     spec, _ = load_checkpoint_weights(out / "checkpoint")
     assert spec["widths"] == row["widths"]
@@ -119,8 +120,8 @@ def test_prune_refusals_are_one_line_and_write_nothing(source: Path, tmp_path: P
     work.mkdir()
     above = str(_params(source) + 1)
     mismatched = tmp_path / "mismatched"
-    from raydistill.checkpoint import save_checkpoint
     from raydistill.students import build
+    from raydistill.training.checkpoint import save_checkpoint
 
     spec = {
         "family": "mlp",
@@ -171,9 +172,9 @@ def test_study_arguments_reach_the_function(tmp_path: Path) -> None:
     """The grid presets equal the module's, and the CLI passes every parameter of the study."""
     from argparse import Namespace
 
-    from raydistill import sample_efficiency as se
     from raydistill.cli import parse
     from raydistill.cli.studies import CONV_FAMILIES, GRIDS, study_check, study_run
+    from raydistill.study.sample_efficiency import run as se
 
     assert {k: {n: list(v) for n, v in g.items()} for k, g in se.GRIDS.items()} == GRIDS
     assert CONV_FAMILIES == se.CONV_FAMILIES
@@ -189,7 +190,7 @@ def test_study_arguments_reach_the_function(tmp_path: Path) -> None:
 def test_reproduce_wandb_defaults_to_auto_and_passes_reproduces_parameters() -> None:
     from raydistill.cli import parse
     from raydistill.cli.students import reproduce_run
-    from raydistill.reproduce import reproduce
+    from raydistill.study.reproduce import reproduce
 
     assert parse(["reproduce"])[1]["wandb"] == "auto"
     for mode in ("auto", "online", "offline", "off"):

@@ -20,14 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from raydistill.core.errors import UserError
 from raydistill.data import (
     CIFAR10_CLASSES,
     DECODE_STATS,
     load_dataset,
     make_synthetic_sep,
 )
+from raydistill.data import readers
 from raydistill.data import sources as S
-from raydistill.errors import UserError
 
 N_TRAIN, N_TEST = 20, 5  # per class
 
@@ -169,7 +170,7 @@ def test_second_load_reads_the_cache_and_never_decodes(sources, tmp_path, monkey
         raise AssertionError("decoded again although the cache holds this source")
 
     monkeypatch.setitem(S._READERS, "parquet", no_decoding)
-    monkeypatch.setattr(S, "decode_images", no_decoding)
+    monkeypatch.setattr(readers, "decode_images", no_decoding)
     before = dict(DECODE_STATS)
     second = load_dataset(sources["parquet"], cache_dir=tmp_path, val_size=50)
     assert DECODE_STATS["decodes"] == before["decodes"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from raydistill.core.errors import UserError
 from raydistill.data import SYNTHETIC_CLASSES, load_dataset, make_synthetic_sep
-from raydistill.errors import UserError
 
 
 def test_synthetic_sep_follows_the_rule():

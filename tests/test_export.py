@@ -16,15 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raydistill.budget import format_budget, solve_budget
-from raydistill.checkpoint import load_checkpoint_weights
 from raydistill.cli import main
+from raydistill.core.errors import ExportError, UserError
+from raydistill.core.manifest import build_manifest, sha256_file, write_manifest
 from raydistill.data.batches import Preprocess
-from raydistill.errors import ExportError, UserError
-from raydistill.export import export_cell, export_cells, load_student, parse_selector, raw_accuracy
-from raydistill.manifest import build_manifest, sha256_file, write_manifest
+from raydistill.export.exporter import export_cell, export_cells, parse_selector, raw_accuracy
+from raydistill.export.inference import load_student
 from raydistill.students import build, families
-from raydistill.train import TrainConfig, train_student
+from raydistill.students.budget import format_budget, solve_budget
+from raydistill.training.checkpoint import load_checkpoint_weights
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import train_student
 
 BUDGET = 12_000
 FAST = {"batch_size": 128, "max_epochs": 1, "loss": "hard", "lr": 0.01, "device": "cpu"}
@@ -243,7 +245,8 @@ def image_export(tmp_path_factory) -> tuple[Path, object]:
     """A cnn trained on small uint8 grayscale images (1×20×20, 3 classes), exported verified."""
     import numpy as np
 
-    from raydistill.data.sources import Decoded, content_hash, split_decoded
+    from raydistill.data.cache import Decoded, content_hash
+    from raydistill.data.splits import split_decoded
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 60)

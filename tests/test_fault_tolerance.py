@@ -248,7 +248,7 @@ def check_wandb_runs(out: Path, df: Any, resumed: set[str], after: dict[str, lis
     resumed trials' attempts share it, and nothing else is under DIR/wandb."""
     from wandb_log import read_offline_run, run_dirs
 
-    from raydistill.tracking import run_id
+    from raydistill.tracking.tracker import run_id
 
     rids = {
         tid: run_id("drill", cell, tid)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from raydistill import results
-from raydistill.findings import Estimate, compare, judge
-from raydistill.repeats import repeat_jobs, summarize
+from raydistill.core import results
 from raydistill.report import cell_stats, load_results
+from raydistill.study.findings import Estimate, compare, judge
+from raydistill.study.repeats import repeat_jobs, summarize
 
 
 def _cells(rows: list[tuple[str, float, float]], n: int = 2, budget: int = 100_000) -> pd.DataFrame:

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from raydistill.data import Preprocess, Splits, to_float
-from raydistill.teachers import Ensemble
-from raydistill.train import TrainConfig, Trainer, train_student
-from raydistill.transfer import load_transfer_set, write_transfer_set
+from raydistill.distill.ensemble import Ensemble
+from raydistill.distill.transfer.format import load_transfer_set
+from raydistill.distill.transfer.writer import write_transfer_set
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import Trainer, train_student
 
 
 def bright_splits(n_train: int = 2048, n_eval: int = 512, seed: int = 0) -> Splits:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from raydistill.errors import UserError
-from raydistill.losses import compute_loss, hard, kd, l2_logits
+from raydistill.core.errors import UserError
+from raydistill.training.losses import compute_loss, hard, kd, l2_logits
 
 rng = np.random.default_rng(0)
 S = rng.normal(size=(6, 5)).astype(np.float64) * 3

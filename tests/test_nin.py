@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from raydistill.budget import count_params, min_params, solve_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.students import build
+from raydistill.students.budget import count_params, min_params, solve_budget
 from raydistill.students.nin import PAPER_WIDTHS
 
 

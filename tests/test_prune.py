@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from raydistill.budget import count_params, parse_budget, solve_budget
-from raydistill.checkpoint import load_checkpoint_weights, save_checkpoint
-from raydistill.errors import UserError
-from raydistill.prune import prune_spec, prune_to_budget, trials_row
+from raydistill.core.errors import UserError
+from raydistill.export.prune import prune_spec, prune_to_budget, trials_row
 from raydistill.students import build
-from raydistill.train import TrainConfig, make_preprocess, train_student
+from raydistill.students.budget import count_params, parse_budget, solve_budget
+from raydistill.training.checkpoint import load_checkpoint_weights, save_checkpoint
+from raydistill.training.config import TrainConfig, make_preprocess
+from raydistill.training.loop import train_student
 
 FAST = {"batch_size": 64, "max_epochs": 2, "lr": 0.01, "device": "cpu"}
 
@@ -72,8 +73,9 @@ def test_dead_units_are_the_ones_removed() -> None:
 
 
 def test_prune_and_fine_tune_on_a_transfer_set(tmp_path: Path, tiny_splits) -> None:
-    from raydistill.teachers import make_ensemble
-    from raydistill.transfer import load_transfer_set, write_transfer_set
+    from raydistill.distill.ensemble import make_ensemble
+    from raydistill.distill.transfer.format import load_transfer_set
+    from raydistill.distill.transfer.writer import write_transfer_set
 
     wide = solve_budget("cnn", 2, 120_000, num_classes=tiny_splits.num_classes).spec
     cfg = TrainConfig(**FAST, loss="hard")

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from raydistill.errors import UserError
-from raydistill.scale import SCALES_DIR, load_scale, parse_scale
+from raydistill.core.errors import UserError
+from raydistill.study.scale import SCALES_DIR, load_scale, parse_scale
 
 EXTENDED = yaml.safe_load((SCALES_DIR / "extended.yaml").read_text())
 
 
 def test_extended_scale_validates_and_names_every_cpu_family() -> None:
-    from raydistill.reproduce import prepare
+    from raydistill.study.reproduce import prepare
 
     sc = prepare("extended")  # every space it names is loaded too
     assert {"mlp", "cnn", "nin", "allconv"} <= set(sc.search.spaces)
@@ -55,12 +55,13 @@ def _study(tmp_path: Path, splits) -> tuple[Path, Path, dict]:
     import pyarrow as pa
     from safetensors.torch import save
 
-    from raydistill.budget import solve_budget
-    from raydistill.checkpoint import save_checkpoint
+    from raydistill.distill.ensemble import make_ensemble
+    from raydistill.distill.transfer.writer import write_transfer_set
     from raydistill.search import TRIALS_SCHEMA
-    from raydistill.teachers import make_ensemble
-    from raydistill.train import TrainConfig, make_preprocess, train_student
-    from raydistill.transfer import write_transfer_set
+    from raydistill.students.budget import solve_budget
+    from raydistill.training.checkpoint import save_checkpoint
+    from raydistill.training.config import TrainConfig, make_preprocess
+    from raydistill.training.loop import train_student
 
     spec = solve_budget("cnn", 2, 20_000, batchnorm=True, num_classes=splits.num_classes).spec
     cfg = TrainConfig(batch_size=64, max_epochs=1, lr=0.01, loss="hard", device="cpu")
@@ -90,8 +91,8 @@ def _study(tmp_path: Path, splits) -> tuple[Path, Path, dict]:
 
 
 def test_prune_stage_adds_pruned_rows_the_report_renders(tmp_path: Path, tiny_splits) -> None:
-    from raydistill.prune_stage import prune_stage
     from raydistill.report import make_report
+    from raydistill.study.prune_stage import prune_stage
 
     out, ts, raw = _study(tmp_path, tiny_splits)
     sc = parse_scale(raw, "t.yaml")
@@ -126,10 +127,10 @@ def test_prune_stage_adds_pruned_rows_the_report_renders(tmp_path: Path, tiny_sp
 def test_a_budget_above_the_teacher_is_refused_before_any_run(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from raydistill.budget import count_params
     from raydistill.data import make_synthetic_sep
-    from raydistill.prune_stage import prune_stage
     from raydistill.students import build
+    from raydistill.students.budget import count_params
+    from raydistill.study.prune_stage import prune_stage
 
     splits = make_synthetic_sep(n_train=64, n_val=32, n_test=32, seed=0)
     spec = {"family": "cnn", "depth": 2, "widths": [8, 8, 16], "in_shape": [3, 32, 32],

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydistill.cli import main
-from raydistill.errors import UserError
-from raydistill.manifest import build_manifest, write_manifest
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import build_manifest, write_manifest
 from raydistill.report import compare_paper, load_paper_table, make_report
 
 M1, M3 = 1_000_000, 3_160_000
@@ -47,7 +47,7 @@ TRIALS = [
 
 def results_rows(trials=TRIALS, experiment: str = "exp-r") -> list[dict]:
     """trials.parquet rows with the search's schema (checkpoint paths are not needed here)."""
-    from raydistill.budget import format_budget
+    from raydistill.students.budget import format_budget
 
     rows = []
     for family, depth, budget, loss, runs in trials:
@@ -223,7 +223,7 @@ def test_cli_report(search_dir: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_teacher_from_the_transfer_set_named_in_the_manifest(tmp_path: Path) -> None:
-    from raydistill.transfer import META_KEY
+    from raydistill.distill.transfer.format import META_KEY
 
     ts = tmp_path / "transfer.parquet"
     meta = {"ensemble_val_acc": 0.93, "ensemble_test_acc": 0.925}

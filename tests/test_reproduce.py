@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from raydistill.errors import UserError
-from raydistill.reproduce import prepare
-from raydistill.scale import SCALES_DIR, load_scale
+from raydistill.core.errors import UserError
+from raydistill.study.reproduce import prepare
+from raydistill.study.scale import SCALES_DIR, load_scale
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SCALES_DIR.glob("*.yaml")))
 def test_every_shipped_scale_validates(name: str) -> None:
-    from raydistill.spaces import load_space
+    from raydistill.search.spaces.load import load_space
     from raydistill.students import get_family
 
     sc = load_scale(name)

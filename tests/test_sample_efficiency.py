@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydistill import sample_efficiency_fit as fit
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
+from raydistill.study.sample_efficiency import fit
 
 
 def synthetic_results(exponents: dict[str, float], *, seeds: int = 4, noise: float = 0.0):
@@ -71,7 +71,7 @@ def test_crossing_censoring_and_judge():
 
 
 def test_study_validates_arguments(tmp_path):
-    from raydistill.sample_efficiency import sample_efficiency_study
+    from raydistill.study.sample_efficiency.run import sample_efficiency_study
 
     for kw in ({"sizes": [4]}, {"ns": [64]}, {"families": ["mlp", "cnn"]}, {"target": 0.4},
                {"wandb": "maybe"}):  # fmt: skip
@@ -84,8 +84,8 @@ def test_two_by_two_grid_end_to_end(ray_local, tmp_path):
     """2 sizes × 2 n × 1 seed, 1 epoch: 4 Tune runs of 2 cells; report, PNG, W&B summary."""
     from wandb_log import read_offline_run
 
-    from raydistill.sample_efficiency import sample_efficiency_study
-    from raydistill.tracking import run_id
+    from raydistill.study.sample_efficiency.run import sample_efficiency_study
+    from raydistill.tracking.tracker import run_id
 
     out = tmp_path / "se"
     kw = {"sizes": (3, 4), "ns": (32, 64), "seeds": (0,), "epochs": 1, "min_samples": 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raydistill.schedule import CosineSchedule, PlateauSchedule, schedule_from_state
+from raydistill.training.schedule import CosineSchedule, PlateauSchedule, schedule_from_state
 
 
 def _drive(sched: PlateauSchedule, curve: list[float]) -> tuple[list[float], int | None]:

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from raydistill import spaces as sp
 from raydistill.cli import main
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
+from raydistill.search import spaces as sp
 
 DOCUMENTED = ["experiment", "cell", "family", "depth", "budget", "trial_id", "status", "config",
               "spec", "widths", "params", "params/budget", "val/acc", "val/loss", "test/acc",
@@ -103,13 +103,13 @@ def test_diverging_trial_ends_diverged_and_cell_completes(ray_local, tiny_splits
     from wandb_log import read_offline_run
 
     from raydistill.search import load_trials
-    from raydistill.tracking import run_id
+    from raydistill.tracking.tracker import run_id
 
     df = load_trials(out)
     assert len(df) == 2 and (df["status"] == "diverged").all()
     assert (df["epochs"] == 1).all()  # ended at the first epoch: non-finite loss
     assert df["val/acc"].fillna(0).le(1).all()
-    # The best-trial rule (raydistill.results) never picks a diverged trial: no best here.
+    # The best-trial rule (raydistill.core.results) never picks a diverged trial: no best here.
     assert not (out / "best" / "mlp-d1@10k.json").exists()
     # Each trial logged its own offline W&B run (tracking.make_tracker), read back from disk.
     for trial_id in df["trial_id"]:
@@ -267,7 +267,7 @@ def test_cell_searcher_gives_each_cell_exactly_n_trials():
     study = searcher._states[configs[0]["cell"]].optuna._ot_study
     assert sorted(t.value for t in study.trials) == [0.0, 0.4]
     # A diverged trial scores 0 for its cell (the objective the trainable reports).
-    from raydistill.trainable import objective
+    from raydistill.search.trainable import objective
 
     assert objective({"status": "diverged", "best/val/acc": 0.9}) == 0.0
     assert objective({"status": "finished", "best/val/acc": 0.7}) == 0.7

@@ -1,4 +1,4 @@
-"""The ensemble's heavy inference split across GPU workers (raydistill.shards): with Ray's
+"""The ensemble's heavy inference split across GPU workers (raydistill.distill.shards): with Ray's
 logical GPUs on this CPU machine, the shards' merged logits equal the in-process ones, for the
 evaluation (member logits), the view labelling and the written transfer set.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raydistill.shards import shard_bounds
+from raydistill.distill.shards import shard_bounds
 
 SCRIPT = r"""
 import json, sys
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np, torch
 from safetensors.torch import save
 from raydistill.data import AugConfig, Preprocess, Splits
-from raydistill.ensemble import make_ensemble
-from raydistill.shards import gpu_workers, member_logits, shards_for, view_logits
+from raydistill.distill.ensemble import make_ensemble
+from raydistill.distill.shards import gpu_workers, member_logits, shards_for, view_logits
 from raydistill.students import build, complete_spec
-from raydistill.transfer import write_transfer_set
+from raydistill.distill.transfer.writer import write_transfer_set
 
 out = Path(sys.argv[1])
 rng = np.random.default_rng(0)

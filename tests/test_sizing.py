@@ -1,12 +1,11 @@
-"""--gpus-per-trial auto: a trial's GPU share from its student's measured size (raydistill.sizing);
+"""--gpus-per-trial auto: a trial's GPU share from its student's measured size (raydistill.search.sizing);
 with Ray's logical GPUs on this CPU machine, each trial is granted its own share."""
 
 from __future__ import annotations
 
 import pytest
 
-from raydistill.budget import count_params, solve_budget
-from raydistill.sizing import (
+from raydistill.search.sizing import (
     MIN_SHARE,
     gpu_request,
     gpu_share,
@@ -14,6 +13,7 @@ from raydistill.sizing import (
     trial_resources,
     trial_share,
 )
+from raydistill.students.budget import count_params, solve_budget
 
 DATA = {"in_shape": [3, 32, 32], "num_classes": 10}
 H100 = 80 * 2**30

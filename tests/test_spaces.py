@@ -9,12 +9,13 @@ import optuna
 import pytest
 import yaml
 
-from raydistill import spaces as sp
-from raydistill.budget import count_params, min_params, solve_budget
+from raydistill.core.errors import UserError
 from raydistill.data import make_synthetic_sep
-from raydistill.errors import UserError
+from raydistill.search import spaces as sp
 from raydistill.students import families, get_family
-from raydistill.train import TrainConfig, train_student
+from raydistill.students.budget import count_params, min_params, solve_budget
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import train_student
 
 SHIPPED = sp.shipped_spaces()
 TINY = make_synthetic_sep(32, 8, 8, seed=0)  # 3×32×32, 2 classes

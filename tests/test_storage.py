@@ -27,11 +27,11 @@ import pytest
 import torch
 import yaml
 
-from raydistill import storage as st
-from raydistill.checkpoint import FILES, load_tensors, read_checkpoint, save_checkpoint
 from raydistill.cli import main
-from raydistill.errors import UserError
+from raydistill.core import storage as st
+from raydistill.core.errors import UserError
 from raydistill.search.resources import largest_node_gpus, pending_cap
+from raydistill.training.checkpoint import FILES, load_tensors, read_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DRILL = REPO / "tests" / "storage_drill.py"
@@ -81,7 +81,7 @@ def _bytes_written(client) -> int:
 # ---------------------------------------------------------------- multi-node, S3
 @pytest.mark.slow
 def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
-    from raydistill.export import export_cells
+    from raydistill.export.exporter import export_cells
     from raydistill.report import make_report
     from raydistill.search import load_trials
 
@@ -138,7 +138,7 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
 
 # ---------------------------------------------------------------- file:// outside DIR
 def test_file_uri_outside_the_experiment_and_export_rerooted(ray_local, tiny_splits, tmp_path):
-    from raydistill.export import export_cells
+    from raydistill.export.exporter import export_cells
     from raydistill.search import load_trials, run_search
 
     elsewhere = tmp_path / "shared" / "tune"
@@ -269,9 +269,9 @@ def test_checkpoint_write_that_fails_leaves_the_previous_one(tmp_path):
 
 # ---------------------------------------------------------------- seed repeats
 def test_seed_repeat_rows_go_through_storage(ray_local, tiny_splits, tmp_path):
-    from raydistill.budget import solve_budget
-    from raydistill.repeats import run_repeats
     from raydistill.students import data_spec_keys
+    from raydistill.students.budget import solve_budget
+    from raydistill.study.repeats import run_repeats
 
     spec = solve_budget("mlp", 1, 10_000, None, **data_spec_keys(tiny_splits)).spec
     train = {"loss": "hard", "max_epochs": 1, "batch_size": 64, "lr": 0.01, "augment": "none"}

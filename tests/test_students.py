@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raydistill.budget import count_params, solve_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.students import build, check_spec, families
+from raydistill.students.budget import count_params, solve_budget
 
 CASES = [(name, d) for name, f in families().items() for d in f.depths]
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydistill.budget import count_params
-from raydistill.errors import UserError
-from raydistill.manifest import (
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import (
     atomic_write_bytes,
     atomic_write_text,
     build_manifest,
@@ -22,8 +21,10 @@ from raydistill.manifest import (
     sha256_file,
     write_manifest,
 )
+from raydistill.distill.ensemble import load_ensemble, member_file
+from raydistill.distill.teachers import gpu_fraction_for, teach
 from raydistill.students import build, families
-from raydistill.teachers import gpu_fraction_for, load_ensemble, member_file, teach
+from raydistill.students.budget import count_params
 
 TINY_WIDTHS = [4, 8, 8, 8]
 

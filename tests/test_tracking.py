@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from wandb_log import read_offline_run, run_dirs
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.report import make_report
-from raydistill.summary_run import log_summary
-from raydistill.tracking import (
+from raydistill.tracking.summary import log_summary
+from raydistill.tracking.tracker import (
     REDACTED,
     NullTracker,
     Tracker,
@@ -153,9 +153,10 @@ def test_no_secret_reaches_any_file(tmp_path: Path, monkeypatch) -> None:
 
 def _trained_search_dir(d: Path, splits) -> Path:
     """A one-cell search directory with a real 1-epoch checkpoint (mlp-d1 at 12k)."""
-    from raydistill.budget import solve_budget
-    from raydistill.manifest import build_manifest, write_manifest
-    from raydistill.train import TrainConfig, train_student
+    from raydistill.core.manifest import build_manifest, write_manifest
+    from raydistill.students.budget import solve_budget
+    from raydistill.training.config import TrainConfig
+    from raydistill.training.loop import train_student
 
     spec = solve_budget("mlp", 1, 12_000, in_shape=[3, 32, 32], num_classes=2).spec
     ckpt = d / "ckpt"

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from raydistill.budget import solve_budget
-from raydistill.checkpoint import load_checkpoint_weights
+from raydistill.core.errors import UserError
 from raydistill.data import DeviceSplit, Splits, to_float
-from raydistill.errors import UserError
 from raydistill.students import build, has_conv
-from raydistill.train import TrainConfig, Trainer, evaluate, make_preprocess, train_student
+from raydistill.students.budget import solve_budget
+from raydistill.training.checkpoint import load_checkpoint_weights
+from raydistill.training.config import TrainConfig, make_preprocess
+from raydistill.training.evaluation import evaluate
+from raydistill.training.loop import Trainer, train_student
 
 SPEC = solve_budget("cnn", 2, 8_000, in_shape=[3, 32, 32], num_classes=2).spec
 FAST = {"batch_size": 64, "max_epochs": 4, "loss": "hard", "lr": 0.01, "device": "cpu"}
@@ -159,7 +161,7 @@ def test_channels_last_changes_speed_not_numbers(tiny_splits) -> None:
 
 
 def test_autocast_is_cuda_only() -> None:
-    from raydistill.accel import autocast
+    from raydistill.training.accel import autocast
 
     with autocast(torch.device("cpu"), True):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
@@ -167,7 +169,7 @@ def test_autocast_is_cuda_only() -> None:
 
 
 def test_compile_error_falls_back_to_eager_with_one_warning() -> None:
-    from raydistill.accel import CompiledForward
+    from raydistill.training.accel import CompiledForward
 
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
@@ -184,7 +186,7 @@ def test_compile_error_falls_back_to_eager_with_one_warning() -> None:
 
 
 def test_compiled_forward_matches_eager() -> None:
-    from raydistill.accel import CompiledForward
+    from raydistill.training.accel import CompiledForward
 
     torch.manual_seed(0)
     model = build(SPEC).eval()

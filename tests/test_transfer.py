@@ -11,17 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raydistill.core.errors import UserError
 from raydistill.data import AUG_KEYS, AugConfig, Splits, epoch_plan, make_synthetic_sep
-from raydistill.errors import UserError
-from raydistill.teachers import make_ensemble, member_config, save_ensemble, train_member
-from raydistill.train import make_preprocess
-from raydistill.transfer import (
-    META_KEY,
-    load_transfer_set,
-    replay,
-    replay_batch,
-    write_transfer_set,
-)
+from raydistill.data.replay import replay_batch
+from raydistill.distill.ensemble import make_ensemble, save_ensemble
+from raydistill.distill.teachers import member_config, train_member
+from raydistill.distill.transfer.format import META_KEY, load_transfer_set
+from raydistill.distill.transfer.writer import replay, write_transfer_set
+from raydistill.training.config import make_preprocess
 
 WIDTHS = [4, 8, 8, 8]
 EPOCHS = 2
@@ -130,7 +127,8 @@ def test_writing_is_deterministic_and_atomic(tmp_path: Path, ts_path: Path, ense
 
 
 def test_a_student_trains_on_the_transfer_set(ts_path: Path, splits) -> None:
-    from raydistill.train import TrainConfig, train_student
+    from raydistill.training.config import TrainConfig
+    from raydistill.training.loop import train_student
 
     ts = load_transfer_set(ts_path, splits=splits)
     spec = {"family": "mlp", "depth": 1, "widths": [8, 16]}

@@ -43,8 +43,8 @@ def test_wheel_holds_the_shipped_spaces_and_scales(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     spaces = {p.name for p in (ROOT / "search_spaces").glob("*.yaml")}
     assert spaces and {f"raydistill/search_spaces/{s}" for s in spaces} <= names
-    scales = {p.name for p in (ROOT / "raydistill" / "scales").glob("*.yaml")}
-    assert scales and {f"raydistill/scales/{s}" for s in scales} <= names
+    scales = {p.name for p in (ROOT / "raydistill" / "study" / "scales").glob("*.yaml")}
+    assert scales and {f"raydistill/study/scales/{s}" for s in scales} <= names
     assert not any(n.startswith("search_spaces/") for n in names)  # only inside the package
 
 
@@ -52,7 +52,7 @@ def test_installed_wheel_finds_spaces_and_scales(wheel: Path, tmp_path: Path) ->
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # what a non-editable install puts on sys.path
     code = (
-        "import raydistill.spaces as s, raydistill.reproduce as r; "
+        "import raydistill.search.spaces.load as s, raydistill.study.reproduce as r; "
         "print(s.space_dir()); print(sorted(s.shipped_spaces())); "
         "print(r.load_scale('tiny').name)"
     )

@@ -2,7 +2,7 @@
 
 `read_offline_run(root, run_id)` merges the run's attempts (`root/wandb/offline-run-*-<id>-a<k>/`)
 into one `OfflineRun`: config, summary, history rows, tags, group, job type, exit codes and
-artifacts. The record framing (`iter_records`) is `raydistill.tracking`'s, which needs it to
+artifacts. The record framing (`iter_records`) is `raydistill.tracking.tracker`'s, which needs it to
 wait for a run's exit record; everything here is only for checking what the tests logged.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raydistill.errors import UserError
-from raydistill.tracking import iter_records, run_id
+from raydistill.core.errors import UserError
+from raydistill.tracking.tracker import iter_records, run_id
 
 __all__ = ["OfflineRun", "iter_records", "read_offline_run", "run_dirs", "run_id"]
 

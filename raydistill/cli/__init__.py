@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from raydistill.cli import pipeline, results, students, studies
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 
 class Command(NamedTuple):

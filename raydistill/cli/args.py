@@ -3,7 +3,7 @@
 Everything here runs before a command imports its module, so a typo is refused in a fraction
 of a second. The types are `Annotated` pydantic validators that jsonargparse applies to the
 commands' typed parameters (`raydistill.cli.parser`): counts, positive numbers, comma lists
-("1,2,3" or a YAML list from --config), budget strings (`raydistill.budget.parse_budget`, the
+("1,2,3" or a YAML list from --config), budget strings (`raydistill.students.budget.parse_budget`, the
 one grammar); each failure names the value and what is valid. Also: KEY=VALUE pairs (one rule:
 `yaml.safe_load` of the value), dataset sources (`--data`, checked without decoding) and
 output paths (`--out` must be creatable: probed with a temporary file, nothing is left behind).
@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
-from raydistill.budget import parse_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
+from raydistill.students.budget import parse_budget
 
 
 def split_list(text: str) -> list[str]:

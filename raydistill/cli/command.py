@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 Outputs = list[tuple[Path, bool]]  # (path, is_file)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 
 def split_config(argv: Sequence[str]) -> tuple[list[str], str | None]:

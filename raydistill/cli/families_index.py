@@ -2,8 +2,8 @@
 
 Importing the registry imports torch (every family is an `nn.Module` builder), which costs
 seconds; listing families and refusing a bad `--family` / `--depth` should not. This reads the
-`@register_family(name, depths=..., kind=...)` decorators of the modules that
-`raydistill/students/__init__.py` imports, with `ast` (nothing is executed). When a decorator
+`@register_family(name, depths=..., kind=...)` decorators of the family modules
+(`raydistill.students.family_modules()`), with `ast` (nothing is executed). When a decorator
 is not made of literals, `static_families` returns None and the caller imports the registry.
 tests/test_cli.py checks that this index equals the registry.
 """
@@ -41,12 +41,9 @@ def static_families(kind: str | None = None) -> dict[str, FamilyInfo] | None:
 
 
 def _family_modules() -> list[str]:
-    tree = ast.parse((STUDENTS / "__init__.py").read_text())
-    mods = []
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module == "raydistill.students":
-            mods += [alias.name for alias in node.names]
-    return [m for m in mods if (STUDENTS / f"{m}.py").is_file()]
+    from raydistill.students import family_modules  # the package's __init__ imports no torch
+
+    return [m.replace(".", "/") for m in family_modules()]
 
 
 def _read_module(path: Path) -> list[FamilyInfo | None]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from raydistill.cli.config import config_values, split_config
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 
 def build(name: str, fn: Callable[..., int], positionals: dict[str, str | None]) -> Any:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
-from raydistill.errors import UserError
-from raydistill.vocab import AugName, PreprocessName, TransferAugName
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import AugName, PreprocessName, TransferAugName
 
 
 # ---------------------------------------------------------------- shared checks
@@ -123,7 +123,7 @@ def teach_check(args: argparse.Namespace) -> Outputs:
 
 
 def teach_run(args: argparse.Namespace) -> int:
-    from raydistill.teachers import teach
+    from raydistill.distill.teachers import teach
 
     prepare_data(args)
     splits = load_splits(args)
@@ -186,13 +186,10 @@ def transfer_check(args: argparse.Namespace) -> Outputs:
 def transfer_run(args: argparse.Namespace) -> int:
     import time
 
-    from raydistill.teachers import load_ensemble
-    from raydistill.transfer import (
-        load_transfer_set,
-        size_summary,
-        transfer_aug,
-        write_transfer_set,
-    )
+    from raydistill.distill.ensemble import load_ensemble
+    from raydistill.distill.transfer.aug import transfer_aug
+    from raydistill.distill.transfer.format import load_transfer_set, size_summary
+    from raydistill.distill.transfer.writer import write_transfer_set
 
     ensemble = load_ensemble(args.teacher, device=args.device)
     config = ensemble.manifest.get("config", {})

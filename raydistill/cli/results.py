@@ -14,8 +14,8 @@ from typing import Literal
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family
-from raydistill.errors import UserError
-from raydistill.vocab import WandbMode
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import WandbMode
 
 
 # ---------------------------------------------------------------- families / budget
@@ -75,7 +75,7 @@ def budget_check(args: argparse.Namespace) -> Outputs:
 
 
 def budget_run(args: argparse.Namespace) -> int:
-    from raydistill.budget import format_budget, solve_budget
+    from raydistill.students.budget import format_budget, solve_budget
 
     sol = solve_budget(args.family, args.depth, args.budget, args.ratios)
     if args.json:
@@ -127,7 +127,7 @@ def report_run(args: argparse.Namespace) -> int:
         size = "" if name != "figure1" else f" ({path.stat().st_size // 1024} KiB)"
         print(f"wrote {path}{size}")
     if args.wandb and args.wandb != "off":
-        from raydistill.summary_run import log_summary
+        from raydistill.tracking.summary import log_summary
 
         rid = log_summary(args.dir, args.wandb, report=rep)
         print(f"W&B summary run {rid} ({args.wandb})")
@@ -173,7 +173,7 @@ def export_check(args: argparse.Namespace) -> Outputs:
 
 def export_run(args: argparse.Namespace) -> int:
     from raydistill.cli.pipeline import prepare_data
-    from raydistill.export import export_cells
+    from raydistill.export.exporter import export_cells
 
     if args.data:
         prepare_data(args)

@@ -12,8 +12,8 @@ from typing import Literal
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
-from raydistill.errors import UserError
-from raydistill.vocab import SchedulerName, SearcherName, WandbMode
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import SchedulerName, SearcherName, WandbMode
 
 
 # ---------------------------------------------------------------- train
@@ -65,9 +65,10 @@ def train_check(args: argparse.Namespace) -> Outputs:
 
 
 def train_run(args: argparse.Namespace) -> int:
-    from raydistill.budget import solve_budget
-    from raydistill.train import TrainConfig, train_student
-    from raydistill.train_schema import check_train_config
+    from raydistill.students.budget import solve_budget
+    from raydistill.training.config import TrainConfig
+    from raydistill.training.loop import train_student
+    from raydistill.training.schema import check_train_config
 
     overrides = check_train_config(args.sets, "--set", sep=" ")
     if not args.transfer:
@@ -80,7 +81,7 @@ def train_run(args: argparse.Namespace) -> int:
     splits = load_splits(args)
     ts = None
     if args.transfer:
-        from raydistill.transfer import load_transfer_set
+        from raydistill.distill.transfer.format import load_transfer_set
 
         ts = load_transfer_set(args.transfer, splits=splits)
     sol = solve_budget(args.family, args.depth, args.budget, args.ratios,
@@ -202,9 +203,9 @@ def search_run(args: argparse.Namespace) -> int:
     if args.extend is not None:
         extend_search(args.out, args.extend, cells=args.cell)
         return 0
-    from raydistill.spaces import load_space
-    from raydistill.tracking import resolve_mode
-    from raydistill.train_schema import check_train_config
+    from raydistill.search.spaces.load import load_space
+    from raydistill.tracking.tracker import resolve_mode
+    from raydistill.training.schema import check_train_config
 
     sets = check_train_config(args.sets, "--set", sep=" ")
     spaces = [load_space(s) for s in args.spaces]
@@ -261,9 +262,9 @@ def reproduce(
 
 
 def reproduce_check(args: argparse.Namespace) -> Outputs:
-    from raydistill.data.sources import cache_root
+    from raydistill.data.cache import cache_root
 
-    shipped = Path(__file__).resolve().parent.parent / "scales"
+    shipped = Path(__file__).resolve().parent.parent / "study" / "scales"
     if not (shipped / f"{args.scale}.yaml").is_file() and not Path(args.scale).is_file():
         names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
         raise UserError(f"--scale {args.scale!r} is neither a shipped scale ({names}) nor a file")
@@ -276,7 +277,7 @@ def reproduce_check(args: argparse.Namespace) -> Outputs:
 
 
 def reproduce_run(args: argparse.Namespace) -> int:
-    from raydistill.reproduce import reproduce
+    from raydistill.study.reproduce import reproduce
 
     if args.data:
         prepare_data(args)

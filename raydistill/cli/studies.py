@@ -12,8 +12,8 @@ from typing import Literal
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
-from raydistill.errors import UserError
-from raydistill.vocab import Loss, WandbMode
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import Loss, WandbMode
 
 
 # ---------------------------------------------------------------- prune
@@ -110,7 +110,7 @@ def append_trials(path: Path, row: dict) -> int:
     table = pa.Table.from_pylist([row], schema=TRIALS_SCHEMA)
     if path.exists():
         table = pa.concat_tables([_read_trials(path), table], promote_options="permissive")
-    from raydistill.manifest import atomic_path
+    from raydistill.core.manifest import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # readers see the old table or the new one, never half
@@ -119,20 +119,20 @@ def append_trials(path: Path, row: dict) -> int:
 
 
 def prune_run(args: argparse.Namespace) -> int:
-    from raydistill.budget import parse_budget
-    from raydistill.prune import load_source, prune_spec, prune_to_budget, trials_row
+    from raydistill.export.prune import load_source, prune_spec, prune_to_budget, trials_row
+    from raydistill.students.budget import parse_budget
 
     budget = parse_budget(args.budget)
     data = transfer = config = None
     if args.data:
         # Refuse an impossible budget before the data is loaded (the same checks as below).
         prune_spec(*load_source(args.source), budget)
-        from raydistill.train import TrainConfig
+        from raydistill.training.config import TrainConfig
 
         prepare_data(args)
         data = load_splits(args)
         if args.transfer:
-            from raydistill.transfer import load_transfer_set
+            from raydistill.distill.transfer.format import load_transfer_set
 
             transfer = load_transfer_set(args.transfer, splits=data)
         fields = {"max_epochs": args.max_epochs, "lr": args.lr, "seed": args.seed,
@@ -161,7 +161,7 @@ def prune_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- study sample-efficiency
-# Repeated from raydistill.sample_efficiency (which imports torch through raydistill.budget) so
+# Repeated from raydistill.study.sample_efficiency.run (which imports torch through raydistill.students.budget) so
 # that a typo is refused in a fraction of a second; `sample_efficiency_study` checks them again.
 GRIDS = {
     "default": {"sizes": [3, 4, 5], "ns": [128, 512, 2048, 8192], "seeds": [0, 1, 2]},
@@ -238,11 +238,11 @@ def study_check(args: argparse.Namespace) -> Outputs:
 
 
 def study_run(args: argparse.Namespace) -> int:
-    from raydistill.sample_efficiency import sample_efficiency_study
+    from raydistill.study.sample_efficiency.run import sample_efficiency_study
 
     wandb = args.wandb
     if wandb == "auto":
-        from raydistill.tracking import resolve_mode
+        from raydistill.tracking.tracker import resolve_mode
 
         wandb = resolve_mode(None)
     path = sample_efficiency_study(

@@ -1,8 +1,8 @@
 """The data layer: sources → decoded uint8 arrays (cached) → splits → device batches + augmentation.
 
 - `sources`: `load_dataset`, `check_source`, `fetch_cifar10` (recognising a source, the path
-  from source to splits), re-exporting the pieces below (numpy only: importing it does not
-  import torch, so the CLI can check `--data` cheaply);
+  from source to splits; numpy only: importing it does not import torch, so the CLI can check
+  `--data` cheaply);
 - `readers` (one reader per format: Parquet, cifar-10-batches-py, ImageFolder), `decode`
   (JPEG / PNG bytes → arrays), `cache` (the decode cache), `splits` (`Splits`, the seeded
   validation split, subsets, fingerprints), `synthetic` (synthetic-sep);
@@ -27,10 +27,11 @@ _MODULES = {
         "DeviceSplit", "Preprocess", "dataset_stats", "epoch_generator", "epoch_plan", "iterate",
         "to_float",
     ),
-    "sources": (
-        "CIFAR10_CLASSES", "DECODE_STATS", "SYNTHETIC_CLASSES", "Splits", "cache_root",
-        "check_source", "load_dataset", "make_synthetic_sep", "synthetic_sep_labels",
-    ),
+    "cache": ("DECODE_STATS", "cache_root"),
+    "readers": ("CIFAR10_CLASSES",),
+    "sources": ("check_source", "load_dataset"),
+    "splits": ("Splits",),
+    "synthetic": ("SYNTHETIC_CLASSES", "make_synthetic_sep", "synthetic_sep_labels"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

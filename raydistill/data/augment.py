@@ -39,8 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raydistill.errors import UserError
-from raydistill.vocab import AUG_NAMES
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import AUG_NAMES
 
 GEOMETRIC_KEYS = ("flip", "crop", "crop_x", "crop_y", "tx", "ty")
 COLOR_KEYS = ("hue", "sat_scale", "sat_shift", "val_scale", "val_shift")

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from raydistill.core.errors import UserError
+from raydistill.core.vocab import PREPROCESS_MODES
 from raydistill.data.augment import AugConfig, apply_aug, aug_parts, sample_aug
-from raydistill.data.sources import Splits
-from raydistill.errors import UserError
-from raydistill.vocab import PREPROCESS_MODES
+from raydistill.data.splits import Splits
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

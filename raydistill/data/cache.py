@@ -11,7 +11,7 @@
   keeps the cache entry, as it should.
 The *content hash* stored in `meta.json` is sha256 of the decoded arrays and class names, so
 the same pixels read from different formats or places share a dataset fingerprint.
-An entry is written in a temporary folder and renamed into place (`raydistill.manifest.atomic_dir`).
+An entry is written in a temporary folder and renamed into place (`raydistill.core.manifest.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_dir
 from raydistill.data.readers import CIFAR_FILES, READERS, image_files
-from raydistill.errors import UserError
-from raydistill.manifest import atomic_dir
 
 CACHE_VERSION = 2  # 2: grayscale sources keep one channel
 # Counts real decodes (source → arrays), so tests and users can see the cache being used.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 
 def decode_images(blobs: Sequence[bytes], where: str) -> np.ndarray:

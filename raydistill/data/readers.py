@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from raydistill.core.errors import UserError
 from raydistill.data.decode import decode_images
-from raydistill.errors import UserError
 
 Reader = Callable[[Path], tuple[tuple[str, ...], dict[str, np.ndarray]]]
 

@@ -20,44 +20,26 @@ import os
 import re
 from pathlib import Path
 
+from raydistill.core.errors import UserError
 from raydistill.data.cache import (
-    CACHE_VERSION,
-    DECODE_STATS,
-    Decoded,
     cache_root,
-    content_hash,
     load_decoded,
-    source_key,
 )
-from raydistill.data.decode import decode_images
 from raydistill.data.readers import (
-    CIFAR10_CLASSES,
-    CIFAR_FILES,
-    CIFAR_TRAIN_FILES,
-    IMAGE_COLUMNS,
-    IMAGE_SUFFIXES,
     READERS,
 )
 from raydistill.data.splits import (
-    DEFAULT_VAL_SHARE,
     DEFAULT_VAL_SIZE,
     Splits,
-    balanced_take,
     default_val_size,
     split_decoded,
     subset_train,
 )
 from raydistill.data.synthetic import (
-    SYNTHETIC_CLASSES,
-    SYNTHETIC_DEFAULT_CHANNELS,
-    SYNTHETIC_DEFAULT_N,
-    SYNTHETIC_DEFAULT_SIZE,
     make_synthetic_sep,
     synthetic_args,
     synthetic_n,
-    synthetic_sep_labels,
 )
-from raydistill.errors import UserError
 
 _READERS = READERS  # the same dict (tests replace a reader in it)
 
@@ -66,39 +48,7 @@ EXPECTED = (
     "a cifar-10-batches-py folder (or its parent) or an ImageFolder root with train/ and test/"
 )
 
-__all__ = [
-    "CACHE_VERSION",
-    "CIFAR10_CLASSES",
-    "CIFAR_FILES",
-    "CIFAR_TRAIN_FILES",
-    "DECODE_STATS",
-    "DEFAULT_VAL_SHARE",
-    "DEFAULT_VAL_SIZE",
-    "EXPECTED",
-    "IMAGE_COLUMNS",
-    "IMAGE_SUFFIXES",
-    "SYNTHETIC_CLASSES",
-    "SYNTHETIC_DEFAULT_CHANNELS",
-    "SYNTHETIC_DEFAULT_N",
-    "SYNTHETIC_DEFAULT_SIZE",
-    "Decoded",
-    "Splits",
-    "balanced_take",
-    "cache_root",
-    "check_source",
-    "content_hash",
-    "decode_images",
-    "default_val_size",
-    "detect_source",
-    "fetch_cifar10",
-    "load_dataset",
-    "load_decoded",
-    "make_synthetic_sep",
-    "source_key",
-    "split_decoded",
-    "subset_train",
-    "synthetic_sep_labels",
-]
+__all__ = ["EXPECTED", "check_source", "detect_source", "fetch_cifar10", "load_dataset"]
 
 
 def load_dataset(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 if TYPE_CHECKING:
     from raydistill.data.cache import Decoded

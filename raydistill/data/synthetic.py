@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
+from raydistill.core.errors import UserError
 from raydistill.data.splits import Splits, settings_fingerprint
-from raydistill.errors import UserError
 
 SYNTHETIC_CLASSES = ("ch1>=ch0", "ch0>ch1")
 SYNTHETIC_DEFAULT_N = 10_000

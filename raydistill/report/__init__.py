@@ -13,7 +13,7 @@ teacher ensemble's accuracy). Writes into `DIR/report/`:
   the best and the 5th best trial, the teacher as a horizontal line; `pareto.png` / `pareto.csv`:
   the per-family Pareto front (fewest parameters for the accuracy) from the per-budget bests.
 - `compare_paper.md` (with `compare_paper=True`): the published numbers side by side with ours,
-  from `raydistill/urban2017.yaml` (only numbers with a verified source are shipped there).
+  from `raydistill/report/urban2017.yaml` (only numbers with a verified source are shipped there).
 
 An unfinished experiment is reported as far as it goes; the counts of running and errored
 trials per cell say what is missing.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from raydistill.errors import UserError
-from raydistill.manifest import atomic_write_text
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_write_text
 from raydistill.report.figures import _figure, _save_png, figure1, figure_pareto
 from raydistill.report.paper import PAPER_TABLE, compare_paper, load_paper_table
 from raydistill.report.tables import (

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydistill.budget import format_budget
-from raydistill.manifest import atomic_write_bytes
+from raydistill.core.manifest import atomic_write_bytes
 from raydistill.report.tables import HARD, TOP_K, row_order
+from raydistill.students.budget import format_budget
 
 
 def _figure() -> Any:

@@ -1,4 +1,4 @@
-"""The paper's published numbers (`raydistill/urban2017.yaml`) and our Table 2 side by side."""
+"""The paper's published numbers (`raydistill/report/urban2017.yaml`) and our Table 2 side by side."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pandas as pd
 
-from raydistill.budget import parse_budget
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 from raydistill.report.tables import HARD, _pct, row_order
+from raydistill.students.budget import parse_budget
 
-PAPER_TABLE = Path(__file__).resolve().parent.parent / "urban2017.yaml"  # with its source
+PAPER_TABLE = Path(__file__).resolve().parent / "urban2017.yaml"  # with its source
 
 
 def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raydistill.budget import format_budget
-from raydistill.errors import UserError
-from raydistill.results import rank
-from raydistill.vocab import STATUSES
+from raydistill.core.errors import UserError
+from raydistill.core.results import rank
+from raydistill.core.vocab import STATUSES
+from raydistill.students.budget import format_budget
 
 TOP_K = 5  # the paper averages the 5 best trials (by validation accuracy) of each experiment
 HARD = "hard"  # the loss of the hard-label twins
@@ -79,7 +79,7 @@ def read_teacher(directory: str | Path) -> dict[str, float] | None:
 def _transfer_teacher(path: Path) -> dict[str, float] | None:
     import pyarrow.parquet as pq
 
-    from raydistill.transfer import META_KEY
+    from raydistill.distill.transfer.format import META_KEY
 
     try:
         meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
@@ -93,7 +93,7 @@ def _transfer_teacher(path: Path) -> dict[str, float] | None:
 
 # ---------------------------------------------------------------- the top-k rule
 def rank_done(df: pd.DataFrame) -> pd.DataFrame:
-    """The trials the best-trial rule admits (`raydistill.results`), best validation accuracy
+    """The trials the best-trial rule admits (`raydistill.core.results`), best validation accuracy
     first within each (row, budget)."""
     return rank(df, ("row", "budget"))
 

@@ -12,9 +12,10 @@ restore, and natural sharing of the cluster (every cell's trials queue for the s
 
 Outputs in DIR: `search.json`, `tune/<name>/` (Tune's experiment; `--storage` moves it),
 `trials.parquet`, `best/<cell>.json`, `manifest.json`. Ray lives in this package and in
-`raydistill.trainable`.
+`raydistill.search.trainable`.
 """
 
+from raydistill.core.vocab import SCHEDULERS, WANDB_MODES
 from raydistill.search.cells import (
     CellScheduler,
     CellSearcher,
@@ -34,16 +35,14 @@ from raydistill.search.run import (
 from raydistill.search.settings import (
     METRIC,
     MODE,
-    SCHEDULERS,
     SEARCH_FILE,
     TRIALS_FILE,
-    WANDB_MODES,
     SearchInterrupted,
     SearchSettings,
     parse_budget_list,
 )
 from raydistill.search.table import TRIALS_SCHEMA, load_trials, summarize, write_outputs
-from raydistill.trainable import META_KEYS, OBJECTIVE, objective
+from raydistill.search.trainable import META_KEYS, OBJECTIVE, objective
 
 __all__ = [
     "META_KEYS",

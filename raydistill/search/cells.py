@@ -2,7 +2,7 @@
 trials each), `CellScheduler` (one ASHA per cell, through ASHA's public scheduler interface),
 trial names / directories, and the --dry-run plan text.
 
-A cell is family × depth × budget (`raydistill.spaces.Cell`). One Tuner runs every cell: the
+A cell is family × depth × budget (`raydistill.search.spaces.load.Cell`). One Tuner runs every cell: the
 searcher routes `suggest` / `on_trial_complete` by cell, and the scheduler compares a trial only
 with the trials of its own cell (a plain ASHA would stop a large-budget cell's trial for being
 worse than a small cell's).
@@ -20,10 +20,10 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raydistill import spaces as sp
-from raydistill.budget import format_budget
+from raydistill.search import spaces as sp
 from raydistill.search.settings import METRIC, MODE
-from raydistill.trainable import OBJECTIVE, objective, solve_trial
+from raydistill.search.trainable import OBJECTIVE, objective, solve_trial
+from raydistill.students.budget import format_budget
 
 
 @dataclass

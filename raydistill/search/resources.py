@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 
 def pending_cap(planned_trials: int, max_concurrent: int | None) -> int:

@@ -2,7 +2,7 @@
 interrupted run), `extend_search` (a new warm-started run in the same DIR), and the Tuner wiring
 they share (trainable with its resources, Tune's environment settings, progress reporter,
 which trials failed for good, whether a run is complete). Ray lives here, in
-`raydistill.search.cells` and in `raydistill.trainable`.
+`raydistill.search.cells` and in `raydistill.search.trainable`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any
 
 from ray import tune
 
-from raydistill import spaces as sp
-from raydistill.cluster import ray_session
-from raydistill.env import scoped_env
-from raydistill.errors import UserError
-from raydistill.results import DONE
+from raydistill.core.cluster import ray_session
+from raydistill.core.env import scoped_env
+from raydistill.core.errors import UserError
+from raydistill.core.results import DONE
+from raydistill.core.storage import probe
+from raydistill.search import spaces as sp
 from raydistill.search.cells import (
     CellScheduler,
     CellSearcher,
@@ -48,12 +49,11 @@ from raydistill.search.settings import (
     reload_inputs,
     storage_path,
 )
+from raydistill.search.sizing import gpu_request, trial_resources
 from raydistill.search.table import load_trials, summarize, write_outputs
-from raydistill.sizing import gpu_request, trial_resources
-from raydistill.storage import probe
+from raydistill.search.trainable import train_trial
 from raydistill.students import data_spec_keys
-from raydistill.tracking import make_tracker
-from raydistill.trainable import train_trial
+from raydistill.tracking.tracker import make_tracker
 
 # Experiment-state snapshot period (s): small, so a killed driver resumes trials from their
 # checkpoints instead of from scratch (see the shared Ray notes).
@@ -92,7 +92,7 @@ def run_search(
     """Run a search; returns DIR. `data`: a source (see `raydistill.data.load_dataset`) or a
     `Splits`; `transfer`: a transfer-set path, a `TransferSet`, or None (hard labels, loss
     "hard" forced). `storage`: where Tune writes trials and checkpoints (a path or a URI,
-    `raydistill.storage`; default DIR/tune), probed before anything runs. Raises
+    `raydistill.core.storage`; default DIR/tune), probed before anything runs. Raises
     `SearchInterrupted` if stopped before all trials finished."""
     check_choices(searcher, scheduler, wandb, trials, gpus_per_trial, cpus_per_trial)
     budgets = parse_budget_list(budgets)
@@ -335,7 +335,7 @@ def _run_complete(settings: SearchSettings, run: Mapping[str, Any]) -> bool:
 
 
 def _max_epochs(spaces: Sequence[sp.SearchSpace], cap: int | None, ts: Any) -> int:
-    from raydistill.train import TrainConfig
+    from raydistill.training.config import TrainConfig
 
     most = 1
     for s in spaces:

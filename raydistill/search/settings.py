@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raydistill import spaces as sp
-from raydistill.budget import parse_budget, parse_budgets
-from raydistill.errors import UserError
-from raydistill.manifest import atomic_write_text
-from raydistill.storage import join as join_storage
-from raydistill.storage import resolve as resolve_storage
-from raydistill.vocab import SCHEDULERS, WANDB_MODES, SchedulerName, WandbMode
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_write_text
+from raydistill.core.storage import join as join_storage
+from raydistill.core.storage import resolve as resolve_storage
+from raydistill.core.vocab import SCHEDULERS, SEARCHERS, WANDB_MODES, SchedulerName, WandbMode
+from raydistill.search import spaces as sp
+from raydistill.students.budget import parse_budget, parse_budgets
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
@@ -46,7 +46,7 @@ class SearchSettings:
     transfer: str | None
     searcher: str = "tpe"
     scheduler: SchedulerName = "none"
-    gpus_per_trial: float | str = 0.0  # a share of one GPU, or "auto" (raydistill.sizing)
+    gpus_per_trial: float | str = 0.0  # a share of one GPU, or "auto" (raydistill.search.sizing)
     cpus_per_trial: float = 1.0
     address: str = "local"
     max_epochs: int | None = None
@@ -81,7 +81,7 @@ class SearchSettings:
 def pull_search(storage: str, out: str | Path) -> Path:
     """Copy a search's outputs from its storage (`<storage>/_search/`) into DIR `out` when DIR
     has no trials table (report / export on a machine other than the search's driver)."""
-    from raydistill.storage import download_tree, join, resolve
+    from raydistill.core.storage import download_tree, join, resolve
 
     out = Path(out)
     if not (out / TRIALS_FILE).is_file():
@@ -98,7 +98,7 @@ def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
 def check_choices(
     searcher: str, scheduler: str, wandb: str, trials: int, gpus: float | str, cpus: float
 ) -> None:
-    for label, value, valid in (("--searcher", searcher, sp.SEARCHERS),
+    for label, value, valid in (("--searcher", searcher, SEARCHERS),
                                 ("--scheduler", scheduler, SCHEDULERS),
                                 ("--wandb", wandb, WANDB_MODES)):  # fmt: skip
         if value not in valid:
@@ -115,7 +115,7 @@ def check_choices(
 
 def parse_gpus(value: float | str) -> float | str:
     """--gpus-per-trial: a share of one GPU (≥ 0), or "auto": each trial's share sized to its
-    student (`raydistill.sizing.trial_share`)."""
+    student (`raydistill.search.sizing.trial_share`)."""
     if value == "auto":
         return "auto"
     try:
@@ -150,7 +150,7 @@ def load_data(data: Any, options: Mapping[str, Any]) -> Any:
 def load_transfer(transfer: Any, splits: Any) -> Any:
     if transfer is None or not isinstance(transfer, (str, Path)):
         return transfer
-    from raydistill.transfer import load_transfer_set
+    from raydistill.distill.transfer.format import load_transfer_set
 
     return load_transfer_set(transfer, splits=splits)
 

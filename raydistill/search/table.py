@@ -1,5 +1,5 @@
 """The trials table of a search: `trials.parquet` (one row per trial of every run, schema
-`TRIALS_SCHEMA`), `best/<cell>.json` (by the one best-trial rule, `raydistill.results`),
+`TRIALS_SCHEMA`), `best/<cell>.json` (by the one best-trial rule, `raydistill.core.results`),
 `manifest.json`, reading the table back (`load_trials`) and the per-cell summary text.
 """
 
@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
-from raydistill import results
-from raydistill.errors import UserError
-from raydistill.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
+from raydistill.core import results
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
+from raydistill.core.storage import join, upload, with_scheme
 from raydistill.search.settings import (
     METRIC,
     SEARCH_FILE,
@@ -28,8 +29,7 @@ from raydistill.search.settings import (
     TRIALS_FILE,
     SearchSettings,
 )
-from raydistill.storage import join, upload, with_scheme
-from raydistill.trainable import sampled_values, trial_train_config
+from raydistill.search.trainable import sampled_values, trial_train_config
 
 
 def write_outputs(settings: SearchSettings, splits: Any, ts: Any) -> pd.DataFrame:
@@ -104,7 +104,7 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
 
 def _checkpoint_uri(settings: SearchSettings, trial: Any) -> str | None:
     """The trial's latest checkpoint as a storage URI that keeps its scheme (s3://...), or a
-    path when the storage is one; read back with `raydistill.storage`."""
+    path when the storage is one; read back with `raydistill.core.storage`."""
     if trial.checkpoint is None:
         return None
     return with_scheme(settings.storage, trial.checkpoint.path)
@@ -170,7 +170,7 @@ def _error_text(trial: Any) -> str | None:
 
 
 def _write_best(out: Path, frame: pd.DataFrame) -> None:
-    """best/<cell>.json: each cell's best trial by the one rule (`raydistill.results`)."""
+    """best/<cell>.json: each cell's best trial by the one rule (`raydistill.core.results`)."""
     for _, row in results.best(frame[frame["checkpoint"].notna()]).iterrows():
         cid = row["cell"]
         best = {
@@ -216,7 +216,7 @@ def load_trials(out: str | Path) -> pd.DataFrame:
 
 
 def summarize(frame: pd.DataFrame) -> str:
-    """One line per cell: trials by status, the best trial's val/acc (`raydistill.results`)
+    """One line per cell: trials by status, the best trial's val/acc (`raydistill.core.results`)
     and its params."""
     if frame.empty:
         return "no trials"

@@ -1,39 +1,48 @@
-"""Student (and teacher) network families: one registry, one file per family.
+"""Student (and teacher) network families: one registry, one file per family, and budgets.
 
-Importing this package registers every built-in family. A new family is one module here
-(imported below) plus one `search_spaces/<family>.yaml`; the tests pick it up from the registry.
+A family is one module here (students) or in `teachers/` (teacher architectures), found by
+`family_modules()`, plus one `search_spaces/<family>.yaml`; the tests pick it up from the
+registry. `budget` (exact counts, the width solver, budget strings) lives beside them.
+
+Importing this package imports neither torch nor the families: the public names below load
+the registry (and with it every family module, which registers itself) on first use (PEP 562),
+so `raydistill.students.budget.parse_budget` and the CLI's refusals stay fast.
 """
 
-from raydistill.students import (  # noqa: F401  (registers the families)
-    adder,
-    airbench_teacher,
-    allconv,
-    cnn,
-    mlp,
-    nin,
-    resnet_teacher,
-    vgg_teacher,
-)
-from raydistill.students.registry import (
-    Family,
-    build,
-    check_spec,
-    complete_spec,
-    data_spec_keys,
-    families,
-    get_family,
-    has_conv,
-    register_family,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Family",
-    "build",
-    "check_spec",
-    "complete_spec",
-    "data_spec_keys",
-    "families",
-    "get_family",
-    "has_conv",
-    "register_family",
-]
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+_NOT_FAMILIES = {"__init__", "registry", "layers", "budget"}  # the package's other modules
+_PUBLIC = (
+    "Family", "build", "check_spec", "complete_spec", "data_spec_keys", "families",
+    "get_family", "has_conv", "register_family",
+)  # fmt: skip
+
+
+def family_modules() -> list[str]:
+    """The family modules, relative to this package ("cnn", "teachers.vgg"), in a fixed order."""
+    found = [p.stem for p in _HERE.glob("*.py") if p.stem not in _NOT_FAMILIES]
+    found += [
+        f"teachers.{p.stem}" for p in (_HERE / "teachers").glob("*.py") if p.stem != "__init__"
+    ]
+    return sorted(found)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'raydistill.students' has no attribute {name!r}")
+    from raydistill.students import registry
+
+    value = getattr(registry, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+__all__ = ["family_modules", *_PUBLIC]

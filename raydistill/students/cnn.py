@@ -53,7 +53,7 @@ def cnn(
 
     `batchnorm` (not in the paper) puts BatchNorm after each conv and in the ReLU FC layer: a
     short CPU-scale run then trains its deeper students as fast as its shallow ones, and the
-    narrow FC layer of a 10k-parameter student keeps its units (see raydistill/scales/tiny.yaml)."""
+    narrow FC layer of a 10k-parameter student keeps its units (see raydistill/study/scales/tiny.yaml)."""
     widths = check_widths("cnn", widths, _slots(depth))
     convs, head = widths[:depth], widths[depth:]
     feats: list[nn.Module] = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from raydistill.errors import UserError
+from raydistill.core.errors import UserError
 
 Builder = Callable[..., nn.Module]
 
@@ -111,7 +111,12 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     # Importing the package's family modules runs their @register_family decorators.
-    import raydistill.students  # noqa: F401
+    import importlib
+
+    from raydistill.students import family_modules
+
+    for module in family_modules():
+        importlib.import_module(f"raydistill.students.{module}")
 
 
 def data_spec_keys(data: Any) -> dict[str, Any]:

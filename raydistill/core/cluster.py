@@ -1,0 +1,49 @@
+"""Ray start-up: the one place that connects to or starts Ray (imported lazily by its users).
+
+`ray_session(address)` is a context manager: inside it Ray is up; it shuts Ray down on exit only
+if it started it (a caller that already runs Ray keeps it). `address` is "local" (a private
+local Ray on this machine, `num_cpus` of its cores), "auto" or "host:port" (join a running
+cluster). A missing cluster is a one-line UserError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from raydistill.core.errors import UserError
+
+
+def init_ray(address: str = "local", num_cpus: int | None = None) -> bool:
+    """Connect to or start Ray unless it is already up; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address in ("local", "", None):
+        kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)
+    else:
+        kwargs.update(address=address)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise UserError(
+            f"no Ray cluster at address {address!r} ({str(exc).splitlines()[0]}); "
+            "start one with `ray start --head` or use --address local"
+        ) from None
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str = "local", num_cpus: int | None = None) -> Iterator[Any]:
+    """Ray, up for the duration of the block (see the module docstring); yields the module."""
+    import ray
+
+    started = init_ray(address, num_cpus)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()

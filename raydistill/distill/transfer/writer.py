@@ -1,0 +1,250 @@
+"""The transfer set: pre-generated augmented epochs with the teacher ensemble's logits (Parquet).
+
+Urban et al. pre-generated 160 augmented epochs of the training split and stored the teacher
+ensemble's logits for each view; every student then trains on exactly the same views, in the
+same order. Images are not stored twice: a row holds the view's image index into the train
+split, its epoch, its augmentation parameters (one column per `raydistill.data.AUG_KEYS`) and
+the ensemble's averaged logits; a student replays the view on its device with `replay_batch`.
+
+File layout (`write_transfer_set`, one row group per epoch, rows in the epoch's seeded order):
+
+    index   int64                        image index into the train split
+    epoch   int32                        0-based
+    flip crop tx ty                      int16 (int64 in memory)
+    crop_x crop_y hue sat_* val_*        float32
+    logits  fixed_size_list<float32, C>  the members' mean logits for the view
+
+The schema metadata `raydistill.distill.transfer.writer` (JSON) holds the format version, dataset and teacher
+fingerprints, the ensemble's val / test accuracy, the augmentation settings, epochs, views per
+epoch, seed and number of classes. `load_transfer_set` checks all of it and refuses (one-line
+UserError) a file made for another dataset or teacher, or one that is truncated or corrupt.
+`TransferSet.fingerprint` is the sha256 of the file's bytes.
+
+The pieces: `raydistill.distill.transfer.format` (schema, `TransferSet`, `load_transfer_set`),
+`raydistill.distill.transfer.aug` (augmentations by name), `raydistill.distill.shards` (the ensemble's logits
+for the views, split across GPU workers when the Ray cluster has GPUs). This module writes the
+file and re-exports the public names of the other two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_path
+from raydistill.data import AUG_KEYS, AugConfig
+from raydistill.data.replay import replay_batch
+from raydistill.distill.shards import gpu_workers, member_logits, view_logits
+from raydistill.distill.transfer.aug import (
+    aug_parts,
+    check_aug,
+    default_aug,
+)
+from raydistill.distill.transfer.format import (
+    FORMAT_VERSION,
+    INT_PARAMS,
+    TransferSet,
+    schema,
+)
+from raydistill.training.evaluation import accuracy_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from raydistill.data import Splits
+    from raydistill.distill.ensemble import Ensemble
+
+__all__ = ["replay", "transfer_meta", "view_accuracy", "write_transfer_set"]
+
+# ----------------------------------------------------------------------------- replay
+
+
+def replay(transfer: TransferSet, images: Tensor, rows: slice | Tensor | np.ndarray) -> Tensor:
+    """The views of transfer-set rows `rows` (a slice or row indices), on `images`' device."""
+    dev = images.device
+    index = torch.as_tensor(transfer.index[rows], device=dev)
+    params = {k: torch.as_tensor(v[rows], device=dev) for k, v in transfer.params.items()}
+    geometric, color = transfer.aug_parts
+    return replay_batch(images, index, params, geometric=geometric, color=color)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _epoch_table(
+    table_schema: pa.Schema,
+    epoch: int,
+    order: Tensor,
+    params: Mapping[str, Tensor],
+    logits: np.ndarray,
+) -> pa.Table:
+    import pyarrow as pa
+
+    n, c = logits.shape
+    arrays = [pa.array(order.numpy().astype(np.int64)), pa.array(np.full(n, epoch, np.int32))]
+    for k in AUG_KEYS:
+        dtype = np.int16 if k in INT_PARAMS else np.float32
+        arrays.append(pa.array(params[k].numpy().astype(dtype)))
+    flat = pa.array(np.ascontiguousarray(logits, dtype=np.float32).reshape(-1))
+    arrays.append(pa.FixedSizeListArray.from_arrays(flat, c))
+    return pa.Table.from_arrays(arrays, schema=table_schema)
+
+
+def transfer_meta(
+    ensemble: Ensemble, splits: Splits, epochs: int, seed: int, aug: AugConfig
+) -> dict[str, Any]:
+    """The metadata a transfer set carries (ensemble accuracies are measured on `splits`:
+    taken from the teacher manifest when it was measured on the same splits, else measured)."""
+    measured = ensemble.manifest.get("ensemble") or {}
+    if ensemble.manifest.get("dataset_fingerprint") == splits.fingerprint and measured:
+        val, test = float(measured["val/acc"]), float(measured["test/acc"])
+    else:
+        val, test = (_ensemble_accuracy(ensemble, splits, part) for part in ("val", "test"))
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": splits.name,
+        "dataset_fingerprint": splits.fingerprint,
+        "teacher_fingerprints": list(ensemble.fingerprints),
+        "teacher_dataset_fingerprint": ensemble.manifest.get("dataset_fingerprint"),
+        "ensemble_val_acc": val,
+        "ensemble_test_acc": test,
+        "aug": aug.to_dict(),
+        "epochs": int(epochs),
+        "views_per_epoch": len(splits.train_y),
+        "seed": int(seed),
+        "num_classes": splits.num_classes,
+        "image_size": int(min(splits.image_shape[1:])),
+        "preprocess": ensemble.preprocess.to_dict(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _ensemble_accuracy(ensemble: Ensemble, splits: Splits, part: str) -> float:
+    x, y = (torch.as_tensor(a) for a in splits.split(part))
+    return accuracy_of(member_logits(ensemble, x).mean(0), y)
+
+
+def write_transfer_set(
+    path: str | Path,
+    ensemble: Ensemble,
+    splits: Splits,
+    epochs: int,
+    *,
+    seed: int = 0,
+    aug: AugConfig | None = None,
+    batch_size: int = 1000,
+    device: str | torch.device | None = None,
+    address: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Write `epochs` augmented epochs of the train split with the ensemble's logits to `path`
+    (Parquet, one row group per epoch; a temporary file renamed into place at the end).
+
+    Epoch e's order and views are `epoch_plan(n, seed=seed, epoch=e, aug=aug)`: CPU generators,
+    so the file does not depend on the device, the batch size or the sharding. `aug` defaults
+    to `default_aug(splits)` (the paper's with HSV jitter for images); the ensemble sees each
+    view with its own preprocessing. The metadata records the ensemble's accuracy on the test
+    images under this augmentation (`ensemble_test_view_acc`). `device` defaults to the
+    ensemble's (the members are moved there). The labelling runs on the GPU workers of a Ray
+    cluster (`raydistill.distill.shards`) when one with GPUs is running in this process, or is joined at
+    `address`, or at the cluster address the teachers were trained on (their manifest's)."""
+    if epochs < 1:
+        raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
+    aug = aug if aug is not None else default_aug(splits)
+    check_aug(aug, splits)
+    dev = torch.device(device) if device is not None else ensemble.device
+    if dev != ensemble.device:
+        ensemble.members = [m.to(dev) for m in ensemble.members]
+    with ExitStack() as stack:
+        _join_cluster(stack, ensemble, address, log)
+        meta = transfer_meta(ensemble, splits, epochs, seed, aug)
+        # The ensemble's accuracy on the views it labels: on test images under the same
+        # augmentation (how good the targets are on unseen data), then on the stored views.
+        meta["ensemble_test_view_acc"] = view_accuracy(
+            ensemble, splits.test_x, splits.test_y, aug, seed=seed, batch_size=batch_size
+        )
+        hits = _write(Path(path), ensemble, splits, epochs, seed, aug, batch_size, meta, log)
+    if log is not None:
+        log(
+            f"ensemble accuracy: test {100 * meta['ensemble_test_acc']:.2f}%, test views "
+            f"{100 * meta['ensemble_test_view_acc']:.2f}%, stored train views "
+            f"{100 * hits / max(len(splits.train_y) * epochs, 1):.2f}%"
+        )
+    return Path(path)
+
+
+def _join_cluster(
+    stack: ExitStack, ensemble: Ensemble, address: str | None, log: Callable[[str], None] | None
+) -> None:
+    """Enter a Ray session for the sharded labelling when a cluster is named (see
+    `write_transfer_set`); a recorded cluster that is gone leaves the in-process path."""
+    if gpu_workers() > 0:
+        return  # Ray with GPUs is already up in this process
+    recorded = (ensemble.manifest.get("config") or {}).get("address")
+    target = address or (recorded if recorded not in (None, "", "local") else None)
+    if target is None:
+        return
+    from raydistill.core.cluster import ray_session
+
+    try:
+        stack.enter_context(ray_session(target))
+    except UserError as exc:
+        if address is not None:
+            raise
+        if log is not None:
+            log(f"   labelling in this process: {exc}")
+
+
+def _write(
+    path: Path, ensemble: Ensemble, splits: Splits, epochs: int, seed: int, aug: AugConfig,
+    batch_size: int, meta: dict[str, Any], log: Callable[[str], None] | None,
+) -> int:  # fmt: skip
+    """Write the file (atomically); returns how many stored views the ensemble labels right."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    labels, n, hits = np.asarray(splits.train_y), len(splits.train_y), 0
+    views = view_logits(ensemble, splits.train_x, seed=seed, epochs=range(epochs), aug=aug,
+                        batch_size=batch_size, parts=aug_parts(aug, meta["image_size"]))  # fmt: skip
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema(splits.num_classes, meta), compression="zstd") as w,
+    ):
+        bar = tqdm(total=epochs, desc="transfer set (epochs)", unit="ep", disable=log is None)
+        t0 = time.perf_counter()
+        for e, order, params, logits in views:
+            hits += int((logits.argmax(1) == labels[order.numpy()]).sum())
+            w.write_table(_epoch_table(w.schema, e, order, params, logits), n)
+            bar.update(1)
+            bar.set_postfix_str(f"{n} views, {time.perf_counter() - t0:.1f} s/epoch")
+            t0 = time.perf_counter()
+        bar.close()
+    return hits
+
+
+@torch.no_grad()
+def view_accuracy(
+    ensemble: Ensemble,
+    x: np.ndarray,
+    y: np.ndarray,
+    aug: AugConfig,
+    *,
+    seed: int,
+    batch_size: int = 1000,
+) -> float:
+    """The ensemble's accuracy on one augmented view of each image of (x, y) (seeded)."""
+    if len(y) == 0:
+        return 0.0
+    parts = aug_parts(aug, int(min(x.shape[2:])))
+    # seed + 7919: not a training stream
+    _, order, _, logits = next(view_logits(ensemble, x, seed=seed + 7919, epochs=range(1),
+                                           aug=aug, batch_size=batch_size, parts=parts))  # fmt: skip
+    return float((logits.argmax(1) == np.asarray(y)[order.numpy()]).mean())

@@ -1,0 +1,375 @@
+"""Export of the best students of a search, `load_student`, and the export's self-check.
+
+`export_cell(DIR, selector, OUT)` writes `OUT/<cell>/`:
+
+    model.safetensors   the best-validation weights of the cell's best trial (no pickle)
+    spec.json           family, spec, params, budget, metrics, inputs (dtype, preprocessing,
+                        input scale), dataset and teacher fingerprints, raydistill version,
+                        sha256 of the weights, and what the self-check measured
+    model.pt2           a `torch.export` program (batch dimension dynamic)
+    model.onnx          with `onnx=True`, when the onnx + onnxscript packages are installed
+
+Every form takes raw images and returns logits: the preprocessing the student was trained with
+is inside (`raydistill.export.inference.RawImageStudent`). `load_student` returns that module; the
+program and the ONNX graph take the dataset's own image dtype (`inputs.dtype` in spec.json:
+uint8 NCHW for image datasets, float32 for float datasets such as synthetic-sep); the module
+takes uint8, or float in [0, 1].
+
+Selectors: a full cell id `cnn-d2@1M` (the best trial of that cell by validation accuracy), or
+`FAMILY@BUDGET` such as `cnn@1M` (the best over every depth of that family at that budget).
+Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, exported as
+`cnn-d2@1M-hard/`; twins are the "hard" trials of an experiment that also distils). Only finished or stopped trials are candidates.
+
+The self-check runs before anything is visible: the reloaded model's logits must match the
+checkpoint's to 1e-5 on a fixed batch of raw images (and so must the torch.export program's),
+and the test accuracy of the reloaded model and of the program on the raw test images must
+equal the recorded one. The
+dataset for that comes from `splits=` / `data=` or the search manifest's `config.data` (with
+`config.data_options`); it must have the search's dataset fingerprint. Without it the export says "test accuracy not
+re-verified" (in spec.json and on the console) rather than fail. Files are written into a
+temporary directory renamed into place at the end; a failed check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raydistill import __version__
+from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_dir, atomic_write_text, sha256_file
+from raydistill.export.fetch import data_source, fetched_checkpoint, resolve_splits
+from raydistill.export.inference import RawImageStudent, load_student, read_json, rebuild, wrap
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from raydistill.data import Splits
+
+LOGITS_ATOL = 1e-5
+FORMAT = 2  # 2: the exported module and program take raw images
+_CELL_RE = re.compile(r"^(?P<family>[A-Za-z0-9_]+?)(?:-d(?P<depth>\d+))?$")
+_FIXED_BATCH = 8  # images in the fixed comparison batch (seeded N(0, 1) inputs)
+
+
+@dataclass
+class ExportResult:
+    """Where a student went and what its self-check measured."""
+
+    cell: str
+    path: Path
+    params: int
+    val_acc: float | None
+    test_acc: float | None
+    test_verified: bool
+    note: str
+
+
+# ---------------------------------------------------------------- selection
+def parse_selector(selector: str) -> tuple[str, int | None, int, bool]:
+    """'cnn-d2@1M' → ('cnn', 2, 1000000, False); 'cnn@1M:hard' → ('cnn', None, 1000000, True)."""
+    from raydistill.students.budget import parse_budget
+
+    text = selector.strip()
+    hard = text.endswith(":hard")
+    text = text.removesuffix(":hard")
+    left, at, budget = text.partition("@")
+    m = _CELL_RE.match(left)
+    if not at or not m:
+        raise UserError(
+            f"cell {selector!r} is invalid; use FAMILY-dDEPTH@BUDGET (cnn-d2@1M) or FAMILY@BUDGET (cnn@1M), optionally with :hard"
+        )
+    depth = int(m["depth"]) if m["depth"] else None
+    return m["family"], depth, parse_budget(budget), hard
+
+
+def select_trial(df: pd.DataFrame, selector: str) -> pd.Series:
+    """The best trial (`raydistill.core.results`' rule) that `selector` names."""
+    from raydistill.core.results import eligible
+
+    family, depth, budget, hard = parse_selector(selector)
+    ok = eligible(df) & (df["family"] == family) & (df["budget"] == budget)
+    if depth is not None:
+        ok &= df["depth"] == depth
+    ok &= df["twin"] if hard else ~df["twin"]
+    cand = df[ok]
+    if cand.empty:
+        have = sorted(set(df.loc[eligible(df), "cell"]))
+        raise UserError(
+            f"no finished trial matches {selector!r}; cells with finished trials: {have}"
+        )
+    return cand.sort_values(["val/acc", "trial_id"], ascending=[False, True]).iloc[0]
+
+
+def export_name(row: Mapping[str, Any]) -> str:
+    """Directory name of an exported trial: its cell id, '-hard' for a hard-label twin."""
+    return str(row["cell"]) + ("-hard" if row.get("twin") else "")
+
+
+# ---------------------------------------------------------------- entry points
+def export_cell(
+    directory: str | Path,
+    selector: str,
+    out_dir: str | Path,
+    *,
+    splits: Splits | None = None,
+    data: str | None = None,
+    verify_test: bool = True,
+    onnx: bool = False,
+    storage: str | None = None,
+) -> Path:
+    """Export the student `selector` names from search directory `directory`; its new path."""
+    return export_cells(directory, [selector], out_dir, splits=splits, data=data,
+                        verify_test=verify_test, onnx=onnx, storage=storage)[0].path  # fmt: skip
+
+
+def export_cells(
+    directory: str | Path,
+    selectors: list[str] | None,
+    out_dir: str | Path,
+    *,
+    splits: Splits | None = None,
+    data: str | None = None,
+    verify_test: bool = True,
+    onnx: bool = False,
+    storage: str | None = None,
+) -> list[ExportResult]:
+    """Export several selectors (None: the best trial of every cell, hard twins included).
+    `storage`: the search's Tune storage when it moved (`raydistill.export.fetch`)."""
+    from raydistill.report import best_configs, load_results
+
+    d, out = Path(directory), Path(out_dir)
+    if storage is not None:  # DIR made by another machine's search: its outputs from storage
+        from raydistill.search.settings import pull_search
+
+        pull_search(storage, d)
+    df = load_results(d)
+    manifest = read_json(d / "manifest.json") or {}
+    rows = (
+        [select_trial(df, s) for s in selectors]
+        if selectors is not None
+        else [r for _, r in best_configs(df).iterrows()]
+    )
+    if not rows:
+        raise UserError(f"{d / 'trials.parquet'} has no finished or stopped trial to export")
+    data_splits, reason = (None, "verification of the test accuracy was not requested")
+    if verify_test:
+        data_splits, reason = resolve_splits(manifest, splits=splits, data=data)
+    results = [export_trial(r, out / export_name(r), manifest=manifest, splits=data_splits,
+                            no_data_reason=reason, onnx=onnx, storage=storage)
+               for r in rows]  # fmt: skip
+    _write_export_manifest(out, d, manifest, results)
+    return results
+
+
+# ---------------------------------------------------------------- one trial
+def export_trial(
+    row: Mapping[str, Any],
+    target: str | Path,
+    *,
+    manifest: Mapping[str, Any] | None = None,
+    splits: Splits | None = None,
+    no_data_reason: str = "no dataset",
+    onnx: bool = False,
+    storage: str | None = None,
+) -> ExportResult:
+    """Export one trial (a row of trials.parquet) into `target`, self-checked, atomically;
+    its checkpoint is read through its storage URI (`raydistill.export.fetch`)."""
+    from raydistill.export.fetch import EXPORT_FILES
+    from raydistill.training.checkpoint import load_tensors, read_checkpoint
+
+    with fetched_checkpoint(row, storage) as ckpt:  # through storage, never the workers' disks
+        meta = read_checkpoint(ckpt, files=EXPORT_FILES)
+        inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
+        reference = wrap(rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
+    params = sum(p.numel() for p in reference.parameters())
+    recorded = _num(row.get("params"))
+    if recorded is not None and int(recorded) != params:
+        raise UserError(
+            f"{row.get('checkpoint')}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
+        )
+    target = Path(target)
+    with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
+        spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx)
+        check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
+        spec_json["verification"] = check
+        atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
+    return ExportResult(
+        export_name(row), target, params, _num(row.get("val/acc")), check["test_acc"],
+        check["test_verified"], check["note"],
+    )  # fmt: skip
+
+
+def _inputs(meta: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """spec.json's "inputs": what the exported forms take and the pipeline inside them."""
+    cfg = meta.get("config") or {}
+    shape = [int(s) for s in meta["spec"].get("in_shape", (3, 32, 32))]
+    values = "0..255" if dtype == "uint8" else "the dataset's float values (images: [0, 1])"
+    return {
+        "shape": shape, "dtype": dtype, "layout": "NCHW", "values": values,
+        "preprocess": meta.get("preprocess") or {"mode": "none"},
+        "input_scale": float(cfg.get("input_scale", 1.0)),
+        "channels_last": bool(cfg.get("channels_last", False)),
+    }  # fmt: skip
+
+
+def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
+    """The dtype of the dataset's images: the splits' when known, else from the source name."""
+    if splits is not None:
+        return "uint8" if splits.test_x.dtype == "uint8" else "float32"
+    source = data_source(manifest.get("config") or {}) or ""
+    return "float32" if source.startswith("synthetic-sep") else "uint8"
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _write_files(
+    tmp: Path, model: RawImageStudent, inputs: dict[str, Any], meta: Mapping[str, Any],
+    row: Mapping[str, Any], manifest: Mapping[str, Any], onnx: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from safetensors.torch import save_file
+
+    net_state = model.net.state_dict()
+    weights = {k: v.detach().cpu().contiguous() for k, v in net_state.items()}
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    example = _fixed_batch(inputs)
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, str(tmp / "model.pt2"))
+    files = ["model.safetensors", "spec.json", "model.pt2"]
+    if onnx:
+        files += _write_onnx(tmp, model, example)
+    spec_json = _spec_json(model.net, meta, row, manifest, files)
+    spec_json["inputs"] = {**inputs, **model.inputs()}
+    spec_json["model_sha256"] = sha256_file(tmp / "model.safetensors")
+    atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
+    return spec_json
+
+
+def _spec_json(
+    model: nn.Module, meta: Mapping[str, Any], row: Mapping[str, Any],
+    manifest: Mapping[str, Any], files: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    cfg = meta.get("config") or {}
+    metrics = {k: _num(row.get(k)) for k in ("val/acc", "val/loss", "test/acc") if k in row}
+    metrics.update(
+        {k: int(row[k]) for k in ("epochs", "best_epoch") if _num(row.get(k)) is not None}
+    )
+    return {
+        "format": FORMAT,
+        "raydistill": __version__,
+        "family": meta["spec"]["family"],
+        "spec": meta["spec"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "budget": int(row["budget"]),
+        "cell": str(row["cell"]),
+        "experiment": str(row.get("experiment", "")),
+        "trial_id": str(row["trial_id"]),
+        "loss": row.get("loss") or cfg.get("loss"),
+        "metrics": metrics,
+        "train_config": cfg,
+        "dataset_fingerprint": manifest.get("dataset_fingerprint"),
+        "teacher_fingerprints": manifest.get("teacher_fingerprints"),
+        "files": files,
+    }
+
+
+def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"raydistill: ONNX export skipped: {', '.join(missing)} not installed (pip install 'raydistill[onnx]')"
+        )
+        return []
+    torch.onnx.export(model, (example,), str(tmp / "model.onnx"), dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+    return ["model.onnx"]
+
+
+def _fixed_batch(inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Seeded raw images of the export's input dtype and shape (the comparison batch)."""
+    shape = (_FIXED_BATCH, *(int(s) for s in inputs["shape"]))
+    g = torch.Generator().manual_seed(0)
+    if inputs["dtype"] == "uint8":
+        return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    return torch.rand(shape, generator=g)
+
+
+# ---------------------------------------------------------------- self-check
+@torch.no_grad()
+def _self_check(
+    tmp: Path, reference: RawImageStudent, inputs: Mapping[str, Any], row: Mapping[str, Any],
+    splits: Splits | None, no_data_reason: str,
+) -> dict[str, Any]:  # fmt: skip
+    x = _fixed_batch(inputs)
+    want = reference(x)
+    reloaded = load_student(tmp)
+    program = torch.export.load(str(tmp / "model.pt2")).module()
+    diff = float((reloaded(x) - want).abs().max())
+    prog = float((program(x) - want).abs().max())
+    if not (diff <= LOGITS_ATOL and prog <= LOGITS_ATOL):
+        raise UserError(
+            f"export of {row['cell']} failed its check: logits differ by {max(diff, prog):.3g} > {LOGITS_ATOL}"
+        )
+    out = {"logits_max_abs_diff": diff, "program_max_abs_diff": prog, "test_acc": None,
+           "test_acc_recorded": _num(row.get("test/acc")), "test_verified": False}  # fmt: skip
+    if splits is None:
+        out["note"] = f"test accuracy not re-verified: {no_data_reason}"
+        return out
+    acc, n = raw_accuracy(reloaded, splits)
+    out["test_acc"], out["program_test_acc"] = acc, raw_accuracy(program, splits)[0]
+    rec = out["test_acc_recorded"]
+    if rec is None:
+        out["note"] = "test accuracy measured; the results table recorded none to compare"
+        return out
+    for what, got in (("module", acc), ("torch.export program", out["program_test_acc"])):
+        if round(got * n) != round(rec * n):
+            raise UserError(
+                f"export of {row['cell']} failed its check: the {what}'s test accuracy on raw "
+                f"images {got:.4f} != recorded {rec:.4f} ({n} images)"
+            )
+    out.update(test_verified=True, note=f"test accuracy re-verified on {n} raw images")
+    return out
+
+
+@torch.no_grad()
+def raw_accuracy(model: Callable[[torch.Tensor], torch.Tensor], splits: Splits,
+                 split: str = "test", batch_size: int = 1000) -> tuple[float, int]:  # fmt: skip
+    """(accuracy, n) of an exported form on the split's raw images, as a user would call it."""
+    x, y = splits.split(split)
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        logits = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
+        correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
+    return correct / max(len(y), 1), len(y)
+
+
+def _write_export_manifest(
+    out: Path, source: Path, manifest: Mapping[str, Any], results: list[ExportResult]
+) -> None:
+    from raydistill.core.manifest import build_manifest, write_manifest
+
+    previous = (read_json(out / "manifest.json") or {}).get("exports") or {}
+    exports = {**previous, **{r.cell: {"path": r.path.name, "params": r.params, "test_acc": r.test_acc,
+                                       "test_verified": r.test_verified} for r in results}}  # fmt: skip
+    write_manifest(out, build_manifest(
+        "export", {"source": str(source.resolve())}, seeds=None,
+        dataset_fingerprint=manifest.get("dataset_fingerprint"),
+        teacher_fingerprints=manifest.get("teacher_fingerprints"), extra={"exports": exports},
+    ))  # fmt: skip

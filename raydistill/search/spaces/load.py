@@ -1,0 +1,182 @@
+"""Search spaces: the YAML schema, its validation, cells, and the one translation to Optuna.
+
+A search space is a data-only YAML file (`search_spaces/<family>.yaml`, read with
+`yaml.safe_load`; YAML tags are rejected) with these top-level keys:
+
+    family: cnn                       # a registered student family (required)
+    description: "..."                # optional
+    depths: [1, 2, 3, 4]              # default depths (the CLI's --depths intersects them)
+    width_ratios: {float: [0, 1]}     # one ratio per width slot of the family at the depth
+    spec:  {dropout: 0.0}             # the family builder's other arguments
+    train: {lr: {log_float: [0.0013, 0.016]}, momentum: ..., max_epochs: 30}  # TrainConfig
+
+Every value is a fixed value or one primitive: `{int: [lo, hi]}`, `{log_int: [lo, hi]}`,
+`{float: [lo, hi]}`, `{log_float: [lo, hi]}`, `{choice: [a, b, ...]}`. A *cell* is one
+(family, depth, budget) and is searched on its own. No Ray here.
+
+This module owns loading (files, shipped names), cells and trial settings, and re-exports the
+rest: the schema and its validation (`raydistill.search.spaces.schema`, pydantic) and the one
+translation to Optuna (`raydistill.search.spaces.samplers`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raydistill.core.errors import UserError
+from raydistill.search.spaces.schema import (
+    FIRST_RATIO,
+    Param,
+    SearchSpace,
+    parse_space,
+)
+from raydistill.students.budget import format_budget, min_params
+
+__all__ = [
+    "Cell",
+    "TrialSettings",
+    "cell_seed",
+    "load_space",
+    "plan_cells",
+    "read_yaml",
+    "settings",
+    "shipped_spaces",
+    "space_dir",
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One searched unit: a family at a depth under a parameter budget."""
+
+    family: str
+    depth: int
+    budget: int
+
+    @property
+    def id(self) -> str:
+        """`<family>-d<depth>@<budget>`, e.g. `cnn-d2@1M`."""
+        return f"{self.family}-d{self.depth}@{format_budget(self.budget)}"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What one trial trains: builder arguments (without widths), width ratios, TrainConfig dict."""
+
+    spec: dict[str, Any]
+    ratios: list[float]
+    train: dict[str, Any]
+
+
+# ------------------------------------------------------------------ loading and validation
+def space_dir() -> Path:
+    """The folder of the shipped spaces: in a checkout (and an editable install) the top-level
+    `search_spaces/`, the source of truth; in a wheel the copy the build hook (setup.py) puts in
+    the package, `raydistill/search_spaces/`."""
+    package = Path(__file__).resolve().parents[2]  # raydistill/ (this is search/spaces/load.py)
+    checkout = package.parent / "search_spaces"
+    if (package.parent / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return package / "search_spaces"
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """The shipped YAML files by stem (one per student family)."""
+    return {p.stem: p for p in sorted(space_dir().glob("*.yaml"))}
+
+
+def load_space(source: str | Path | Mapping[str, Any] | SearchSpace) -> SearchSpace:
+    """A validated space from a YAML path, a shipped space's name ("cnn"), or a mapping."""
+    if isinstance(source, SearchSpace):
+        return source
+    if isinstance(source, Mapping):
+        return parse_space(source, "<dict>")
+    path = Path(source)
+    if not path.exists() and str(source) in shipped_spaces():
+        path = shipped_spaces()[str(source)]
+    if not path.is_file():
+        raise UserError(
+            f"search space {str(source)!r} is not a file nor a shipped space "
+            f"({', '.join(shipped_spaces())})"
+        )
+    return parse_space(read_yaml(path), str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """`yaml.safe_load` of a data-only file: a YAML tag (`!!python/...`, `!foo`) is an error."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.TagToken):
+                line = token.start_mark.line + 1
+                raise UserError(f"{path}:{line}: YAML tags are not allowed (data only)")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+# ------------------------------------------------------------------ cells
+def plan_cells(
+    spaces: Sequence[SearchSpace], budgets: Iterable[int], depths: Iterable[int] | None = None
+) -> list[tuple[Cell, SearchSpace]]:
+    """Cells (family × depth × budget) in order; `depths` intersects each space's own depths.
+
+    A budget below a cell's smallest model (every width 1) is a UserError naming the cell.
+    """
+    budgets = list(budgets)
+    if not budgets:
+        raise UserError("no budgets given; e.g. --budgets 1M,3.16M")
+    wanted = None if depths is None else set(depths)
+    seen: dict[str, str] = {}
+    cells: list[tuple[Cell, SearchSpace]] = []
+    for space in spaces:
+        if space.family in seen:
+            raise UserError(
+                f"family {space.family!r} is in two spaces: {seen[space.family]}, {space.source}"
+            )
+        seen[space.family] = space.source
+        use = [d for d in space.depths if wanted is None or d in wanted]
+        if not use:
+            raise UserError(
+                f"{space.source}: none of --depths {sorted(wanted or [])} is a depth of this space "
+                f"{list(space.depths)}"
+            )
+        for depth in use:
+            fixed = {k: p.value for k, p in space.spec.items() if not p.searched}
+            floor = min_params(space.family, depth, **fixed)
+            for budget in budgets:
+                cell = Cell(space.family, depth, int(budget))
+                if floor > budget:
+                    raise UserError(
+                        f"cell {cell.id}: budget {budget} is below the family's minimum {floor}"
+                    )
+                cells.append((cell, space))
+    return cells
+
+
+def settings(space: SearchSpace, depth: int, sampled: Mapping[str, Any]) -> TrialSettings:
+    """Fixed values + one sample (`sampled`: names as in `searched(depth)`) → what to train."""
+    names = space.ratio_names(depth)
+    if space.width_ratios.searched:
+        ratios = [FIRST_RATIO, *(float(sampled[n]) for n in names[1:])]
+    else:
+        ratios = [float(space.width_ratios.value)] * len(names)
+
+    def pick(section: Mapping[str, Param]) -> dict[str, Any]:
+        return {k: sampled[k] if p.searched else p.value for k, p in section.items()}
+
+    return TrialSettings(pick(space.spec), ratios, pick(space.train))
+
+
+def cell_seed(seed: int, cell_id: str, run: int = 0) -> int:
+    """A stable 31-bit seed per (experiment seed, cell, run) for the cell's searcher."""
+    return zlib.crc32(f"{seed}:{cell_id}:{run}".encode()) & 0x7FFFFFFF

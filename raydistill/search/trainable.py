@@ -1,0 +1,176 @@
+"""The Ray Tune function trainable: one trial of one cell, from sampled values to a trained student.
+
+A trial's config (built by `raydistill.search.CellSearcher`) is self-contained:
+
+    {"cell": "cnn-d2@1M", "family": "cnn", "depth": 2, "budget": 1000000,
+     "lr": 0.004, "r0": 0.3, ...,                                   # the sampled values
+     "settings": {"spec": {...}, "ratios": [...], "train": {...}},  # fixed + sampled, split
+     "run": {"experiment", "root", "seed", "wandb", "device", "max_epochs", "threads",
+             "checkpoint_every"}}
+
+`train_trial` solves the widths from the budget (no trial is ever rejected for size), trains
+with `raydistill.training.loop.train_student`, and at every epoch end reports the metrics plus `params`,
+`params/budget` and the solved `spec`, with a checkpoint (`tune.report(..., checkpoint=...)`)
+every `checkpoint_every` epochs and at the run's end (finished, stopped by its schedule,
+diverged): the recorded checkpoint of an ended trial always holds its best weights.
+A retried or restored trial resumes from `tune.get_checkpoint()`. The dataset and transfer set
+arrive through `tune.with_parameters` (one read-only copy per node in the object store).
+Ray is imported here and in `raydistill.search` only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from ray import tune
+
+from raydistill.core.device import gpu_ids as visible_gpu_ids
+from raydistill.students import data_spec_keys
+from raydistill.students.budget import solve_budget
+from raydistill.tracking.tracker import Tracker, make_tracker
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import train_student
+
+if TYPE_CHECKING:
+    from raydistill.data import Splits
+    from raydistill.distill.transfer.format import TransferSet
+
+# Trial-config keys that are not sampled values (everything else is).
+META_KEYS = ("cell", "family", "depth", "budget", "settings", "run")
+OBJECTIVE = "objective"  # the metric each cell's searcher maximises (see `objective`)
+
+
+TrackerFactory = Callable[..., Tracker]
+
+
+def objective(result: Mapping[str, Any] | None) -> float | None:
+    """A trial's score for its cell's searcher: its best val/acc so far; 0 once it diverged.
+
+    A diverged configuration is a failed one (lr too high), whatever it reached before.
+    """
+    if not result:
+        return None
+    if result.get("status") == "diverged":
+        return 0.0
+    value = result.get("best/val/acc", result.get("val/acc"))
+    return float(value) if _finite(value) else None
+
+
+def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The searcher's sampled values of a trial config (r0.., lr, ...)."""
+    return {k: v for k, v in config.items() if k not in META_KEYS}
+
+
+def trial_train_config(config: Mapping[str, Any]) -> TrainConfig:
+    """The TrainConfig of a trial: its settings plus the experiment's seed, device, epoch cap."""
+    run = config["run"]
+    train = {**config["settings"]["train"], "seed": int(run["seed"]), "device": run["device"]}
+    cap = run.get("max_epochs")
+    if cap:
+        train["max_epochs"] = min(int(train.get("max_epochs", TrainConfig.max_epochs)), int(cap))
+    return TrainConfig.from_dict(train)
+
+
+def solve_trial(config: Mapping[str, Any], data: Splits) -> Any:
+    """The budget solver's Solution for a trial (widths from its ratios, shape from the data)."""
+    s = config["settings"]
+    return solve_budget(
+        config["family"], int(config["depth"]), int(config["budget"]), s["ratios"], **s["spec"],
+        **data_spec_keys(data),
+    )  # fmt: skip
+
+
+def train_trial(
+    config: dict[str, Any],
+    *,
+    data: Splits,
+    transfer: TransferSet | None = None,
+    tracker_factory: TrackerFactory | None = None,
+) -> None:
+    """The Tune trainable (wrap with `tune.with_parameters(train_trial, data=..., ...)`)."""
+    run = config["run"]
+    torch.set_num_threads(max(1, int(run.get("threads", 1))))
+    sol = solve_trial(config, data)
+    cfg = trial_train_config(config)
+    trial_id = tune.get_context().get_trial_id() or "trial"
+    factory = tracker_factory or make_tracker
+    tracker = factory(
+        run["wandb"], root=run["root"], experiment=run["experiment"], cell=config["cell"],
+        trial_id=trial_id, config=_tracker_config(config, sol), tags=[],
+    )  # fmt: skip
+    report = _make_report(config, sol, tracker)
+    status = "error"
+    try:
+        result = _train(sol.spec, data, transfer, cfg, report)
+        status = result.status
+    except SystemExit:  # Tune stops a trial (ASHA) by raising SystemExit inside tune.report
+        status = "stopped"
+        raise
+    finally:
+        tracker.finish({"params": sol.params, "params/budget": sol.share}, status=status)
+
+
+def _train(spec: dict, data: Splits, transfer: Any, cfg: TrainConfig, report: Callable) -> Any:
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return train_student(spec, data, transfer, cfg, report=report)
+    with ckpt.as_directory() as d:  # local storage: the directory itself; remote: a download
+        return train_student(spec, data, transfer, cfg, report=report, checkpoint=d)
+
+
+def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Callable:
+    """The `report(metrics, save)` callback: Tune metrics + a checkpoint at each epoch end."""
+    started = time.time()
+    budget = int(config["budget"])
+    spec_json = json.dumps(sol.spec)
+    gpu_ids = ",".join(visible_gpu_ids())
+    node_id = _node_id()  # which Ray node ran it (all nodes of a test cluster share one IP)
+    every = max(1, int(config["run"].get("checkpoint_every") or 1))
+
+    def report(metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+        m = dict(metrics)
+        if m.get("status") == "diverged" or not _finite(m.get("val/acc", 0.0)):
+            # This epoch's weights are not finite: score it 0 so ASHA and the searcher see it.
+            m["val/acc"] = 0.0
+        m.update({"params": sol.params, "params/budget": sol.params / budget, "spec": spec_json,
+                  "started_at": started, "reported_at": time.time(),
+                  "gpu_ids": gpu_ids, "node_id": node_id})  # fmt: skip
+        m[OBJECTIVE] = objective(m) or 0.0
+        tracker.log(m, step=int(m["epoch"]))
+        if m.get("status", "running") == "running" and int(m["epoch"]) % every:
+            tune.report(m)  # a retry resumes from the last checkpoint: ≤ every - 1 epochs lost
+            return
+        with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as d:
+            save(Path(d))
+            tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
+
+    return report
+
+
+def _tracker_config(config: Mapping[str, Any], sol: Any) -> dict[str, Any]:
+    return {
+        "cell": config["cell"], "family": config["family"], "depth": config["depth"],
+        "budget": config["budget"], **sampled_values(config), "widths": sol.widths,
+        "params": sol.params, "params/budget": sol.share, "train": config["settings"]["train"],
+        "seed": config["run"]["seed"],
+    }  # fmt: skip
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().get_node_id() or "")
+    except Exception:  # not inside a Ray worker
+        return ""
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)

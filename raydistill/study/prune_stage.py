@@ -1,0 +1,170 @@
+"""The prune stage of a study: one trained net pruned to each of the scale's prune budgets.
+
+`prune_stage(scale, out, splits, transfer, repeats)` runs after the seed repeats of
+`raydistill.study.reproduce` when the scale has a `prune` section (`raydistill/study/scales/extended.yaml`):
+
+- the source is teacher member K (`OUT/teacher/member-K.safetensors`) or the best distilled
+  trial of a searched cell (its checkpoint in `OUT/study/trials.parquet`);
+- for each budget the source is pruned (`raydistill.export.prune`: whole channels, ≤ budget, ≥ 99 %)
+  and fine-tuned on the transfer set for `prune.max_epochs` (default: the search's epochs, so
+  pruned and searched students see the same number of epochs) with the study's split seed.
+  That run is the cell's row, `prune-<family>-d<depth>@<budget>`, appended to
+  `OUT/study/trials.parquet`: Table 2, Figure 1, the Pareto fronts and export show "pruned to
+  the budget" next to "searched at the budget" at equal parameters;
+- the repeats (REPORT.md's ± std): fine-tuning pruned weights on a stored transfer set is
+  deterministic (no random init, the views in their stored order: seeds 0 and 1 gave the same
+  accuracy to 4 digits), so new seeds alone would report a false std of 0. A pruned cell's
+  repeats are its *sources* instead: teacher members K, K+1, ... (up to `seeds` of them, as
+  many as the ensemble has), each pruned and fine-tuned the same way with seed 1000 + j
+  (`raydistill.study.repeats.SEED_OFFSET`); a searched-cell source has one repeat (n = 1). They
+  join `seeds.csv` and `repeats.csv`.
+
+Runs happen one after another in the driver (a few per study; their files stay on its disk).
+Outputs: `OUT/prune/<cell>/<source>-seed-<n>/` (`checkpoint/`, `prune.json`). A run whose
+`prune.json` names the same source is reused, so a resumed study does not fine-tune again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raydistill.core.errors import UserError
+from raydistill.study.scale import Scale
+
+
+def prune_stage(
+    sc: Scale,
+    out: Path,
+    splits: Any,
+    transfer: Path,
+    repeats: pd.DataFrame,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Add the pruned cells to `out/study` (trials, seeds.csv, repeats.csv); returns the seed
+    repeats' summary with the pruned rows added (unchanged when the scale has no prune)."""
+    if sc.prune is None:
+        return repeats
+    from raydistill.distill.transfer.format import load_transfer_set
+    from raydistill.export.prune import load_source, prune_spec
+    from raydistill.study.repeats import SEED_OFFSET
+
+    study = out / "study"
+    sources, base = prune_sources(sc, out)
+    for budget in sc.prune.budgets:  # every refusal (budget above the net, ...) before any run
+        prune_spec(*load_source(sources[0]), budget)
+    ts = load_transfer_set(transfer, splits=splits)
+    jobs = [(sources[0], sc.data.seed)]  # the trials row, then the repeats
+    jobs += [(src, SEED_OFFSET + j) for j, src in enumerate(sources)]
+    rows, runs = [], []
+    for budget in sc.prune.budgets:
+        for i, (source, seed) in enumerate(jobs):
+            row = _run(sc, source, budget, seed, base, out / "prune", splits, ts, log)
+            (rows if i == 0 else runs).append(row)
+    _append_trials(study, rows, experiment=f"{sc.name}-prune")
+    return _add_repeats(study, runs)
+
+
+def prune_sources(sc: Scale, out: Path) -> tuple[list[Path], dict[str, Any]]:
+    """(the nets to prune: the row's first, then the other repeats' sources; the fine-tune's
+    TrainConfig entries before `prune.train`)."""
+    p = sc.prune
+    assert p is not None
+    fixed = {k: v for k, v in sc.search.train.items() if not isinstance(v, dict)}
+    if p.source.startswith("teacher"):
+        k, n = int(p.source.partition(":")[2] or 0), sc.teacher.members
+        members = [(k + j) % n for j in range(min(sc.seeds, n))]
+        return [out / "teacher" / f"member-{m}.safetensors" for m in members], fixed
+    from raydistill.core import results
+    from raydistill.report import load_results
+
+    df = load_results(out / "study")
+    best = results.best(df[(df["cell"] == p.source) & ~df["twin"]])
+    if best.empty or not best["checkpoint"].iloc[0]:
+        raise UserError(f"prune.source {p.source!r}: the study has no finished trial of that cell")
+    return [_local_copy(best.iloc[0], out)], json.loads(best["train"].iloc[0])
+
+
+def _local_copy(row: Any, out: Path) -> Path:
+    """The searched trial's checkpoint files, read through its storage URI (s3://, gs://,
+    file:// or a path: the driver need not share the worker's disk) into out/prune/sources/."""
+    from raydistill.core import storage
+    from raydistill.export.fetch import EXPORT_FILES, checkpoint_location
+
+    dest = out / "prune" / "sources" / str(row["trial_id"])
+    if not all((dest / name).is_file() for name in EXPORT_FILES):
+        storage.fetch(checkpoint_location(row), EXPORT_FILES, dest)
+    return dest
+
+
+def _run(
+    sc: Scale, source: Path, budget: Any, seed: int, base: dict[str, Any], root: Path,
+    splits: Any, ts: Any, log: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """One prune + fine-tune (or its earlier result): the trials row."""
+    from raydistill.export.prune import load_source, prune_to_budget, pruned_cell, trials_row
+    from raydistill.students.budget import parse_budget
+    from raydistill.training.config import TrainConfig
+
+    p = sc.prune
+    assert p is not None
+    cell = pruned_cell(load_source(source)[0], parse_budget(budget))
+    where = root / cell.replace("@", "_") / f"{source.stem}-seed-{seed}"
+    done = where / "prune.json"
+    if done.is_file():
+        row = json.loads(done.read_text())
+        if json.loads(row["config"]).get("source") == str(source):
+            log(f"   reusing {cell} seed {seed}: test {row['test/acc']}")
+            return {**row, "experiment": f"{sc.name}-prune", "seed": seed}
+    shutil.rmtree(where, ignore_errors=True)  # an interrupted run, or another source's
+    epochs = p.max_epochs or sc.search.max_epochs
+    cfg = TrainConfig.from_dict({**base, **p.train, "max_epochs": epochs, "seed": seed,
+                                 "device": "auto"})  # fmt: skip
+    res = prune_to_budget(source, budget, data=splits, transfer=ts, config=cfg, out_dir=where)
+    row = trials_row(res, experiment=f"{sc.name}-prune", seed=seed)
+    log(f"   {cell} ({res.params:,} params from {res.source_params:,} in {source.name}) seed {seed}: "
+        f"test {row['test/acc']}")  # fmt: skip
+    return row
+
+
+def _append_trials(study: Path, rows: list[dict[str, Any]], experiment: str) -> None:
+    """Replace this stage's rows of `study/trials.parquet` with `rows` (atomically)."""
+    import pyarrow as pa
+
+    from raydistill.core.manifest import atomic_write_bytes
+    from raydistill.search import TRIALS_SCHEMA
+
+    path = study / "trials.parquet"
+    old = pd.read_parquet(path)
+    old = old[old["experiment"] != experiment]
+    new = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA).to_pandas()
+    frame = pd.concat([old, new], ignore_index=True)
+    atomic_write_bytes(path, frame.to_parquet(index=False))
+
+
+def _add_repeats(study: Path, runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Add the pruned cells' seed runs to seeds.csv and return / write repeats.csv."""
+    from raydistill.core.manifest import atomic_write_text
+    from raydistill.report import row_label
+    from raydistill.study.repeats import summarize
+
+    new = pd.DataFrame([{
+        "row": row_label(r["family"], r["depth"]), "cell": r["cell"], "family": r["family"],
+        "depth": r["depth"], "budget": r["budget"], "twin": False, "trial_id": r["trial_id"],
+        "seed": r["seed"], "status": r["status"], "val_acc": r["val/acc"],
+        "test_acc": r["test/acc"], "epochs": r["epochs"], "wall_s": r["wall_s"],
+    } for r in runs])  # fmt: skip
+    path = study / "seeds.csv"
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if len(done):  # a rerun: this stage's earlier rows are replaced
+        done = done[~done["cell"].isin(set(new["cell"]))]
+    seeds = pd.concat([done, new], ignore_index=True)
+    atomic_write_text(path, seeds.to_csv(index=False))
+    summary = summarize(seeds)
+    atomic_write_text(study / "repeats.csv", summary.to_csv(index=False))
+    return summary

@@ -1,0 +1,148 @@
+"""Seed repeats: each cell's best configuration retrained with fresh seeds, in parallel.
+
+The best trial of a search was picked *because* it scored well, so its own accuracy is biased
+upwards; the noise of a cell is measured by retraining its best configuration (spec and train
+config from the trials table, `raydistill.core.results`' rule) with seeds the search never used.
+Every (cell, seed) is one Ray task (1 CPU, or a GPU share when the cluster has GPUs), so the
+repeats spread over the cluster's workers; the dataset and the transfer set go into the object
+store once. With `storage` (a URI or path, `raydistill.core.storage`) each task writes its row to
+`<storage>/repeats/<trial>-<seed>.json` and the driver reads it back from there; nothing is
+read from a worker's disk. Results: one row per run in
+`seeds.csv`, and per cell `n`, `mean`, `std` (sample std) in `repeats.csv` — the input of
+`raydistill.study.findings`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raydistill.core import results
+
+SEED_OFFSET = 1000  # repeat k uses seed SEED_OFFSET + k: never a search trial's seed
+
+
+def repeat_jobs(trials: pd.DataFrame, seeds: int) -> list[dict[str, Any]]:
+    """One job per (best trial of each row × budget, seed); `trials` has a `row` column."""
+    jobs = []
+    for _, best in results.best(trials, by=("row", "budget")).iterrows():
+        for k in range(seeds):
+            jobs.append({
+                "row": best["row"], "cell": best["cell"], "family": best["family"],
+                "depth": int(best["depth"]), "budget": int(best["budget"]),
+                "twin": bool(best["twin"]), "trial_id": best["trial_id"],
+                "spec": json.loads(best["spec"]), "train": json.loads(best["train"]),
+                "seed": SEED_OFFSET + k,
+            })  # fmt: skip
+    return jobs
+
+
+def run_job(
+    job: dict[str, Any], splits: Any, transfer: Any, storage: str | None = None
+) -> dict[str, Any] | str:
+    """Train one repeat (in a Ray task or in-process); plain data out, or with `storage` the
+    URI of its row written there."""
+    from raydistill.training.config import TrainConfig
+    from raydistill.training.loop import train_student
+
+    cfg = TrainConfig.from_dict({**job["train"], "seed": job["seed"], "device": "auto"})
+    res = train_student(job["spec"], splits, transfer, cfg)
+    keep = ("row", "cell", "family", "depth", "budget", "twin", "trial_id", "seed")
+    row = {**{k: job[k] for k in keep}, "status": res.status, "val_acc": res.best_val_acc,
+           "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s}  # fmt: skip
+    if storage is None:
+        return row
+    from raydistill.core.storage import join, write_bytes
+
+    where = join(storage, "repeats", f"{job['trial_id']}-{job['seed']}.json")
+    return write_bytes(where, json.dumps(row).encode())
+
+
+def _row(result: dict[str, Any] | str) -> dict[str, Any]:
+    """A task's row: as returned, or read back through storage."""
+    if isinstance(result, dict):
+        return result
+    from raydistill.core.storage import read_bytes
+
+    return json.loads(read_bytes(result))
+
+
+def run_repeats(
+    jobs: Sequence[dict[str, Any]],
+    splits: Any,
+    transfer: Any,
+    *,
+    address: str = "local",
+    storage: str | None = None,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Run every job as a Ray task; one row per job, in job order."""
+    if not jobs:
+        return pd.DataFrame()
+    from raydistill.core.cluster import ray_session
+
+    with ray_session(address) as ray:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        opts = {"num_cpus": 1, "num_gpus": 0.25} if gpus > 0 else {"num_cpus": 1}
+        task = ray.remote(max_retries=1, **opts)(run_job)
+        data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
+        pending = {task.remote(j, data_ref, transfer_ref, storage): i for i, j in enumerate(jobs)}
+        rows: list[dict[str, Any] | None] = [None] * len(jobs)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            row = _row(ray.get(done[0]))
+            rows[pending.pop(done[0])] = row
+            log(f"   seed repeat {len(jobs) - len(pending)}/{len(jobs)}: {row['row']} @ "
+                f"{row['budget']:,} seed {row['seed']}: test {_pct(row['test_acc'])}")  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, budget): n, mean and sample std of the test accuracy over the seeds."""
+    keys = ["row", "family", "depth", "budget", "twin"]
+    ok = runs.dropna(subset=["test_acc"])
+    grouped = ok.groupby(keys, sort=True)["test_acc"]
+    out = grouped.agg(n="count", mean="mean", std="std").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def repeat_seeds(
+    study: Path,
+    trials: pd.DataFrame,
+    splits: Any,
+    transfer: Any,
+    seeds: int,
+    *,
+    address: str = "local",
+    storage: str | None = None,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Run (or reuse, when `study/seeds.csv` has them) the repeats; writes seeds.csv and
+    repeats.csv into `study`; returns the per-cell summary."""
+    from raydistill.core.manifest import atomic_write_text
+
+    jobs = repeat_jobs(trials, seeds)
+    path = study / "seeds.csv"
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    wanted = {(j["trial_id"], j["seed"]) for j in jobs}
+    have = set(zip(done["trial_id"], done["seed"], strict=True)) if len(done) else set()
+    todo = [j for j in jobs if (j["trial_id"], j["seed"]) not in have]
+    runs = pd.concat(
+        [done, run_repeats(todo, splits, transfer, address=address, storage=storage, log=log)]
+    )
+    # Rows of a best trial that is no longer the best (a resumed search) are dropped.
+    runs = runs[[k in wanted for k in zip(runs["trial_id"], runs["seed"], strict=True)]]
+    atomic_write_text(path, runs.to_csv(index=False))
+    summary = summarize(runs)
+    atomic_write_text(study / "repeats.csv", summary.to_csv(index=False))
+    return summary

@@ -1,0 +1,115 @@
+"""The W&B summary run of a search: fed the report by its caller (it never makes one and does
+not import `raydistill.report`; the model artifacts come from `raydistill.export.exporter`).
+
+`log_summary(DIR, mode, report=make_report(DIR))`: one W&B run (job type "summary", in the
+experiment's group) holding the best config per cell, Table 2, the Pareto table and Figure 1 of
+the report, and each cell's best student, exported, as a `model` artifact aliased `best`.
+Artifact staging folders are kept inside DIR for the duration of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from raydistill.core.env import scoped_env
+from raydistill.core.errors import UserError
+from raydistill.tracking.tracker import make_tracker, resolve_mode, scrub
+
+
+class ReportLike(Protocol):
+    """What the summary run reads from a report (`raydistill.report.Report`)."""
+
+    experiment: str
+    cells: list[str]
+    best_configs: Any
+    table2: Any
+    pareto: Any
+    paths: Mapping[str, Path]
+
+
+def log_summary(
+    directory: str | Path,
+    mode: str | None = None,
+    *,
+    report: ReportLike | None = None,
+    project: str | None = None,
+    export_dir: str | Path | None = None,
+) -> str | None:
+    """After a search: one W&B run with the best config per cell, Table 2, Figure 1 and models,
+    from `report` (`raydistill.report.make_report(directory)`, required unless mode is "off").
+
+    Each cell's best student is exported into `export_dir` (default `DIR/export/`) and logged
+    as a `model` artifact aliased `best`. Returns the run id (None when mode is "off").
+    """
+    mode = resolve_mode(mode)
+    if mode == "off":
+        return None
+    if report is None:
+        raise UserError("the W&B summary run needs the report (make_report(DIR)) to log")
+    d = Path(directory).resolve()
+    result = report
+    experiment = result.experiment
+    tracker = make_tracker(
+        mode, root=d, experiment=experiment, cell="summary", trial_id="summary",
+        config={"experiment": experiment, "cells": result.cells}, tags=["summary"],
+        job_type="summary", project=project,
+    )  # fmt: skip
+    run = tracker.run
+    if run is None:
+        raise UserError(f"W&B summary run for {d} could not start (see the warning above)")
+    models, status = 0, "error"
+    try:
+        with _artifact_dirs_inside(d):
+            _log_tables(run, result)
+            models = _log_models(run, d, experiment, Path(export_dir or d / "export"))
+        status = "finished"
+    finally:  # an error still closes the run (exit code 1) before it propagates
+        tracker.finish({"cells": len(result.cells), "models": models}, status=status)
+    return tracker.run_id
+
+
+def _log_tables(run: Any, result: Any) -> None:
+    import wandb
+
+    best = result.best_configs
+    run.log(
+        {
+            "best_configs": wandb.Table(dataframe=best.astype(str)),
+            "table2": wandb.Table(dataframe=result.table2.reset_index().astype(str)),
+            "pareto": wandb.Table(dataframe=result.pareto.astype(str)),
+            "figure1": wandb.Image(str(result.paths["figure1"])),
+        }
+    )
+
+
+def _log_models(run: Any, d: Path, experiment: str, export_dir: Path) -> int:
+    import wandb
+
+    from raydistill.export.exporter import export_cells
+
+    try:
+        results = export_cells(d, None, export_dir, verify_test=False)
+    except UserError as exc:
+        warnings.warn(f"no model artifacts logged: {exc}", stacklevel=2)
+        return 0
+    for res in results:
+        meta = json.loads((res.path / "spec.json").read_text())
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{experiment}-{res.cell}")
+        art = wandb.Artifact(name, type="model", metadata=scrub(meta))
+        for f in ("model.safetensors", "spec.json"):
+            art.add_file(str(res.path / f), name=f, policy="immutable")
+        run.log_artifact(art, aliases=["best"])
+    return len(results)
+
+
+def _artifact_dirs_inside(d: Path) -> contextlib.AbstractContextManager[None]:
+    # W&B stages artifact files under WANDB_DATA_DIR / WANDB_CACHE_DIR (default ~/.local/share,
+    # ~/.cache): keep them inside the experiment directory for the duration of the summary run.
+    dirs = {"WANDB_DATA_DIR": d / "wandb" / "data", "WANDB_CACHE_DIR": d / "wandb" / "cache"}
+    return scoped_env({k: str(v) for k, v in dirs.items()})
