@@ -103,12 +103,14 @@ def test_round_trip_every_family(
     assert meta["teacher_fingerprints"] == ["t" * 16]
     assert meta["verification"]["test_verified"] is True
     assert meta["verification"]["test_acc"] == pytest.approx(meta["metrics"]["test/acc"])
+    assert meta["classes"] == list(tiny_splits.classes)  # in label order, from the splits
 
     spec, best = load_checkpoint_weights(family_search / "ckpt" / family)
     reference = build(spec)
     reference.load_state_dict(best)
     reference.eval()
     model = load_student(out)
+    assert model.classes == tiny_splits.classes
     assert meta["params"] == sum(p.numel() for p in model.parameters()) <= BUDGET
     assert meta["inputs"]["dtype"] == "float32"  # synthetic-sep: the dataset's own floats
     x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -141,6 +143,27 @@ def test_without_the_dataset_says_not_reverified(family_search: Path, tmp_path: 
     check = json.loads((out / "spec.json").read_text())["verification"]
     assert check["test_verified"] is False and check["test_acc"] is None
     assert check["note"].startswith("test accuracy not re-verified: no dataset given")
+
+
+def test_class_names_come_from_the_search_manifest(family_search: Path, tmp_path: Path) -> None:
+    """Without the dataset the names the search recorded are used; an export without any
+    (an older search) records null rather than guessed names; a wrong count is refused."""
+    import pandas as pd
+
+    rows = pd.read_parquet(family_search / "trials.parquet").to_dict("records")
+    d = write_search_dir(tmp_path / "s", rows, "f" * 16)
+    manifest = json.loads((d / "manifest.json").read_text())
+    write_manifest(d, {**manifest, "classes": ["left", "right"]})
+    out = export_cell(d, f"mlp-d1@{format_budget(BUDGET)}", tmp_path / "named")
+    assert json.loads((out / "spec.json").read_text())["classes"] == ["left", "right"]
+    assert load_student(out).classes == ("left", "right")
+    old = export_cell(family_search, f"mlp-d1@{format_budget(BUDGET)}", tmp_path / "old")
+    assert json.loads((old / "spec.json").read_text())["classes"] is None
+    assert load_student(old).classes is None
+    meta = json.loads((out / "spec.json").read_text())
+    (out / "spec.json").write_text(json.dumps({**meta, "classes": ["only-one"]}))
+    with pytest.raises(ExportError, match=r"spec\.json: classes must list 2 names"):
+        load_student(out)
 
 
 def test_other_dataset_is_not_used_to_verify(family_search: Path, tmp_path: Path) -> None:
@@ -281,6 +304,7 @@ def test_export_takes_raw_uint8_images(image_export) -> None:
     assert meta["inputs"]["dtype"] == "uint8" and meta["inputs"]["shape"] == [1, 20, 20]
     assert meta["inputs"]["input_scale"] == 2.0 and meta["verification"]["test_verified"]
     model = load_student(out)
+    assert meta["classes"] == ["a", "b", "c"] and model.classes == ("a", "b", "c")
     program = torch.export.load(str(out / "model.pt2")).module()
     reported = meta["metrics"]["test/acc"]
     assert raw_accuracy(model, splits)[0] == pytest.approx(reported)  # uint8 in

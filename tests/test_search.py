@@ -82,6 +82,7 @@ def test_search_runs_cells_concurrently_and_writes_outputs(ray_local, tiny_split
         manifest["kind"] == "search" and manifest["dataset_fingerprint"] == tiny_splits.fingerprint
     )
     assert manifest["seeds"] == [0] and manifest["trials"] == 6 and "argv" in manifest
+    assert manifest["classes"] == list(tiny_splits.classes)  # exports name their classes from it
     assert (out / "tune" / "exp").is_dir()
     with pytest.raises(UserError, match="already holds a search"):
         sp_run([space], budgets="20k", depths=[2], trials=1, data=tiny_splits, out=out)

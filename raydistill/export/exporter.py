@@ -4,7 +4,8 @@
 
     model.safetensors   the best-validation weights of the cell's best trial (no pickle)
     spec.json           family, spec, params, budget, metrics, inputs (dtype, preprocessing,
-                        input scale), dataset and teacher fingerprints, raydistill version,
+                        input scale), classes (the dataset's class names, in label order),
+                        dataset and teacher fingerprints, raydistill version,
                         sha256 of the weights, and what the self-check measured
     model.pt2           a `torch.export` program (batch dimension dynamic)
     model.onnx          with `onnx=True`, when the onnx + onnxscript packages are installed
@@ -49,7 +50,14 @@ from raydistill import __version__
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_dir, atomic_write_text, sha256_file
 from raydistill.export.fetch import data_source, fetched_checkpoint, resolve_splits
-from raydistill.export.inference import RawImageStudent, load_student, read_json, rebuild, wrap
+from raydistill.export.inference import (
+    RawImageStudent,
+    load_student,
+    num_outputs,
+    read_json,
+    rebuild,
+    wrap,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -199,8 +207,9 @@ def export_trial(
             f"{row.get('checkpoint')}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
         )
     target = Path(target)
+    classes = class_names(splits, manifest or {}, num_outputs(meta["spec"]))
     with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
-        spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx)
+        spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx, classes)
         check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
         spec_json["verification"] = check
         atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
@@ -223,6 +232,17 @@ def _inputs(meta: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def class_names(
+    splits: Splits | None, manifest: Mapping[str, Any], num_classes: int
+) -> list[str] | None:
+    """The class names in label order: the splits' when known, else the search manifest's
+    `classes`; None when neither has as many names as the network has outputs (an older search)."""
+    names = list(splits.classes) if splits is not None else manifest.get("classes")
+    if not isinstance(names, list) or len(names) != num_classes:
+        return None
+    return [str(n) for n in names]
+
+
 def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
     """The dtype of the dataset's images: the splits' when known, else from the source name."""
     if splits is not None:
@@ -241,6 +261,7 @@ def _num(v: Any) -> float | None:
 def _write_files(
     tmp: Path, model: RawImageStudent, inputs: dict[str, Any], meta: Mapping[str, Any],
     row: Mapping[str, Any], manifest: Mapping[str, Any], onnx: bool,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     from safetensors.torch import save_file
 
@@ -256,6 +277,7 @@ def _write_files(
     if onnx:
         files += _write_onnx(tmp, model, example)
     spec_json = _spec_json(model.net, meta, row, manifest, files)
+    spec_json["classes"] = classes
     spec_json["inputs"] = {**inputs, **model.inputs()}
     spec_json["model_sha256"] = sha256_file(tmp / "model.safetensors")
     atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")

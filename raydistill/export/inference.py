@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,13 @@ class RawImageStudent(nn.Module):
         preprocess: Mapping[str, Any] | None = None,
         input_scale: float = 1.0,
         channels_last: bool = False,
+        classes: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        # class names in label order (logits[:, i] is classes[i]); None for an export that
+        # recorded none (made before exports recorded them)
+        self.classes = tuple(classes) if classes is not None else None
         self.preprocess = Preprocess.from_dict(preprocess or {"mode": "none"})
         self.input_scale = float(input_scale)
         # the memory layout the net was trained and verified with (conv nets on the CPU)
@@ -71,7 +75,9 @@ def per_image(x: torch.Tensor) -> torch.Tensor:
     return (centred / std.clamp(min=1.0 / math.sqrt(flat.shape[1]))).view_as(x)
 
 
-def wrap(net: nn.Module, inputs: Mapping[str, Any]) -> RawImageStudent:
+def wrap(
+    net: nn.Module, inputs: Mapping[str, Any], classes: Sequence[str] | None = None
+) -> RawImageStudent:
     """`net` with the input pipeline `inputs` (spec.json's "inputs") in front of it."""
     from raydistill.students import has_conv
 
@@ -79,7 +85,11 @@ def wrap(net: nn.Module, inputs: Mapping[str, Any]) -> RawImageStudent:
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = RawImageStudent(
-        net, inputs.get("preprocess"), float(inputs.get("input_scale", 1.0)), channels_last
+        net,
+        inputs.get("preprocess"),
+        float(inputs.get("input_scale", 1.0)),
+        channels_last,
+        tuple(classes) if classes is not None else None,
     )
     return model.eval()
 
@@ -89,7 +99,8 @@ def load_student(path: str | Path) -> RawImageStudent:
     """Rebuild an exported student from `spec.json` + `model.safetensors` (no pickle), in eval mode.
 
     The module takes raw images (uint8 NCHW, or float in [0, 1]) and returns logits; `.net` is
-    the bare network. Refuses (`ExportError`, a `UserError`, naming the file) a path that is
+    the bare network; `.classes` the class names in label order (`model.classes[i]` names
+    `logits[:, i]`; None when the export recorded none). Refuses (`ExportError`, a `UserError`, naming the file) a path that is
     not an export, a missing, unreadable or truncated file, weights whose sha256 is not the one
     spec.json records, or a spec that builds another parameter count than spec.json records.
     """
@@ -117,7 +128,24 @@ def load_student(path: str | Path) -> RawImageStudent:
             f"{d / 'spec.json'}: params is {meta['params']} but its spec builds {n} parameters: the file was modified"
         )
     net = rebuild(meta["spec"], _read_weights(weights), d)
-    return wrap(net, meta.get("inputs") or {})
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != _outputs(meta)):
+        raise ExportError(
+            f"{d / 'spec.json'}: classes must list {_outputs(meta)} names, one per output; got {classes!r}"
+        )
+    return wrap(net, meta.get("inputs") or {}, classes)
+
+
+def _outputs(meta: Mapping[str, Any]) -> int:
+    return num_outputs(meta["spec"])
+
+
+def num_outputs(spec: Mapping[str, Any]) -> int:
+    """The number of logits (classes) the net `spec` builds has, family defaults included."""
+    from raydistill.students import check_spec
+
+    fam, kwargs = check_spec(spec)
+    return int({**fam.defaults(), **kwargs}["num_classes"])
 
 
 def _read_spec(path: Path) -> dict[str, Any]:

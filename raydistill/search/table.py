@@ -199,6 +199,7 @@ def _write_manifest(settings: SearchSettings, frame: pd.DataFrame, splits: Any, 
         "argv": settings.argv, "experiment": settings.experiment, "runs": settings.runs,
         "cells": sorted(frame["cell"].dropna().unique().tolist()) if len(frame) else [],
         "trials": len(frame), "transfer_fingerprint": transfer_sha,
+        "classes": list(splits.classes) if splits is not None else None,
         "outputs": {"trials": TRIALS_FILE, "best": "best/", "tune": settings.storage},
     }  # fmt: skip
     manifest = build_manifest("search", config, seeds=[settings.seed],
