@@ -10,7 +10,9 @@ teacher ensemble's accuracy). Writes into `DIR/report/`:
   reference row.
 - `cells.csv`: every (row, budget) with its trial counts by status and the numbers above.
 - `figure1.png`: accuracy vs parameters (log x), one line per family and depth, the band between
-  the best and the 5th best trial, the teacher as a horizontal line; `pareto.png` / `pareto.csv`:
+  the best and the 5th best trial, the teacher as a horizontal line, each row's accuracy-vs-size
+  law (`sizelaw`) and its extrapolation to the next budget dashed; `sizelaw.md`: the laws, their
+  predictions at the next budget and the leave-largest-out check; `pareto.png` / `pareto.csv`:
   the per-family Pareto front (fewest parameters for the accuracy) from the per-budget bests.
 - `compare_paper.md` (with `compare_paper=True`): the published numbers side by side with ours,
   from `raydistill/report/urban2017.yaml` (only numbers with a verified source are shipped there).
@@ -32,7 +34,8 @@ import pandas as pd
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text
 from raydistill.report.figures import _figure, _save_png, figure1, figure_pareto
-from raydistill.report.paper import PAPER_TABLE, compare_paper, load_paper_table
+from raydistill.report.paper import PAPER_TABLE, compare_paper, is_paper_task, load_paper_table
+from raydistill.report.sizelaw import fit_all, law_markdown, points
 from raydistill.report.tables import (
     HARD,
     REQUIRED,
@@ -52,7 +55,7 @@ from raydistill.report.tables import (
 
 __all__ = [
     "HARD", "PAPER_TABLE", "REQUIRED", "TOP_K", "Report", "_figure", "_save_png", "best_configs",
-    "cell_stats", "compare_paper", "figure1", "figure_pareto", "load_paper_table",
+    "cell_stats", "compare_paper", "figure1", "figure_pareto", "is_paper_task", "load_paper_table",
     "load_results", "make_report", "markdown", "pareto", "progress_lines", "rank_done",
     "read_teacher", "row_label", "table2", "table2_csv",
 ]  # fmt: skip
@@ -71,6 +74,7 @@ class Report:
     teacher: dict[str, float] | None
     markdown: str
     paths: dict[str, Path] = field(default_factory=dict)
+    laws: str = ""  # the size-law section (sizelaw.md)
 
     @property
     def cells(self) -> list[str]:
@@ -80,9 +84,18 @@ class Report:
 
 # ---------------------------------------------------------------- entry point
 def make_report(
-    directory: str | Path, *, top_k: int = TOP_K, compare_with_paper: bool = False
+    directory: str | Path,
+    *,
+    top_k: int = TOP_K,
+    compare_with_paper: bool = False,
+    repeats: pd.DataFrame | None = None,
+    budget_kind: str = "params",
+    paper_task: bool | None = None,
 ) -> Report:
-    """Compute Table 2, Figure 1 and the Pareto fronts of a search directory and write them."""
+    """Compute Table 2, Figure 1 and the Pareto fronts of a search directory and write them.
+    The size laws are fitted to `repeats` (a study's seed repeats) when given, else to each
+    cell's top-k trials; with `compare_with_paper` they are set against the published numbers
+    when the task is the paper's (`paper_task`; None: the manifest's data source says)."""
     d = Path(directory)
     df = load_results(d)
     if df.empty:
@@ -94,16 +107,35 @@ def make_report(
     md = markdown(wide, stats, experiment, top_k)
     front = pareto(stats)
     out = d / "report"
+    pts = points(repeats if repeats is not None and not repeats.empty else stats)
+    laws = fit_all(pts)
+    source = "seed repeats" if repeats is not None and not repeats.empty else f"top-{top_k} trials"
+    if paper_task is None:
+        paper_task = is_paper_task(_data_source(d))
+    paper = load_paper_table() if compare_with_paper and paper_task else None
+    law_md = law_markdown(pts, kind=budget_kind, paper=paper, source=source)
     paths = {
         "table2_md": atomic_write_text(out / "table2.md", md),
         "table2_csv": atomic_write_text(out / "table2.csv", table2_csv(stats, teacher).to_csv()),
         "cells_csv": atomic_write_text(out / "cells.csv", stats.to_csv(index=False)),
         "pareto_csv": atomic_write_text(out / "pareto.csv", front.to_csv(index=False)),
-        "figure1": figure1(stats, teacher, out / "figure1.png", experiment),
+        "figure1": figure1(stats, teacher, out / "figure1.png", experiment, laws),
+        "sizelaw_md": atomic_write_text(out / "sizelaw.md", law_md),
         "pareto_png": figure_pareto(front, teacher, out / "pareto.png", experiment),
     }
     if compare_with_paper:
         paths["compare_paper"] = atomic_write_text(
             out / "compare_paper.md", compare_paper(stats, load_paper_table())
         )
-    return Report(experiment, df, stats, wide, best_configs(df), front, teacher, md, paths)
+    return Report(experiment, df, stats, wide, best_configs(df), front, teacher, md, paths,
+                  laws=law_md)  # fmt: skip
+
+
+def _data_source(directory: Path) -> str | None:
+    """The data source a search's manifest records (None: unknown or in-memory data)."""
+    from raydistill.core.manifest import read_manifest
+
+    try:
+        return (read_manifest(directory).get("config") or {}).get("data")
+    except (OSError, ValueError, UserError):
+        return None

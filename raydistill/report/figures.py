@@ -5,6 +5,7 @@ written as PNG files with the shared atomic write (matplotlib's Agg backend, imp
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from raydistill.core.manifest import atomic_write_bytes
+from raydistill.report.sizelaw import SizeLaw, next_budget
 from raydistill.report.tables import HARD, TOP_K, row_order
 from raydistill.students.budget import format_budget
 
@@ -26,12 +28,19 @@ def _figure() -> Any:
 
 
 def figure1(
-    stats: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
+    stats: pd.DataFrame,
+    teacher: dict[str, float] | None,
+    path: Path,
+    experiment: str,
+    laws: Mapping[str, SizeLaw] | None = None,
 ) -> Path:
-    """Accuracy (%) vs parameters (log x): mean of top-5, best/5th-best band, teacher line."""
+    """Accuracy (%) vs parameters (log x): mean of top-5, best/5th-best band, teacher line;
+    with `laws` (`raydistill.report.sizelaw`), each row's fitted law over its budgets (thin)
+    and extrapolated to the next budget (dashed)."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
     done = stats[stats["top_k"] > 0]
+    nxt = next_budget(done["budget"].tolist())
     for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: row_order(kv[0]))):
         g = g.sort_values("budget")
         x = g["budget"].to_numpy(float)
@@ -42,9 +51,11 @@ def figure1(
         lo = 100 * np.minimum(g["best_test_acc"], g["kth_test_acc"])
         hi = 100 * np.maximum(g["best_test_acc"], g["kth_test_acc"])
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+        if laws and row in laws:
+            _draw_law(ax, laws[row], nxt, color)
     if teacher:
         ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
-    _budget_axis(ax, sorted(done["budget"].unique()))
+    _budget_axis(ax, sorted(done["budget"].unique()), nxt if laws else None)
     ax.set_xlabel("number of parameters (budget)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
@@ -53,13 +64,25 @@ def figure1(
     return _save_png(fig, path)
 
 
-def _budget_axis(ax: Any, budgets: list[int]) -> None:
-    """Log x axis ticked at the budgets, labelled like the paper ("1M", "3.16M")."""
+def _draw_law(ax: Any, law: SizeLaw, nxt: float | None, color: str) -> None:
+    """The law over its fitted sizes (thin) and on to the next budget (dashed)."""
+    lo, hi = min(law.sizes), max(law.sizes)
+    inside = np.geomspace(lo, hi, 32)
+    ax.plot(inside, 100 * (1 - law.error(inside)), "-", color=color, lw=0.8, alpha=0.6)
+    if nxt is not None and nxt > hi:
+        beyond = np.geomspace(hi, nxt, 16)
+        ax.plot(beyond, 100 * (1 - law.error(beyond)), "--", color=color, lw=1.0, alpha=0.8)
+
+
+def _budget_axis(ax: Any, budgets: list[int], nxt: float | None = None) -> None:
+    """Log x axis ticked at the budgets (and the next one a law extrapolates to), labelled like
+    the paper ("1M", "3.16M")."""
     ax.set_xscale("log")
-    if budgets:
-        ax.set_xticks([float(b) for b in budgets], [format_budget(int(b)) for b in budgets])
+    ticks = [*budgets, round(nxt)] if nxt else list(budgets)
+    if ticks:
+        ax.set_xticks([float(b) for b in ticks], [format_budget(int(b)) for b in ticks])
         ax.minorticks_off()
-        lo, hi = float(min(budgets)), float(max(budgets))
+        lo, hi = float(min(ticks)), float(max(ticks))
         ax.set_xlim(lo / 1.25, hi * 1.25)
 
 

@@ -14,6 +14,14 @@ from raydistill.students.budget import parse_budget
 PAPER_TABLE = Path(__file__).resolve().parent / "urban2017.yaml"  # with its source
 
 
+def is_paper_task(source: str | None) -> bool:
+    """Whether a data source is the paper's task, CIFAR-10 (`cifar10`, or a file or folder
+    named cifar10...): only there are our numbers and the published ones comparable."""
+    if not source:
+        return False
+    return Path(str(source)).name.lower().startswith(("cifar10", "cifar-10"))
+
+
 def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:
     """The published numbers (`urban2017.yaml`, transcribed from the paper's Table 2 and text)
     as {source, unit, teacher, rows: {row label: {budget label: accuracy %}}}: the distilled

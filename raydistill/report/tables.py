@@ -112,8 +112,8 @@ def cell_stats(df: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
     return out.sort_values(keys).reset_index(drop=True)
 
 
-_ACC_COLS = ("top_k", "mean_test_acc", "best_test_acc", "kth_test_acc", "best_val_acc",
-             "best_trial", "best_params")  # fmt: skip
+_ACC_COLS = ("top_k", "mean_test_acc", "sd_test_acc", "best_test_acc", "kth_test_acc",
+             "best_val_acc", "best_trial", "best_params")  # fmt: skip
 
 
 def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
@@ -121,7 +121,8 @@ def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
     # the last row the k-th best (the lower edge of Figure 1's band).
     params = _int_or_none(top["params"].iloc[0]) if "params" in top else None
     return (
-        key[0], int(key[1]), len(top), float(top["test/acc"].mean()), float(top["test/acc"].iloc[0]),
+        key[0], int(key[1]), len(top), float(top["test/acc"].mean()),
+        float(top["test/acc"].std()) if len(top) > 1 else 0.0, float(top["test/acc"].iloc[0]),
         float(top["test/acc"].iloc[-1]), float(top["val/acc"].iloc[0]), str(top["trial_id"].iloc[0]),
         params,
     )  # fmt: skip

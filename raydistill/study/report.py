@@ -112,6 +112,11 @@ def report_markdown(
     for f in found:
         lines.append(f"- **{f.claim}**: {f.verdict}")
         lines += [f"  - {d}" for d in f.details]
+    if getattr(rep, "laws", ""):
+        lines += ["", rep.laws.rstrip("\n")]
+        if "paper's numbers against" not in rep.laws:
+            lines += ["", "The paper's numbers are set against the laws only on its task "
+                      "(CIFAR-10, budgets in parameters); this study's is not."]  # fmt: skip
     if "compare_paper" in rep.paths:
         text = rep.paths["compare_paper"].read_text()
         lines += ["", text.replace("# Ours vs", "## Ours vs", 1)]

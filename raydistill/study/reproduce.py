@@ -110,7 +110,7 @@ def reproduce(
     repeats = stage("seeds", lambda: _repeat(sc, study, splits, transfer, address, log, storage))
     if sc.prune is not None:  # pruned rows next to the searched ones (raydistill.study.prune_stage)
         repeats = stage("prune", lambda: prune_stage(sc, out, splits, transfer, repeats, log))
-    rep = stage("report", lambda: _report(study))
+    rep = stage("report", lambda: _report(study, repeats, source))
     stage("export", lambda: _export(study, splits, out / "export"))
     text = report_markdown(sc, rep, repeats, stage.times, source, _teacher_summary(transfer))
     from raydistill.core.manifest import atomic_write_text
@@ -286,10 +286,11 @@ def _repeat(
                         storage=storage, log=log)  # fmt: skip
 
 
-def _report(study: Path) -> Any:
-    from raydistill.report import make_report
+def _report(study: Path, repeats: pd.DataFrame, source: str) -> Any:
+    from raydistill.report import is_paper_task, make_report
 
-    return make_report(study, compare_with_paper=True)
+    return make_report(study, compare_with_paper=True, repeats=repeats,
+                       paper_task=is_paper_task(source))  # fmt: skip
 
 
 def _export(study: Path, splits, where: Path) -> Any:
