@@ -44,12 +44,24 @@ def test_help_and_families_are_light() -> None:
     assert "cnn" in {row["name"] for row in json.loads(out)}
 
 
+def test_search_help_lists_every_shipped_space() -> None:
+    from raydistill.search.spaces.load import shipped_spaces
+
+    code, out, err, _, heavy = run_cli("search", "--help")
+    assert code == 0 and not err and not heavy
+    listed = re.search(r"shipped\s+name:\s+([^)]*)\)", out)
+    assert listed is not None, out
+    assert " ".join(listed[1].split()) == ", ".join(shipped_spaces())
+    assert {"nin", "adder"} <= set(shipped_spaces())
+
+
 def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
     search = tmp_path / "search"
     search.mkdir()
     (search / "trials.parquet").write_bytes(b"")
     cases = {
         ("budget", "--family", "cnn", "--depth", "2", "--budget", "abc"): "is not a positive parameter budget",
+        ("budget", "--family", "cnn", "--depth", "2", "--budget", "-5k"): "'-5k' is not a positive parameter budget",
         ("budget", "--family", "nope", "--depth", "2", "--budget", "1M"): "unknown family 'nope'; student families",
         ("budget", "--family", "cnn", "--depth", "9", "--budget", "1M"): "depth 9 is invalid",
         ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "synthetic-sep", "--set", "lr"): "not KEY=VALUE",
@@ -95,7 +107,8 @@ def test_budget_option_accepts_what_parse_budget_accepts() -> None:
     from raydistill.cli import parse
     from raydistill.students.budget import parse_budget
 
-    for text in ("300k", "1M", "3.16M", "250000", "1e6", " 2 K", ".5M", "abc", "1MM", "-1", "0"):
+    for text in ("300k", "1M", "3.16M", "250000", "1e6", " 2 K", ".5M", "abc", "1MM", "-1", "0",
+                 "-5k", "-0.5M"):  # fmt: skip
         try:
             want = parse_budget(text)
         except UserError:

@@ -9,6 +9,7 @@ compared with the checkpoint. Tampered exports must be refused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -316,16 +317,32 @@ def test_export_takes_raw_uint8_images(image_export) -> None:
 
 
 def test_onnx_export_matches(image_export) -> None:
-    pytest.importorskip("onnx")
+    pytest.importorskip("onnx")  # the dev extra installs onnx, onnxscript and onnxruntime
+    import onnxruntime
     from onnx.reference import ReferenceEvaluator
 
     out, splits = image_export
+    # one file: the weights inside model.onnx, no model.onnx.data to carry beside it
+    assert sorted(p.name for p in out.glob("model.onnx*")) == ["model.onnx"]
     raw = splits.test_x[:16]
-    session = ReferenceEvaluator(str(out / "model.onnx"))
-    (logits,) = session.run(None, {session.input_names[0]: raw})
     with torch.no_grad():
         want = load_student(out)(torch.from_numpy(raw)).numpy()
+    session = ReferenceEvaluator(str(out / "model.onnx"))
+    (logits,) = session.run(None, {session.input_names[0]: raw})
     assert abs(logits - want).max() < 1e-4
+    runtime = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    (logits,) = runtime.run(None, {runtime.get_inputs()[0].name: raw})
+    assert abs(logits - want).max() < 1e-4
+
+
+def test_export_files_have_one_mode(image_export) -> None:
+    """Every exported file gets what a plain open() gives (safetensors' writer makes 0600)."""
+    out, _ = image_export
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
+    assert modes == dict.fromkeys(modes, oct(0o666 & ~mask))
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_bad_exports_raise_one_error_naming_the_file(image_export, tmp_path: Path) -> None:

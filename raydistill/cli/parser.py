@@ -28,6 +28,7 @@ def build(name: str, fn: Callable[..., int], positionals: dict[str, str | None])
     nargs}) as positional arguments, and `--config FILE` (documented; read by `parse`)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    _fill_doc(fn)
     parser = ArgumentParser(prog=f"raydistill {name}", description=summary(fn),
                             exit_on_error=False, env_prefix=False, default_env=False,
                             print_config=None, formatter_class=_formatter())  # fmt: skip
@@ -67,6 +68,15 @@ def parse(name: str, fn: Callable[..., int], positionals: dict[str, str | None],
     return {k: v for k, v in vars(ns).items() if k != "config"}
 
 
+def _fill_doc(fn: Callable[..., Any]) -> None:
+    """Fill the `{NAME}` fields of `fn`'s docstring from `fn.doc_values` ({NAME: callable}):
+    help that lists what exists (the shipped search spaces), computed only when the command's
+    parser is built, so other commands do not pay for it."""
+    for name, value in getattr(fn, "doc_values", {}).items():
+        if fn.__doc__ and f"{{{name}}}" in fn.__doc__:
+            fn.__doc__ = fn.__doc__.replace(f"{{{name}}}", str(value()))
+
+
 def summary(fn: Callable[..., Any]) -> str:
     """The first line of `fn`'s docstring: the command's one-line help."""
     return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
@@ -87,15 +97,29 @@ def _respell(parser: Any, action: argparse.Action) -> None:
 
 def _respell_tokens(parser: Any, argv: list[str]) -> list[str]:
     """A repeatable list option given again adds to the list (`--set a=1 --set b=2`, and to
-    the config file's): jsonargparse spells that `--set+`."""
-    out = []
-    for token in argv:
+    the config file's): jsonargparse spells that `--set+`. A value that starts with a dash
+    (`--budget -5k`) is joined to its option (`--budget=-5k`): argparse would take it for an
+    option and say "expected one argument" instead of checking the value."""
+    out: list[str] = []
+    for i, token in enumerate(argv):
         flag, eq, value = token.partition("=")
         action = parser._option_string_actions.get(flag)
+        if out and out[-1].endswith("=") and out[-1] != "=":  # the dashed value of the option before
+            out[-1] += token
+            continue
         if action is not None and f"{flag}+" in action.option_strings:
             token = f"{flag}+{eq}{value}"
+        if action is not None and not eq and action.nargs in (None, "?") and _dashed(parser, argv, i + 1):
+            token += "="
         out.append(token)
     return out
+
+
+def _dashed(parser: Any, argv: list[str], i: int) -> bool:
+    """Whether argv[i] is a value that starts with a dash (not an option, not `--`)."""
+    if i >= len(argv) or not argv[i].startswith("-") or argv[i] == "--":
+        return False
+    return argv[i].partition("=")[0] not in parser._option_string_actions
 
 
 def _dests(parser: Any) -> dict[str, str]:

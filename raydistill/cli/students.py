@@ -141,7 +141,7 @@ def search(
     """Ray Tune search of student cells (family × depth × budget)
 
     Args:
-        spaces: search spaces (search_spaces/*.yaml, or a shipped name: mlp, cnn, allconv)
+        spaces: search spaces (search_spaces/*.yaml, or a shipped name: {SHIPPED})
         budgets: parameter budgets per cell: 300k,1M,3.16M
         depths: depths to search (∩ each space's), comma-separated
         trials: trials per cell
@@ -175,6 +175,15 @@ def search(
         download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
     """
     return execute(search_check, search_run, locals(), keep=("tune",))
+
+
+def _shipped_spaces() -> str:
+    from raydistill.search.spaces.load import shipped_spaces
+
+    return ", ".join(shipped_spaces())
+
+
+search.doc_values = {"SHIPPED": _shipped_spaces}  # type: ignore[attr-defined]
 
 
 def search_check(args: argparse.Namespace) -> Outputs:

@@ -41,13 +41,34 @@ def _umask() -> int:
     return mask
 
 
+def _file_mode() -> int:
+    """The permissions a plain open() gives a new file (0644 under the usual umask 022)."""
+    return 0o666 & ~_umask()
+
+
 def _mkstemp_for(path: Path) -> tuple[int, str]:
     """A temporary file next to `path`, with the permissions a plain open() would give
     (mkstemp's are 0600, which os.replace would carry over to the output)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, _file_mode())
     return fd, tmp
+
+
+def _plain_modes(root: Path) -> None:
+    """Give `root` (a file, or a directory tree) the permissions plain open() / mkdir() would.
+
+    Writers handed a temporary path may replace it with their own temporary file, made 0600
+    by mkstemp (safetensors' `save_file` does): without this, an output's files would come out
+    0600 next to its 0644 ones."""
+    if not root.is_dir():
+        if root.exists():
+            os.chmod(root, _file_mode())
+        return
+    os.chmod(root, 0o777 & ~_umask())
+    for sub in root.rglob("*"):
+        if not sub.is_symlink():
+            os.chmod(sub, 0o777 & ~_umask() if sub.is_dir() else _file_mode())
 
 
 @contextlib.contextmanager
@@ -59,6 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _plain_modes(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -97,9 +119,9 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would be carried into place
     try:
         yield tmp
+        _plain_modes(tmp)  # mkdtemp's 0700, and any writer's 0600 files, not carried into place
         _move_dir(tmp, path, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,8 @@
                         dataset and teacher fingerprints, raydistill version,
                         sha256 of the weights, and what the self-check measured
     model.pt2           a `torch.export` program (batch dimension dynamic)
-    model.onnx          with `onnx=True`, when the onnx + onnxscript packages are installed
+    model.onnx          with `onnx=True`, when the onnx + onnxscript packages are installed:
+                        one file, weights inside (model.onnx.data beside it only past 1 GiB)
 
 Every form takes raw images and returns logits: the preprocessing the student was trained with
 is inside (`raydistill.export.inference.RawImageStudent`). `load_student` returns that module; the
@@ -34,6 +35,7 @@ temporary directory renamed into place at the end; a failed check leaves nothing
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import re
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 LOGITS_ATOL = 1e-5
 FORMAT = 2  # 2: the exported module and program take raw images
 _CELL_RE = re.compile(r"^(?P<family>[A-Za-z0-9_]+?)(?:-d(?P<depth>\d+))?$")
+_ONNX_INLINE_BYTES = 1 << 30  # weights up to 1 GiB go inside model.onnx (protobuf: < 2 GiB)
 _FIXED_BATCH = 8  # images in the fixed comparison batch (seeded N(0, 1) inputs)
 
 
@@ -319,9 +322,14 @@ def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]
             f"raydistill: ONNX export skipped: {', '.join(missing)} not installed (pip install 'raydistill[onnx]')"
         )
         return []
+    # One file (weights inside) unless protobuf's 2 GiB limit forces model.onnx.data beside it.
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    options = {"external_data": weight_bytes > _ONNX_INLINE_BYTES}
+    if "external_data" not in inspect.signature(torch.onnx.export).parameters:  # torch 2.5
+        options = {}
     torch.onnx.export(model, (example,), str(tmp / "model.onnx"), dynamo=True,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
-    return ["model.onnx"]
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), **options)  # fmt: skip
+    return sorted(p.name for p in tmp.glob("model.onnx*"))
 
 
 def _fixed_batch(inputs: Mapping[str, Any]) -> torch.Tensor:

@@ -13,63 +13,59 @@ restore, and natural sharing of the cluster (every cell's trials queue for the s
 Outputs in DIR: `search.json`, `tune/<name>/` (Tune's experiment; `--storage` moves it),
 `trials.parquet`, `best/<cell>.json`, `manifest.json`. Ray lives in this package and in
 `raydistill.search.trainable`.
+
+Importing this package imports no Ray: the public names below load their module on first use
+(PEP 562), so `raydistill.search.spaces` (no Ray) serves the CLI's help and refusals fast.
 """
 
-from raydistill.core.vocab import SCHEDULERS, WANDB_MODES
-from raydistill.search.cells import (
-    CellScheduler,
-    CellSearcher,
-    _CellState,  # noqa: F401  (pickled searcher state of searches made before the split)
-    describe_plan,
-    trial_dirname,
-    trial_id_from_dirname,
-    trial_name,
-)
-from raydistill.search.run import (
-    STATE_SNAPSHOT_S,
-    extend_search,
-    resume_search,
-    run_search,
-    space_ratio_names,
-)
-from raydistill.search.settings import (
-    METRIC,
-    MODE,
-    SEARCH_FILE,
-    TRIALS_FILE,
-    SearchInterrupted,
-    SearchSettings,
-    parse_budget_list,
-)
-from raydistill.search.table import TRIALS_SCHEMA, load_trials, summarize, write_outputs
-from raydistill.search.trainable import META_KEYS, OBJECTIVE, objective
+from __future__ import annotations
 
-__all__ = [
-    "META_KEYS",
-    "METRIC",
-    "MODE",
-    "OBJECTIVE",
-    "SCHEDULERS",
-    "SEARCH_FILE",
-    "STATE_SNAPSHOT_S",
-    "TRIALS_FILE",
-    "TRIALS_SCHEMA",
-    "WANDB_MODES",
-    "CellScheduler",
-    "CellSearcher",
-    "SearchInterrupted",
-    "SearchSettings",
-    "describe_plan",
-    "extend_search",
-    "load_trials",
-    "objective",
-    "parse_budget_list",
-    "resume_search",
-    "run_search",
-    "space_ratio_names",
-    "summarize",
-    "trial_dirname",
-    "trial_id_from_dirname",
-    "trial_name",
-    "write_outputs",
-]
+from typing import Any
+
+_WHERE = {
+    "SCHEDULERS": "raydistill.core.vocab",
+    "WANDB_MODES": "raydistill.core.vocab",
+    "CellScheduler": "raydistill.search.cells",
+    "CellSearcher": "raydistill.search.cells",
+    "_CellState": "raydistill.search.cells",  # pickled searcher state of searches made before the split
+    "describe_plan": "raydistill.search.cells",
+    "trial_dirname": "raydistill.search.cells",
+    "trial_id_from_dirname": "raydistill.search.cells",
+    "trial_name": "raydistill.search.cells",
+    "STATE_SNAPSHOT_S": "raydistill.search.run",
+    "extend_search": "raydistill.search.run",
+    "resume_search": "raydistill.search.run",
+    "run_search": "raydistill.search.run",
+    "space_ratio_names": "raydistill.search.run",
+    "METRIC": "raydistill.search.settings",
+    "MODE": "raydistill.search.settings",
+    "SEARCH_FILE": "raydistill.search.settings",
+    "TRIALS_FILE": "raydistill.search.settings",
+    "SearchInterrupted": "raydistill.search.settings",
+    "SearchSettings": "raydistill.search.settings",
+    "parse_budget_list": "raydistill.search.settings",
+    "TRIALS_SCHEMA": "raydistill.search.table",
+    "load_trials": "raydistill.search.table",
+    "summarize": "raydistill.search.table",
+    "write_outputs": "raydistill.search.table",
+    "META_KEYS": "raydistill.search.trainable",
+    "OBJECTIVE": "raydistill.search.trainable",
+    "objective": "raydistill.search.trainable",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'raydistill.search' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+__all__ = sorted(n for n in _WHERE if not n.startswith("_"))
