@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import save
 
 from raydistill.core.errors import UserError
-from raydistill.export.prune import prune_spec, prune_to_budget, trials_row
+from raydistill.export.exporter import raw_accuracy
+from raydistill.export.inference import load_student
+from raydistill.export.prune import prune_spec, prune_to_budget, read_prune_row, trials_row
 from raydistill.students import build
 from raydistill.students.budget import count_params, parse_budget, solve_budget
 from raydistill.training.checkpoint import load_checkpoint_weights, save_checkpoint
@@ -96,10 +98,23 @@ def test_prune_and_fine_tune_on_a_transfer_set(tmp_path: Path, tiny_splits) -> N
     spec, state = load_checkpoint_weights(out / "checkpoint")
     assert spec == res.spec and count_params(spec) == res.params
     build(spec).load_state_dict(state)
-    row = json.loads((out / "prune.json").read_text())
-    assert row == json.loads(json.dumps(trials_row(res)))
+    doc = json.loads((out / "prune.json").read_text())  # plain JSON: objects, not JSON text
+    assert doc["spec"] == res.spec and doc["config"]["source"] == str(source)
+    assert doc["train"]["loss"] == "l2_logits" and "pruned" not in doc
+    row = read_prune_row(out / "prune.json")
+    assert row == json.loads(json.dumps(trials_row(res)))  # the trials row, read back
     assert row["cell"] == "prune-cnn-d2@50k" and row["family"] == "prune-cnn"
     assert row["params/budget"] >= 0.99 and row["val/acc"] is not None
+    # a pruned student is a student: the export layout, loadable as is, its test accuracy
+    # re-verified on the raw test images
+    meta = json.loads((out / "spec.json").read_text())
+    assert meta["verification"]["test_verified"] and meta["cell"] == "prune-cnn-d2@50k"
+    assert meta["classes"] == list(tiny_splits.classes)
+    model = load_student(out)
+    assert sum(p.numel() for p in model.parameters()) == res.params
+    assert raw_accuracy(model, tiny_splits)[0] == pytest.approx(res.train.test_acc)
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "prune"
+    assert not list(tmp_path.glob("**/.prune-start-*"))
 
 
 def test_budget_above_the_network_is_refused_and_writes_nothing(tmp_path: Path) -> None:
@@ -165,3 +180,35 @@ def test_the_prune_command_takes_a_teacher_member_file(tmp_path: Path, capsys) -
     assert main(["prune", str(teacher / "member-0.safetensors"), "--budget", "10k"]) == 0
     assert "prune-resnet9-d9@10k" in capsys.readouterr().out
     assert main(["prune", str(teacher / "manifest.json"), "--budget", "10k"]) == 2  # not weights
+
+
+def test_the_prune_command_writes_a_student_that_export_takes(tmp_path: Path, capsys) -> None:
+    """`prune --data --out P`: P loads with load_student, the console prints the test accuracy,
+    `export P` re-exports it (re-verified through the manifest's dataset); an --out holding
+    other files is refused in one line."""
+    from raydistill.cli import main
+    from raydistill.data import load_dataset
+
+    data = ["--data", "synthetic-sep:256:8:2", "--val-size", "64"]
+    splits = load_dataset("synthetic-sep:256:8:2", val_size=64, seed=0)
+    spec = solve_budget("mlp", 1, 6_000, in_shape=list(splits.image_shape), num_classes=2).spec
+    trained = train_student(spec, splits, None, TrainConfig(**FAST, loss="hard"))
+    source = _source(tmp_path, trained.spec, trained.state_dict)
+    out = tmp_path / "pruned"
+    args = ["prune", str(source), "--budget", "2k", *data, "--max-epochs", "1", "--device", "cpu"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    row = read_prune_row(out / "prune.json")
+    assert f"test/acc      {100 * row['test/acc']:.2f}%" in printed
+    model = load_student(out)
+    assert raw_accuracy(model, splits)[0] == pytest.approx(row["test/acc"])
+    assert main(["export", str(out), "--all", "--out", str(tmp_path / "exp")]) == 0
+    exported = tmp_path / "exp" / "prune-mlp-d1@2k"
+    check = json.loads((exported / "spec.json").read_text())["verification"]
+    assert check["test_verified"] and load_student(exported).classes == splits.classes
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main([*args, "--out", str(tmp_path / "busy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds other files" in err
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"

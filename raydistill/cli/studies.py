@@ -5,7 +5,6 @@ and `run`.
 """
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +45,7 @@ def prune(
         loss: default: l2_logits with --transfer, hard without
         seed: fine-tuning seed
         device: auto, cpu, cuda, ...
-        out: output directory: checkpoint/ and prune.json (needed with --data)
+        out: output directory: the pruned student (load_student, export), checkpoint/, prune.json (needed with --data)
         trials: DIR/trials.parquet: append the pruned cell's row to this trials table (created if absent)
         val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
         split_seed: seed of the train / val split
@@ -79,7 +78,12 @@ def prune_check(args: argparse.Namespace) -> Outputs:
     A.check_data(args.data, args.cache_dir, args.download)
     outputs: Outputs = []
     if args.out:
-        outputs.append((A.check_out(args.out), False))
+        out = A.check_out(args.out)
+        if out.is_dir() and any(out.iterdir()) and not (out / "prune.json").is_file():
+            raise UserError(
+                f"--out {args.out!r} holds other files; give a new directory (or an earlier prune's, which is replaced)"
+            )
+        outputs.append((out, False))
     if args.trials:
         trials = A.check_out(args.trials, is_file=True)
         if trials.suffix != ".parquet":
@@ -138,26 +142,38 @@ def prune_run(args: argparse.Namespace) -> int:
         fields = {"max_epochs": args.max_epochs, "lr": args.lr, "seed": args.seed,
                   "device": args.device, "loss": args.loss or ("l2_logits" if transfer else "hard")}  # fmt: skip
         config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
-    starts = set(Path(args.out).glob(".prune-start-*")) if args.out else set()
+    where = {"data": _resolved(args.data), "data_options": {
+        "val_size": args.val_size, "seed": args.split_seed, "cache_dir": args.cache_dir}}  # fmt: skip
     result = prune_to_budget(args.source, budget, data=data, transfer=transfer, config=config,
-                             out_dir=args.out)  # fmt: skip
-    if args.out:  # fine_tune's epoch-0 checkpoint (the pruned weights) is not an output
-        for start in set(Path(args.out).glob(".prune-start-*")) - starts:
-            shutil.rmtree(start, ignore_errors=True)
+                             out_dir=args.out, data_config=where if data else None)  # fmt: skip
     row = trials_row(result)
-    val = "–" if row["val/acc"] is None else f"{row['val/acc']:.4f}"
     print(f"cell          {result.cell}")
     print(f"widths        {result.spec['widths']} (from {result.source_spec['widths']})")
     print(f"params        {result.params:,} (from {result.source_params:,})")
     print(f"params/budget {result.params / result.budget:.4f} of {result.budget:,}")
-    print(f"best val/acc  {val}" + (f" (epoch {row['best_epoch']})" if result.train else ""))
+    if result.train:
+        print(f"val/acc       {_pct(row['val/acc'])} (best epoch {row['best_epoch']})")
+        print(f"test/acc      {_pct(row['test/acc'])} (re-verified on the exported student)")
     if args.out:
-        print(f"wrote {Path(args.out) / 'prune.json'}"
-              + (f" and {Path(args.out) / 'checkpoint'}/" if result.train else ""))  # fmt: skip
+        print(f"wrote {args.out}/: a student (load_student, spec.json, model.pt2), prune.json"
+              + (", checkpoint/" if result.train else ""))  # fmt: skip
     if args.trials:
         rows = append_trials(Path(args.trials).expanduser(), row)
         print(f"appended {result.cell} to {args.trials} (now {rows} rows)")
     return 0 if result.train is None or result.train.status != "diverged" else 1
+
+
+def _resolved(data: str | None) -> str | None:
+    """A --data path as an absolute path (the manifest is read from other directories)."""
+    return (
+        str(Path(data).expanduser().resolve())
+        if data and Path(data).expanduser().exists()
+        else data
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 # ---------------------------------------------------------------- study sample-efficiency

@@ -21,6 +21,7 @@ Selectors: a full cell id `cnn-d2@1M` (the best trial of that cell by validation
 `FAMILY@BUDGET` such as `cnn@1M` (the best over every depth of that family at that budget).
 Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, exported as
 `cnn-d2@1M-hard/`; twins are the "hard" trials of an experiment that also distils). Only finished or stopped trials are candidates.
+A prune output (`raydistill prune --out DIR`: one pruned student) is exported like a search.
 
 The self-check runs before anything is visible: the reloaded model's logits must match the
 checkpoint's to 1e-5 on a fixed batch of raw images (and so must the torch.export program's),
@@ -164,13 +165,16 @@ def export_cells(
         from raydistill.search.settings import pull_search
 
         pull_search(storage, d)
-    df = load_results(d)
     manifest = read_json(d / "manifest.json") or {}
-    rows = (
-        [select_trial(df, s) for s in selectors]
-        if selectors is not None
-        else [r for _, r in best_configs(df).iterrows()]
-    )
+    if (d / "prune.json").is_file() and not (d / "trials.parquet").is_file():
+        rows = [_pruned_row(d, selectors)]  # a pruned student (`raydistill prune --out DIR`)
+    else:
+        df = load_results(d)
+        rows = (
+            [select_trial(df, s) for s in selectors]
+            if selectors is not None
+            else [r for _, r in best_configs(df).iterrows()]
+        )
     if not rows:
         raise UserError(f"{d / 'trials.parquet'} has no finished or stopped trial to export")
     data_splits, reason = (None, "verification of the test accuracy was not requested")
@@ -181,6 +185,21 @@ def export_cells(
                for r in rows]  # fmt: skip
     _write_export_manifest(out, d, manifest, results)
     return results
+
+
+def _pruned_row(d: Path, selectors: list[str] | None) -> dict[str, Any]:
+    """The one student of a prune output, when the selectors name it (or none is given)."""
+    from raydistill.export.prune import read_prune_row
+
+    row = read_prune_row(d / "prune.json")
+    other = [s for s in selectors or [] if s != row["cell"]]
+    if other:
+        raise UserError(f"{d} holds one pruned student, {row['cell']}; --cell {other[0]} is not it")
+    if not row.get("checkpoint"):
+        raise UserError(
+            f"{d} is a pruned student without fine-tuning (no checkpoint/): it is already an export; load it with load_student({str(d)!r})"
+        )
+    return row
 
 
 # ---------------------------------------------------------------- one trial
@@ -201,23 +220,47 @@ def export_trial(
 
     with fetched_checkpoint(row, storage) as ckpt:  # through storage, never the workers' disks
         meta = read_checkpoint(ckpt, files=EXPORT_FILES)
-        inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
-        reference = wrap(rebuild(meta["spec"], load_tensors(ckpt, "best"), ckpt), inputs)
+        state = load_tensors(ckpt, "best")
+        where = Path(str(row.get("checkpoint")))
+    target = Path(target)
+    with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
+        result = write_student(tmp, meta, state, row, manifest=manifest, splits=splits,
+                               no_data_reason=no_data_reason, onnx=onnx, where=where)  # fmt: skip
+    result.path = target
+    return result
+
+
+def write_student(
+    directory: Path,
+    meta: Mapping[str, Any],
+    state: dict[str, torch.Tensor],
+    row: Mapping[str, Any],
+    *,
+    manifest: Mapping[str, Any] | None = None,
+    splits: Splits | None = None,
+    no_data_reason: str = "no dataset",
+    onnx: bool = False,
+    where: Path | None = None,
+) -> ExportResult:
+    """Write the export layout (model.safetensors, spec.json, model.pt2[, model.onnx]) of the
+    network `meta["spec"]` with weights `state` into the existing `directory`, self-checked.
+    `meta`: a checkpoint's meta (spec, config, preprocess); `row`: its trials-table row."""
+    inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
+    reference = wrap(rebuild(meta["spec"], state, where or directory), inputs)
     params = sum(p.numel() for p in reference.parameters())
     recorded = _num(row.get("params"))
     if recorded is not None and int(recorded) != params:
         raise UserError(
             f"{row.get('checkpoint')}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
         )
-    target = Path(target)
     classes = class_names(splits, manifest or {}, num_outputs(meta["spec"]))
-    with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
-        spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx, classes)
-        check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
-        spec_json["verification"] = check
-        atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
+    tmp = Path(directory)
+    spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx, classes)
+    check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
+    spec_json["verification"] = check
+    atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
     return ExportResult(
-        export_name(row), target, params, _num(row.get("val/acc")), check["test_acc"],
+        export_name(row), tmp, params, _num(row.get("val/acc")), check["test_acc"],
         check["test_verified"], check["note"],
     )  # fmt: skip
 

@@ -3,9 +3,13 @@
 `prune_to_budget(source, budget, ...)` loads a trained network (a training checkpoint
 directory or an exported student), removes whole channels / units with torch-pruning's
 dependency graph until the parameter count is ≤ the budget and ≥ 99 % of it, fine-tunes the
-result on the transfer set with `raydistill.training.loop.train_student`, and writes it as a normal
-training checkpoint plus `prune.json` (its trials-table row). `trials_row` gives that row:
-the cell is `prune-<family>-d<depth>@<budget>`, e.g. `prune-cnn-d3@100k`.
+result on the transfer set with `raydistill.training.loop.train_student`, and writes it as a
+student: the export layout (`model.safetensors`, `spec.json`, `model.pt2`, self-checked by
+`raydistill.export.exporter.write_student`, so `load_student(OUT)` loads it as is), its
+fine-tuning checkpoint (`checkpoint/`), `prune.json` (what was pruned from what, and the
+metrics, as plain JSON) and a manifest. `trials_row` gives its trials-table row (the cell is
+`prune-<family>-d<depth>@<budget>`, e.g. `prune-cnn-d3@100k`); `read_prune_row` reads it back
+from `prune.json`.
 
 How widths are chosen: a registered family's widths are its *slots* (one channel count shared
 by every layer built with it). The pruned net must stay a member of its family, so each slot is
@@ -33,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from raydistill.core.errors import UserError
+from raydistill.core.manifest import atomic_dir
 from raydistill.students import build, check_spec, get_family
 from raydistill.students.budget import count_params, format_budget, min_params, parse_budget
 
@@ -249,12 +254,16 @@ def prune_to_budget(
     transfer: TransferSet | None = None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
+    data_config: Mapping[str, Any] | None = None,
 ) -> PruneResult:
     """Prune the network in `source` to ≤ budget (≥ 99 %), fine-tune it, write it to `out_dir`.
+    `data_config`: how `data` was loaded (`data`, `data_options`), for the manifest, so that
+    `raydistill export OUT` can reload it to re-verify.
 
-    Without `data` no fine-tuning happens (pruning only). With `out_dir`, it holds
-    `checkpoint/` (a train_student checkpoint: load with raydistill.training.checkpoint) and
-    `prune.json` (the trials-table row). Every input error is raised before anything is written.
+    Without `data` no fine-tuning happens (pruning only). With `out_dir` (replaced as a whole,
+    atomically), it holds the student's export layout (`load_student(out_dir)`), `checkpoint/`
+    (the fine-tuning's train_student checkpoint, with `data`), `prune.json` and `manifest.json`.
+    Every input error is raised before anything is written.
     """
     budget = parse_budget(budget)
     source_spec, state = load_source(source)
@@ -267,19 +276,82 @@ def prune_to_budget(
     if out_dir is None and data is None:
         return result
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="prune-"))
-    out.mkdir(parents=True, exist_ok=True)
     result.out_dir = str(out)
-    if data is not None:
-        from raydistill.training.config import TrainConfig
+    with atomic_dir(out) as tmp:  # an interrupted or refused run leaves nothing behind
+        if data is not None:
+            from raydistill.training.config import TrainConfig
 
-        cfg = config if config is not None else TrainConfig()
-        result.train = fine_tune(spec, pruned, data, transfer, cfg, out / "checkpoint")
-        result.state_dict = result.train.state_dict
-        result.spec = result.train.spec
-    from raydistill.core.manifest import atomic_write_text
-
-    atomic_write_text(out / "prune.json", json.dumps(trials_row(result), indent=2) + "\n")
+            cfg = config if config is not None else TrainConfig()
+            result.train = fine_tune(spec, pruned, data, transfer, cfg, tmp / "checkpoint")
+            result.state_dict = result.train.state_dict
+            result.spec = result.train.spec
+        _write_pruned(tmp, result, source, data, data_config or {})
     return result
+
+
+def _write_pruned(
+    tmp: Path, result: PruneResult, source: str | Path, data: Splits | None,
+    data_config: Mapping[str, Any],
+) -> None:  # fmt: skip
+    """The export layout, prune.json and the manifest of a pruned student, into `tmp`."""
+    from raydistill.core.manifest import atomic_write_text, build_manifest, write_manifest
+    from raydistill.export.exporter import write_student
+    from raydistill.training.checkpoint import load_tensors, read_checkpoint
+
+    row = trials_row(result)
+    if result.train is not None:  # the fine-tuned best weights, with their input pipeline
+        meta, state = read_checkpoint(tmp / "checkpoint"), load_tensors(tmp / "checkpoint", "best")
+    else:  # pruned only: the source's input pipeline, the pruned weights
+        meta, state = {**source_meta(source), "spec": result.spec}, result.state_dict
+    reason = "pruned without --data: no dataset to measure it on"
+    check = write_student(tmp, meta, state, row, splits=data, no_data_reason=reason)
+    row["test/acc"] = check.test_acc if row["test/acc"] is None else row["test/acc"]
+    atomic_write_text(tmp / "prune.json", json.dumps(prune_document(row), indent=2) + "\n")
+    fingerprint = getattr(data, "fingerprint", None)
+    config = {"source": str(source), "budget": result.budget, **data_config,
+              "train": result.train.config if result.train else None}  # fmt: skip
+    manifest = build_manifest("prune", config,
+                              seeds=[row["seed"]] if row["seed"] is not None else None,
+                              dataset_fingerprint=fingerprint,
+                              extra={"cell": result.cell, "params": result.params})  # fmt: skip
+    write_manifest(tmp, manifest)
+
+
+def source_meta(source: str | Path) -> dict[str, Any]:
+    """The training config and input preprocessing `source` was trained with (checkpoint.json,
+    an export's spec.json or a teacher's manifest.json), as a checkpoint's meta holds them."""
+    d = Path(source)
+    if (d / "checkpoint.json").is_file():
+        meta = json.loads((d / "checkpoint.json").read_text())
+        return {"config": meta.get("config") or {}, "preprocess": meta.get("preprocess")}
+    if (d / "spec.json").is_file():
+        meta = json.loads((d / "spec.json").read_text())
+        inputs = meta.get("inputs") or {}
+        config = {**(meta.get("train_config") or {}), "input_scale": inputs.get("input_scale", 1.0)}
+        return {"config": config, "preprocess": inputs.get("preprocess")}
+    manifest = json.loads((d.parent / "manifest.json").read_text())  # a teacher member
+    return {"config": (manifest.get("config") or {}).get("train") or {},
+            "preprocess": manifest.get("preprocess")}  # fmt: skip
+
+
+_JSON_COLUMNS = ("config", "spec", "train")  # trials-table columns that hold JSON text
+_SCHEDULER_COLUMNS = {"pruned": False, "failures": 0}  # a search scheduler's; not a prune's
+
+
+def prune_document(row: Mapping[str, Any]) -> dict[str, Any]:
+    """prune.json: the trials row as plain JSON (its JSON-text columns as objects), without the
+    search scheduler's columns (`pruned` there means "stopped early by the scheduler")."""
+    doc = {k: v for k, v in row.items() if k not in _SCHEDULER_COLUMNS}
+    doc.update({k: json.loads(row[k]) for k in _JSON_COLUMNS if isinstance(row.get(k), str)})
+    return doc
+
+
+def read_prune_row(path: str | Path) -> dict[str, Any]:
+    """The trials-table row a `prune.json` holds (`prune_document` undone)."""
+    doc = json.loads(Path(path).read_text())
+    row = {**doc, **_SCHEDULER_COLUMNS}
+    row.update({k: json.dumps(doc[k]) for k in _JSON_COLUMNS if doc.get(k) is not None})
+    return row
 
 
 def trials_row(result: PruneResult, experiment: str = "prune", seed: int | None = None) -> dict:

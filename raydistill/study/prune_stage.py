@@ -20,7 +20,8 @@
   join `seeds.csv` and `repeats.csv`.
 
 Runs happen one after another in the driver (a few per study; their files stay on its disk).
-Outputs: `OUT/prune/<cell>/<source>-seed-<n>/` (`checkpoint/`, `prune.json`). A run whose
+Outputs: `OUT/prune/<cell>/<source>-seed-<n>/`: a student (`raydistill.export.prune`: the export
+layout, `checkpoint/`, `prune.json`; `load_student` loads it). A run whose
 `prune.json` names the same source is reused, so a resumed study does not fine-tune again.
 """
 
@@ -107,7 +108,13 @@ def _run(
     splits: Any, ts: Any, log: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
     """One prune + fine-tune (or its earlier result): the trials row."""
-    from raydistill.export.prune import load_source, prune_to_budget, pruned_cell, trials_row
+    from raydistill.export.prune import (
+        load_source,
+        prune_to_budget,
+        pruned_cell,
+        read_prune_row,
+        trials_row,
+    )
     from raydistill.students.budget import parse_budget
     from raydistill.training.config import TrainConfig
 
@@ -116,8 +123,8 @@ def _run(
     cell = pruned_cell(load_source(source)[0], parse_budget(budget))
     where = root / cell.replace("@", "_") / f"{source.stem}-seed-{seed}"
     done = where / "prune.json"
-    if done.is_file():
-        row = json.loads(done.read_text())
+    if done.is_file() and (where / "spec.json").is_file():
+        row = read_prune_row(done)
         if json.loads(row["config"]).get("source") == str(source):
             log(f"   reusing {cell} seed {seed}: test {row['test/acc']}")
             return {**row, "experiment": f"{sc.name}-prune", "seed": seed}
