@@ -101,16 +101,17 @@ def _respell_tokens(parser: Any, argv: list[str]) -> list[str]:
     (`--budget -5k`) is joined to its option (`--budget=-5k`): argparse would take it for an
     option and say "expected one argument" instead of checking the value."""
     out: list[str] = []
+    join = False  # the token before was an option whose value starts with a dash
     for i, token in enumerate(argv):
+        if join:
+            out[-1], join = f"{out[-1]}={token}", False
+            continue
         flag, eq, value = token.partition("=")
         action = parser._option_string_actions.get(flag)
-        if out and out[-1].endswith("=") and out[-1] != "=":  # the dashed value of the option before
-            out[-1] += token
-            continue
         if action is not None and f"{flag}+" in action.option_strings:
             token = f"{flag}+{eq}{value}"
-        if action is not None and not eq and action.nargs in (None, "?") and _dashed(parser, argv, i + 1):
-            token += "="
+        one_value = action is not None and not eq and action.nargs in (None, "?")
+        join = one_value and _dashed(parser, argv, i + 1)
         out.append(token)
     return out
 
