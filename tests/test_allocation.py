@@ -152,8 +152,9 @@ def test_warm_start_seeds_the_larger_cell_with_the_smaller_ones_best(tmp_path) -
         assert {k: first_big[k] for k in ("lr", "momentum")} == {
             k: best_small[1][k] for k in ("lr", "momentum")
         }  # the same sampled values: widths are re-solved from them at 30k by the trainable
-        assert first_big["budget"] == 30_000 and first_big["settings"]["ratios"] == (
-            best_small[1]["settings"]["ratios"]
+        assert (
+            first_big["budget"] == 30_000
+            and first_big["settings"]["ratios"] == (best_small[1]["settings"]["ratios"])
         )
         note = json.loads(journal.read_text())["cells"][f"{fam}-d1@30k"]
         assert note["seeds"] == [best_small[0]] and note["warm_from"] == f"{fam}-d1@10k"
