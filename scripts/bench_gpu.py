@@ -116,19 +116,12 @@ def dataloader_loop(spec: dict, splits: Splits, device: str, epochs: int, worker
 
 def ceiling(spec: dict, splits: Splits, device: str, steps: int) -> float:
     """Images/s of forward + backward + step on one resident batch, with our loop's settings."""
-    from raydistill.training.accel import autocast
-
     config = TrainConfig(loss="hard", device=device, batch_size=256, max_epochs=1)
     tr = Trainer(spec, splits, None, config)
     x, y, _ = next(tr._batches(0))
 
     def step() -> None:
-        with autocast(tr.device, tr.amp):
-            out = tr.forward(x)
-        loss = nn.functional.cross_entropy(out.float(), y)
-        tr.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        tr.opt.step()
+        tr.step(x, y, None)  # the loop's own step: precision, layout, loss, optimizer
 
     for _ in range(3):
         step()

@@ -31,6 +31,10 @@ SchedulerName = Literal["asha", "none"]
 # A trial's status in the trials table (`results` holds the rule that reads it).
 Status = Literal["finished", "stopped", "diverged", "error", "running"]
 
+# Mixed precision of the training loop: auto = bf16 autocast on CUDA, float32 elsewhere; bf16 =
+# bf16 autocast on any device (the CPU too: how CI runs the CUDA path); off = float32.
+AmpMode = Literal["auto", "bf16", "off"]
+
 # Weights & Biases: off is the null tracker.
 WandbMode = Literal["online", "offline", "off"]
 
@@ -42,3 +46,4 @@ SEARCHERS: tuple[str, ...] = get_args(SearcherName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 STATUSES: tuple[str, ...] = get_args(Status)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
+AMP_MODES: tuple[str, ...] = get_args(AmpMode)

@@ -24,6 +24,7 @@ gradient in blocks of `BLOCK` elements), so a CIFAR-size batch needs tens of MB,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -65,53 +66,82 @@ def _clipped_input_grad(cols: Tensor, wf: Tensor, g: Tensor) -> Tensor:
     return out
 
 
+def _no_autocast(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off for x's device type while it is on (untouched otherwise: export traces)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """float32, or float64 when an operand is (bf16 / fp16 operands are computed in float32)."""
+    return torch.promote_types(torch.promote_types(x.dtype, weight.dtype), torch.float32)
+
+
 class AdderFunction(torch.autograd.Function):
     """Y = −Σ|X − F| over conv windows, with the paper's gradients (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, stride: int, padding: int, eta: float | None):
-        n, _, h, w = x.shape
-        o, k = weight.shape[0], weight.shape[-1]
-        ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
-        wf = weight.reshape(o, -1)
-        if torch.compiler.is_compiling():
-            # Traced by torch.export / compile: one piece, so the batch size stays symbolic
-            # (the chunk loop below would fix it to the example's).
-            out = torch.cdist(_windows(x, k, stride, padding), wf, p=1).reshape(n, ho * wo, o)
-        else:
-            per = max(1, ROWS // (ho * wo))  # samples per chunk
-            out = x.new_empty(n, ho * wo, o)
-            for s in range(0, n, per):
-                cols = _windows(x[s : s + per], k, stride, padding)  # (n_c·L, I)
-                out[s : s + per] = torch.cdist(cols, wf, p=1).reshape(-1, ho * wo, o)
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, eta)
-        return out.neg_().transpose(1, 2).reshape(n, o, ho, wo)
+        # float32 whatever the autocast: Σ|X − F| over C·k·k elements in bf16 (8-bit mantissa)
+        # loses the differences between filters, and the backward's bmm needs one dtype.
+        dt = _compute_dtype(x, weight)
+        with _no_autocast(x):
+            return _adder_forward(x.to(dt), weight.to(dt), stride, padding)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        stride, padding, eta = ctx.conf
-        n, _, h, w = x.shape
-        o, k = weight.shape[0], weight.shape[-1]
-        wf = weight.reshape(o, -1)
-        g = grad_out.reshape(n, o, -1).transpose(1, 2)  # (n, L, O)
-        per = max(1, ROWS // g.shape[1])
-        grad_w = torch.zeros_like(wf)
-        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+        dt = _compute_dtype(x, weight)
+        with _no_autocast(x):
+            grad_x, grad_w = _adder_backward(x.to(dt), weight.to(dt), grad_out.to(dt), ctx.conf)
+        return grad_x.to(x.dtype), grad_w.to(weight.dtype), None, None, None
+
+
+def _adder_forward(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+    """−Σ|X − F| of x (N, C, H, W) and weight (O, C, k, k) → (N, O, Ho, Wo)."""
+    n, _, h, w = x.shape
+    o, k = weight.shape[0], weight.shape[-1]
+    ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    wf = weight.reshape(o, -1)
+    if torch.compiler.is_compiling():
+        # Traced by torch.export / compile: one piece, so the batch size stays symbolic
+        # (the chunk loop below would fix it to the example's).
+        out = torch.cdist(_windows(x, k, stride, padding), wf, p=1).reshape(n, ho * wo, o)
+    else:
+        per = max(1, ROWS // (ho * wo))  # samples per chunk
+        out = x.new_empty(n, ho * wo, o)
         for s in range(0, n, per):
-            cols = _windows(x[s : s + per], k, stride, padding)  # (R, I)
-            gc = g[s : s + per].reshape(-1, o)  # (R, O)
-            # Σ_r g[r, o]·(X[r, i] − F[o, i]) = (gᵀX)[o, i] − F[o, i]·Σ_r g[r, o]
-            grad_w += gc.t() @ cols - wf * gc.sum(0).unsqueeze(1)
-            gx = _clipped_input_grad(cols, wf, gc).reshape(len(cols) // g.shape[1], -1, wf.shape[1])
-            grad_x[s : s + per] = F.fold(
-                gx.transpose(1, 2), (h, w), k, padding=padding, stride=stride
-            )
-        if eta is not None:
-            # Adaptive learning rate α = η·√k / ‖∂L/∂F‖₂ (k = weight.numel()), Eq. 12.
-            grad_w *= eta * math.sqrt(wf.numel()) / grad_w.norm().clamp_min(1e-12)
-        return grad_x, grad_w.reshape(weight.shape), None, None, None
+            cols = _windows(x[s : s + per], k, stride, padding)  # (n_c·L, I)
+            out[s : s + per] = torch.cdist(cols, wf, p=1).reshape(-1, ho * wo, o)
+    return out.neg_().transpose(1, 2).reshape(n, o, ho, wo)
+
+
+def _adder_backward(
+    x: Tensor, weight: Tensor, grad_out: Tensor, conf: tuple[int, int, float | None]
+) -> tuple[Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂F) with the paper's rules (module docstring), in x's dtype."""
+    stride, padding, eta = conf
+    n, _, h, w = x.shape
+    o, k = weight.shape[0], weight.shape[-1]
+    wf = weight.reshape(o, -1)
+    g = grad_out.reshape(n, o, -1).transpose(1, 2)  # (n, L, O)
+    per = max(1, ROWS // g.shape[1])
+    grad_w = torch.zeros_like(wf)
+    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for s in range(0, n, per):
+        cols = _windows(x[s : s + per], k, stride, padding)  # (R, I)
+        gc = g[s : s + per].reshape(-1, o)  # (R, O)
+        # Σ_r g[r, o]·(X[r, i] − F[o, i]) = (gᵀX)[o, i] − F[o, i]·Σ_r g[r, o]
+        grad_w += gc.t() @ cols - wf * gc.sum(0).unsqueeze(1)
+        gx = _clipped_input_grad(cols, wf, gc).reshape(len(cols) // g.shape[1], -1, wf.shape[1])
+        grad_x[s : s + per] = F.fold(gx.transpose(1, 2), (h, w), k, padding=padding, stride=stride)
+    if eta is not None:
+        # Adaptive learning rate α = η·√k / ‖∂L/∂F‖₂ (k = weight.numel()), Eq. 12.
+        grad_w *= eta * math.sqrt(wf.numel()) / grad_w.norm().clamp_min(1e-12)
+    return grad_x, grad_w.reshape(weight.shape)
 
 
 def adder2d(

@@ -1,7 +1,8 @@
-"""How the training loop runs fast on its device: bf16 autocast on CUDA (`autocast`), the
+"""How the training loop runs fast on its device: bf16 autocast (`autocast`, on CUDA by default,
+on any device with amp="bf16"; float32 without TF32 for measurements: `exact_fp32`), the
 channels_last layout for conv nets (`use_channels_last`), and an optional `torch.compile` that
-falls back to eager on a compile error (`CompiledForward`). Nothing here changes the numerics
-on the CPU: autocast is CUDA-only and channels_last changes only the memory layout.
+falls back to eager on a compile error (`CompiledForward`). By default nothing here changes the
+numerics on the CPU: "auto" autocasts on CUDA only and channels_last changes only the layout.
 
 channels_last on the shared 2-core CPU (torch 2.14.1, `torch.set_num_threads(1)`, batch 128, our
 loop with flip + translate, BatchNorm CNN students of ~30k parameters, `scripts/bench_gpu.py
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,12 +25,35 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 
-def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when `enabled` (no GradScaler needed: bf16 has float32's range);
-    a no-op on any other device."""
-    if enabled and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def amp_dtype(device: torch.device | str, amp: str | bool) -> torch.dtype | None:
+    """The autocast dtype of mixed-precision mode `amp` (`vocab.AmpMode`; True/False mean
+    "auto"/"off") on `device`: bf16 for "bf16", and for "auto" on CUDA; None: float32."""
+    mode = amp if isinstance(amp, str) else ("auto" if amp else "off")
+    if mode == "bf16" or (mode == "auto" and torch.device(device).type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device | str, amp: str | bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` when `amp_dtype` says so (no GradScaler needed: bf16 has
+    float32's range), else a no-op. One code path: CI runs it on the CPU with amp="bf16"."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """float32 without TF32 for the block (cuDNN convolutions and CUDA matmuls use TF32 by
+    default: a 10-bit mantissa). The test accuracy an export re-verifies on the CPU in float32
+    is measured inside this, so both sides compute the same thing up to summation order."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
 
 def use_channels_last(model: nn.Module, wanted: bool) -> bool:

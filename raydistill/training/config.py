@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from raydistill.core.errors import UserError
-from raydistill.core.vocab import AUG_NAMES, PREPROCESS_MODES
+from raydistill.core.vocab import AMP_MODES, AUG_NAMES, PREPROCESS_MODES
 from raydistill.data import Preprocess
 from raydistill.training.losses import check_loss
 from raydistill.training.schedule import SCHEDULES
@@ -61,7 +61,10 @@ class TrainConfig:
     # conv nets only (model and inputs): measured on this 2-core CPU in the module docstring
     # of `raydistill.training.accel`; on CUDA it lets convolutions use the NHWC tensor-core kernels.
     channels_last: bool = True
-    amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU: numerics stay float32)
+    # Mixed precision (`vocab.AmpMode`): "auto" bf16 autocast on CUDA only, "bf16" on any
+    # device (CPU bf16 autocast runs the CUDA path's numerics in CI), "off"; true/false of
+    # older configs mean auto/off.
+    amp: str = "auto"
     # torch.compile the model; a compile error on the first step falls back to eager (one log line)
     compile: bool = False
     eval_batch_size: int = 1000
@@ -72,7 +75,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
+        if isinstance(self.amp, bool):
+            self.amp = "auto" if self.amp else "off"
         for name, value, valid in (
+            ("amp", self.amp, AMP_MODES),
             ("schedule", self.schedule, SCHEDULES),
             ("augment", self.augment, AUG_NAMES),
             ("preprocess", self.preprocess, PREPROCESS_MODES),

@@ -51,11 +51,11 @@ def logits_over(
     input_scale: float = 1.0,
     channels_last: bool = False,
     device: torch.device | None = None,
-    amp: bool = False,
+    amp: str | bool = False,
 ) -> Tensor:
     """float32 outputs of `forward` for every image of x, concatenated along dim -2 (the batch
     dim: (N, C) for one network, (M, N, C) for M stacked members), on the inputs' device.
-    `amp`: bf16 autocast when the inputs are on CUDA."""
+    `amp`: the mixed-precision mode (`accel.autocast`; True: bf16 on CUDA)."""
     outs = []
     for xb in eval_batches(x, preprocess=preprocess, batch_size=batch_size,
                            input_scale=input_scale, channels_last=channels_last, device=device):  # fmt: skip
@@ -80,7 +80,7 @@ def evaluate(
     input_scale: float = 1.0,
     batch_size: int = 1000,
     channels_last: bool = False,
-    amp: bool = False,
+    amp: str | bool = False,
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` on a resident split, in eval mode (the model's
     train/eval mode is restored afterwards)."""

@@ -28,7 +28,7 @@ from raydistill.core.errors import UserError
 from raydistill.data import DeviceSplit, iterate, named_aug, to_float
 from raydistill.data.replay import replay_epoch
 from raydistill.students import build, complete_spec
-from raydistill.training.accel import CompiledForward, autocast, use_channels_last
+from raydistill.training.accel import CompiledForward, autocast, exact_fp32, use_channels_last
 from raydistill.training.checkpoint import (
     load_optimizer_tensors,
     load_tensors,
@@ -93,7 +93,7 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.amp = cfg.amp and self.device.type == "cuda"
+        self.amp = cfg.amp  # `accel.autocast` decides per device ("auto": bf16 on CUDA)
         self.forward = CompiledForward(self.model, cfg.compile)
         self.opt = torch.optim.SGD(
             self.model.parameters(),
@@ -188,28 +188,34 @@ class Trainer:
         for i, (x, y, t) in enumerate(self._batches(epoch)):
             for group in self.opt.param_groups:
                 group["lr"] = self.schedule.lr_at(self.run.step)
-            with autocast(self.device, self.amp):
-                out = self.forward(x)
-            loss = compute_loss(
-                self.cfg.loss, out.float(), t, y, temperature=self.cfg.kd_temperature,
-                alpha=self.cfg.kd_alpha, label_smoothing=self.cfg.label_smoothing,
-            )  # fmt: skip
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.opt.step()
+            loss = self.step(x, y, t)
             self.run.step += 1
-            total += loss.detach() * len(y)
+            total += loss * len(y)
             n += len(y)
             # A host sync every 25 steps: early enough to stop a blow-up, rare enough to be free.
             if i % 25 == 24 and not torch.isfinite(total):
                 break
         return float(total) / max(n, 1)
 
+    def step(self, x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+        """One SGD step on a batch (inputs as `_batches` yields them; t: teacher logits or
+        None) under the run's precision (`TrainConfig.amp`); the detached float32 loss."""
+        with autocast(self.device, self.amp):
+            out = self.forward(x)
+        loss = compute_loss(
+            self.cfg.loss, out.float(), t, y, temperature=self.cfg.kd_temperature,
+            alpha=self.cfg.kd_alpha, label_smoothing=self.cfg.label_smoothing,
+        )  # fmt: skip
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return loss.detach()
+
     @torch.no_grad()
-    def evaluate(self, split: DeviceSplit, amp: bool | None = None) -> tuple[float, float]:
-        """(accuracy, loss) on a split; `amp` None: the run's setting (bf16 on CUDA)."""
+    def evaluate(self, split: DeviceSplit, amp: str | None = None) -> tuple[float, float]:
+        """(accuracy, loss) on a split; `amp` None: the run's setting (`TrainConfig.amp`)."""
         return evaluate(
             self.model, split, preprocess=self.preprocess, input_scale=self.cfg.input_scale,
             batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last,
@@ -323,7 +329,8 @@ def _test_accuracy(tr: Trainer) -> float:
     current = tr._weights()
     tr.model.load_state_dict(tr.best_state)
     test = DeviceSplit.from_numpy(tr.data.test_x, tr.data.test_y, tr.device)
-    # float32: the recorded test/acc is what an export re-verifies image for image in float32
-    acc = tr.evaluate(test, amp=False)[0]
+    # float32 without TF32: the recorded test/acc is what an export re-verifies on the CPU
+    with exact_fp32():
+        acc = tr.evaluate(test, amp="off")[0]
     tr.model.load_state_dict(current)
     return acc
