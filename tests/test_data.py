@@ -26,8 +26,8 @@ from raydistill.data import (
     DECODE_STATS,
     load_dataset,
     make_synthetic_sep,
+    readers,
 )
-from raydistill.data import readers
 from raydistill.data import sources as S
 
 N_TRAIN, N_TEST = 20, 5  # per class
