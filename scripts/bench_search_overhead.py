@@ -76,9 +76,12 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-overhead-")) / "search"
     t0 = time.perf_counter()
-    run_search([args.space], budgets=args.budget, depths=[args.depth], trials=args.trials,
-               data=data, out=out, searcher="random", cpus_per_trial=1, max_concurrent=1,
-               max_epochs=args.epochs, device="cpu", wandb="off", verbose=0)  # fmt: skip
+    settings = SearchSettings(
+        spaces=[args.space], budgets=args.budget, depths=[args.depth], trials=args.trials,
+        out=str(out), searcher="random", cpus_per_trial=1, max_concurrent=1,
+        max_epochs=args.epochs, device="cpu", wandb="off",
+    )  # fmt: skip
+    run_search(settings, data=data, verbose=0)
     search_wall = time.perf_counter() - t0
     load.append(os.getloadavg()[0])
     tune_wall = SearchSettings.load(out).runs[0]["wall_s"]

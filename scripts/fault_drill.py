@@ -84,20 +84,20 @@ def search_kwargs(
 ) -> dict[str, Any]:
     return {"spaces": [str(space)], "budgets": BUDGET, "depths": depths,
             "trials": trials, "data": f"synthetic-sep:{IMAGES}",
-            "data_options": {"val_size": VAL}, "out": out, "name": EXPERIMENT,
+            "data_options": {"val_size": VAL}, "out": str(out), "experiment": EXPERIMENT,
             "device": "cpu", "cpus_per_trial": 1, "max_failures": max_failures,
-            "wandb": "off", "verbose": 0, "searcher": "random"}  # fmt: skip
+            "wandb": "off", "searcher": "random"}  # fmt: skip
 
 
 def search(record: dict[str, Any], kwargs: dict[str, Any]) -> None:
     """run_search, timed; an early end (SearchInterrupted: not every trial ended) is recorded,
     not raised, so that the drill still reports what happened."""
-    from raydistill.search import SearchInterrupted, run_search
+    from raydistill.search import SearchInterrupted, SearchSettings, run_search
 
     t0 = time.perf_counter()
     record["search_interrupted"] = False
     try:
-        run_search(**kwargs)
+        run_search(SearchSettings(**kwargs), verbose=0)
     except SearchInterrupted:
         record["search_interrupted"] = True
     record["search_s"] = time.perf_counter() - t0

@@ -44,11 +44,12 @@ def main(out: str, storage: str) -> None:
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = sum(1 for n in ray.nodes() if n["Alive"])
         t1 = time.perf_counter()
-        run_search(
-            [space("cnn"), space("mlp")], budgets="20k", trials=TRIALS, data=drill_splits(),
-            out=out, storage=storage, address=cluster.address, device="cpu", verbose=0,
-            wandb="off", cpus_per_trial=1, checkpoint_every=CHECKPOINT_EVERY,
+        settings = SearchSettings(
+            spaces=[space("cnn"), space("mlp")], budgets="20k", trials=TRIALS, out=out,
+            storage=storage, address=cluster.address, device="cpu", wandb="off",
+            cpus_per_trial=1, checkpoint_every=CHECKPOINT_EVERY,
         )  # fmt: skip
+        run_search(settings, data=drill_splits(), verbose=0)
         search_s = time.perf_counter() - t1
         settings = SearchSettings.load(out)
         analysis = tune.ExperimentAnalysis(settings.run_path(settings.runs[-1]))

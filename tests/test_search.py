@@ -88,11 +88,12 @@ def test_search_runs_cells_concurrently_and_writes_outputs(ray_local, tiny_split
         sp_run([space], budgets="20k", depths=[2], trials=1, data=tiny_splits, out=out)
 
 
-def sp_run(spaces, **kw):
-    from raydistill.search import run_search
+def sp_run(spaces, *, data, **kw):
+    """A search of `spaces` on in-memory `data`: CPU, quiet, no W&B unless `kw` says."""
+    from raydistill.search import SearchSettings, run_search
 
-    kw = {"device": "cpu", "verbose": 0, "wandb": "off", "cpus_per_trial": 1, **kw}
-    return run_search(spaces, **kw)
+    kw = {"device": "cpu", "wandb": "off", "cpus_per_trial": 1, **kw}
+    return run_search(SearchSettings(spaces=list(spaces), **kw), data=data, verbose=0)
 
 
 def test_diverging_trial_ends_diverged_and_cell_completes(ray_local, tiny_splits, tmp_path):

@@ -139,13 +139,16 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
 # ---------------------------------------------------------------- file:// outside DIR
 def test_file_uri_outside_the_experiment_and_export_rerooted(ray_local, tiny_splits, tmp_path):
     from raydistill.export.exporter import export_cells
-    from raydistill.search import load_trials, run_search
+    from raydistill.search import SearchSettings, load_trials, run_search
 
     elsewhere = tmp_path / "shared" / "tune"
     space = {"family": "mlp", "depths": [1], "train": {"lr": 0.01, "momentum": 0.9,
              "batch_size": 64, "max_epochs": 1, "schedule": "cosine", "augment": "none"}}  # fmt: skip
-    out = run_search([space], budgets="10k", trials=1, data=tiny_splits, out=tmp_path / "exp",
-                     storage=f"file://{elsewhere}", device="cpu", verbose=0, wandb="off")  # fmt: skip
+    settings = SearchSettings(
+        spaces=[space], budgets="10k", trials=1, out=str(tmp_path / "exp"),
+        storage=f"file://{elsewhere}", device="cpu", wandb="off",
+    )  # fmt: skip
+    out = run_search(settings, data=tiny_splits, verbose=0)
     ckpt = load_trials(out)["checkpoint"].iloc[0]
     assert ckpt.startswith(f"file://{elsewhere}/"), ckpt
     assert not (out / "tune").exists()

@@ -5,7 +5,6 @@ and `run`.
 """
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -204,7 +203,7 @@ def search_check(args: argparse.Namespace) -> Outputs:
 
 
 def search_run(args: argparse.Namespace) -> int:
-    from raydistill.search import extend_search, resume_search, run_search
+    from raydistill.search import SearchSettings, extend_search, resume_search, run_search
 
     if args.resume:
         resume_search(args.resume)
@@ -224,17 +223,31 @@ def search_run(args: argparse.Namespace) -> int:
     prepare_data(args)
     options = {"val_size": args.val_size, "seed": args.split_seed,
                "train_subset": args.train_subset, "cache_dir": args.cache_dir}  # fmt: skip
-    run_search(
-        spaces, budgets=args.budgets, depths=args.depths, trials=args.trials,
-        data=args.data, transfer=args.transfer, out=args.out or "search", name=args.name,
-        searcher=args.searcher, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial, address=args.address, max_epochs=args.max_epochs,
-        seed=args.seed, storage=args.storage, wandb=resolve_mode(args.wandb),
-        checkpoint_every=args.checkpoint_every,
-        max_concurrent=args.max_concurrent, device=args.device, max_failures=args.max_failures,
+    settings = SearchSettings(
+        spaces=spaces,
+        budgets=args.budgets,
+        depths=args.depths,
+        trials=args.trials,
+        out=args.out or "search",
+        experiment=args.name,
+        storage=args.storage,
+        data=args.data,
         data_options={k: v for k, v in options.items() if v is not None},
-        dry_run=args.dry_run, samples=args.samples, argv=sys.argv,
-    )  # fmt: skip
+        transfer=args.transfer,
+        searcher=args.searcher,
+        scheduler=args.scheduler,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        address=args.address,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        wandb=resolve_mode(args.wandb),
+        max_concurrent=args.max_concurrent,
+        device=args.device,
+        max_failures=args.max_failures,
+        checkpoint_every=args.checkpoint_every,
+    )
+    run_search(settings, dry_run=args.dry_run, samples=args.samples)
     return 0
 
 

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,77 +62,79 @@ STATE_SNAPSHOT_S = "1"
 
 
 def run_search(
-    spaces: Sequence[str | Path | Mapping[str, Any]],
+    settings: SearchSettings,
     *,
-    budgets: Sequence[int | str] | str,
-    depths: Sequence[int] | None = None,
-    trials: int = 16,
-    data: Any = "cifar10",
+    data: Any = None,
     transfer: Any = None,
-    out: str | Path = "search",
-    name: str | None = None,
-    searcher: str = "tpe",
-    scheduler: str = "none",
-    gpus_per_trial: float | str = 0.0,
-    cpus_per_trial: float = 1.0,
-    address: str = "local",
-    max_epochs: int | None = None,
-    seed: int = 0,
-    storage: str | None = None,
-    checkpoint_every: int = 1,
-    wandb: str = "off",
-    max_concurrent: int | None = None,
-    device: str = "auto",
-    max_failures: int = 2,
-    data_options: Mapping[str, Any] | None = None,
     dry_run: bool = False,
     samples: int = 3,
     verbose: int = 1,
-    argv: Sequence[str] | None = None,
 ) -> Path:
-    """Run a search; returns DIR. `data`: a source (see `raydistill.data.load_dataset`) or a
-    `Splits`; `transfer`: a transfer-set path, a `TransferSet`, or None (hard labels, loss
-    "hard" forced). `storage`: where Tune writes trials and checkpoints (a path or a URI,
-    `raydistill.core.storage`; default DIR/tune), probed before anything runs. Raises
-    `SearchInterrupted` if stopped before all trials finished."""
-    check_choices(searcher, scheduler, wandb, trials, gpus_per_trial, cpus_per_trial)
-    budgets = parse_budget_list(budgets)
-    out = Path(out).expanduser().resolve()
-    loaded = _load_spaces(spaces, hard_labels=transfer is None, verbose=verbose)
-    plans = sp.plan_cells(loaded, budgets, depths)
-    splits = load_data(data, data_options or {})
+    """Run the search `settings` describe; returns DIR. `data` / `transfer`: in-memory inputs
+    (a `Splits`, a `TransferSet`) in place of `settings.data` / `settings.transfer`; no
+    transfer set: hard labels, loss "hard" forced. `settings.storage`: where Tune writes
+    trials and checkpoints (`raydistill.core.storage`; default DIR/tune), probed before
+    anything runs. Raises `SearchInterrupted` if stopped before all trials finished."""
+    s = settings
+    check_choices(s.searcher, s.scheduler, s.wandb, s.trials, s.gpus_per_trial, s.cpus_per_trial)
+    data = data if data is not None else s.data
+    transfer = transfer if transfer is not None else s.transfer
+    budgets = parse_budget_list(s.budgets)
+    out = Path(s.out).expanduser().resolve()
+    loaded = _load_spaces(s.spaces, hard_labels=transfer is None, verbose=verbose)
+    plans = sp.plan_cells(loaded, budgets, s.depths)
+    splits = load_data(data, s.data_options)
     if dry_run:
-        print(describe_plan(plans, trials, splits, seed=seed, samples=samples, searcher=searcher))
+        kind = s.searcher
+        print(describe_plan(plans, s.trials, splits, seed=s.seed, samples=samples, searcher=kind))
         return out
     if (out / SEARCH_FILE).exists():
         raise UserError(
             f"{out} already holds a search; use --resume {out}, --extend, or another --out"
         )
-    if int(checkpoint_every) < 1:
-        raise UserError(f"--checkpoint-every {checkpoint_every}: must be ≥ 1 (epochs)")
-    tune_storage = storage_path(storage, out)
+    if int(s.checkpoint_every) < 1:
+        raise UserError(f"--checkpoint-every {s.checkpoint_every}: must be ≥ 1 (epochs)")
+    tune_storage = storage_path(s.storage, out)
     probe(tune_storage)  # unreachable / unwritable / no credentials: refused before any trial
-    settings = SearchSettings(
-        experiment=name or out.name, out=str(out), storage=tune_storage,
-        spaces=[dict(s.raw) for s in loaded], budgets=budgets,
-        depths=list(depths) if depths is not None else None, trials=int(trials),
-        data=recorded_source(data), data_options=dict(data_options or {}),
-        transfer=recorded_source(transfer), searcher=searcher,
-        scheduler=scheduler, gpus_per_trial=parse_gpus(gpus_per_trial),
-        cpus_per_trial=float(cpus_per_trial), address=address, max_epochs=max_epochs,
-        seed=int(seed), wandb=wandb, max_concurrent=max_concurrent, device=device,
-        max_failures=int(max_failures), dataset_fingerprint=splits.fingerprint,
-        checkpoint_every=int(checkpoint_every),
-        argv=list(argv if argv is not None else sys.argv),
-    )  # fmt: skip
-    cells = {c.id: int(trials) for c, _ in plans}
-    settings.runs.append(
-        {"name": settings.experiment, "index": 0, "cells": cells, "complete": False}
-    )
+    saved = _normalised(s, loaded, budgets, out, tune_storage, data, transfer, splits)
+    cells = {c.id: int(s.trials) for c, _ in plans}
+    saved.runs.append({"name": saved.experiment, "index": 0, "cells": cells, "complete": False})
     out.mkdir(parents=True, exist_ok=True)
-    settings.save()
-    return _execute(
-        settings, splits, load_transfer(transfer, splits), restore=False, verbose=verbose
+    saved.save()
+    return _execute(saved, splits, load_transfer(transfer, splits), restore=False, verbose=verbose)
+
+
+def _normalised(
+    s: SearchSettings,
+    loaded: Sequence[sp.SearchSpace],
+    budgets: list[int],
+    out: Path,
+    storage: str,
+    data: Any,
+    transfer: Any,
+    splits: Any,
+) -> SearchSettings:
+    """The settings as DIR/search.json records them (the input of --resume and --extend)."""
+    return replace(
+        s,
+        experiment=s.experiment or out.name,
+        out=str(out),
+        storage=storage,
+        spaces=[dict(x.raw) for x in loaded],
+        budgets=budgets,
+        depths=list(s.depths) if s.depths is not None else None,
+        trials=int(s.trials),
+        data=recorded_source(data),
+        data_options=dict(s.data_options),
+        transfer=recorded_source(transfer),
+        gpus_per_trial=parse_gpus(s.gpus_per_trial),
+        cpus_per_trial=float(s.cpus_per_trial),
+        seed=int(s.seed),
+        max_failures=int(s.max_failures),
+        dataset_fingerprint=splits.fingerprint,
+        checkpoint_every=int(s.checkpoint_every),
+        argv=list(s.argv or sys.argv),
+        runs=[],
     )
 
 

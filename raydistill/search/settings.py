@@ -32,18 +32,26 @@ class SearchInterrupted(KeyboardInterrupt):
 
 @dataclass
 class SearchSettings:
-    """Everything a search needs besides the arrays; saved as DIR/search.json."""
+    """A search's settings: what the CLI, `reproduce` and the studies build and hand to
+    `raydistill.search.run.run_search`, which saves them normalised as DIR/search.json (the
+    input of --resume and --extend).
 
-    experiment: str
-    out: str
-    storage: str
-    spaces: list[dict[str, Any]]
-    budgets: list[int]
-    depths: list[int] | None
-    trials: int
-    data: str | None
-    data_options: dict[str, Any]
-    transfer: str | None
+    On input `spaces` may hold YAML paths, shipped names, mappings or `SearchSpace`s and
+    `budgets` a string ("1M,3.16M") or a list; saved, they are the validated raw mappings
+    and ints, `out` and `storage` absolute, `experiment` filled in (default: DIR's name).
+    In-memory data / transfer sets are passed to `run_search` beside the settings.
+    """
+
+    spaces: list[Any]
+    budgets: list[int] | list[int | str] | str
+    depths: list[int] | None = None
+    trials: int = 16
+    out: str = "search"
+    experiment: str | None = None
+    storage: str | None = None  # where Tune writes: a path or a URI (default DIR/tune)
+    data: str | None = "cifar10"  # a source (raydistill.data.load_dataset)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    transfer: str | None = None  # a transfer-set path; None: hard labels (loss "hard" forced)
     searcher: str = "tpe"
     scheduler: SchedulerName = "none"
     gpus_per_trial: float | str = 0.0  # a share of one GPU, or "auto" (raydistill.search.sizing)
@@ -57,7 +65,7 @@ class SearchSettings:
     max_failures: int = 2
     dataset_fingerprint: str | None = None
     checkpoint_every: int = 1  # epochs between a trial's checkpoints (and one at its end)
-    argv: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # default: sys.argv
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self) -> None:

@@ -198,28 +198,43 @@ def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log) -> Path:
     return write_transfer_set(path, ensemble, splits, t.epochs, seed=t.seed, aug=aug, log=log)
 
 
-def _search_or_resume(out: Path, spaces: list[Any], **kwargs: Any) -> Path:
+def _search_or_resume(settings: Any, splits: Any) -> Path:
     from raydistill.search import SEARCH_FILE, resume_search, run_search
 
+    out = Path(settings.out)
     if (out / SEARCH_FILE).exists():
-        return resume_search(out, data=kwargs["data"], transfer=kwargs["transfer"])
-    return run_search(spaces, out=out, **kwargs)
+        return resume_search(out, data=splits, transfer=settings.transfer)
+    return run_search(settings, data=splits)
 
 
-def _common(
-    sc: Scale, splits, transfer: Path, wandb: str, address: str, storage: str | None, name: str
-) -> dict[str, Any]:
+def _settings(
+    sc: Scale, out: Path, spaces: list[Any], budgets: list[Any], trials: int, run: dict[str, Any]
+) -> Any:
+    """One search of the study (DIR `out`, named after it): the scale's search options, the
+    teachers' transfer set, the run's W&B mode, Ray address and storage (`<storage>/<name>`)."""
     from raydistill.core.storage import join
+    from raydistill.search.settings import SearchSettings
 
-    s = sc.search
-    return {
-        "storage": join(storage, name) if storage is not None else None,
-        "data": splits, "transfer": str(transfer), "searcher": s.searcher,
-        "max_epochs": s.max_epochs, "cpus_per_trial": s.cpus_per_trial,
-        "gpus_per_trial": s.gpus_per_trial, "max_concurrent": s.max_concurrent,
-        "checkpoint_every": s.checkpoint_every, "seed": sc.data.seed, "wandb": wandb,
-        "address": address,
-    }  # fmt: skip
+    s, storage = sc.search, run["storage"]
+    return SearchSettings(
+        spaces=spaces,
+        budgets=budgets,
+        trials=trials,
+        out=str(out),
+        experiment=f"{sc.name}-{out.name}",
+        storage=join(storage, out.name) if storage is not None else None,
+        transfer=str(run["transfer"]),
+        searcher=s.searcher,
+        scheduler=s.scheduler,
+        gpus_per_trial=s.gpus_per_trial,
+        cpus_per_trial=s.cpus_per_trial,
+        address=run["address"],
+        max_epochs=s.max_epochs,
+        seed=sc.data.seed,
+        wandb=run["wandb"],
+        max_concurrent=s.max_concurrent,
+        checkpoint_every=s.checkpoint_every,
+    )
 
 
 def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
@@ -232,12 +247,8 @@ def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
             train=s.train, spec=s.spec_for(name), width_ratios=s.width_ratios
         )
         plans.append(space.with_depths(s.depths_for(name)) if s.depths_for(name) else space)
-    return _search_or_resume(
-        out, plans, budgets=s.budgets, depths=None, trials=trials or s.trials,
-        scheduler=s.scheduler, name=f"{sc.name}-search",
-        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"],
-                  run["storage"], "search"),
-    )  # fmt: skip
+    settings = _settings(sc, out, plans, s.budgets, trials or s.trials, run)
+    return _search_or_resume(settings, run["splits"])
 
 
 def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
@@ -250,12 +261,8 @@ def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
     )
     depths = t.depths or sc.search.depths_for(t.space)
     space = space.with_depths(depths) if depths else space
-    return _search_or_resume(
-        out, [space], budgets=t.budgets, depths=None, trials=trials or t.trials,
-        scheduler=sc.search.scheduler, name=f"{sc.name}-twins",
-        **_common(sc, run["splits"], run["transfer"], run["wandb"], run["address"],
-                  run["storage"], "twins"),
-    )  # fmt: skip
+    settings = _settings(sc, out, [space], t.budgets, trials or t.trials, run)
+    return _search_or_resume(settings, run["splits"])
 
 
 def combine(out: Path, directories: list[Path], ensemble: Any) -> Path:

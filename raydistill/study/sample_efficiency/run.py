@@ -139,12 +139,13 @@ def run_cell(
             resume_search(where, data=splits, verbose=0)
     else:
         spaces = [space_for(cfg, fam, n) for fam in cfg.families]
-        run_search(
-            spaces, budgets=[cfg.budget], trials=1, data=splits, out=where,
-            name=f"sample-efficiency-S{size}-n{n}-seed{seed}", searcher="random", seed=seed,
-            wandb=wandb, device=device, cpus_per_trial=1, verbose=0,
+        settings = SearchSettings(
+            spaces=spaces, budgets=[cfg.budget], trials=1, out=str(where),
+            experiment=f"sample-efficiency-S{size}-n{n}-seed{seed}", searcher="random",
+            seed=seed, wandb=wandb, device=device, cpus_per_trial=1,
             argv=["sample_efficiency_study", f"S={size}", f"n={n}", f"seed={seed}"],
         )  # fmt: skip
+        run_search(settings, data=splits, verbose=0)
     return _rows(load_trials(where), cfg, size, n, seed)
 
 
