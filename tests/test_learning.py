@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from raydistill.data import Preprocess, Splits, to_float
+from raydistill.data import AugConfig, Preprocess, Splits, to_float
 from raydistill.distill.ensemble import Ensemble
 from raydistill.distill.transfer.format import load_transfer_set
 from raydistill.distill.transfer.writer import write_transfer_set
@@ -57,7 +57,7 @@ def exact_ensemble() -> Ensemble:
 def setup(tmp_path_factory) -> tuple[Splits, Ensemble, Path]:
     splits, ens = bright_splits(), exact_ensemble()
     path = tmp_path_factory.mktemp("learn") / "transfer.parquet"
-    write_transfer_set(path, ens, splits, 4, seed=3)
+    write_transfer_set(path, ens, splits, 4, seed=3, aug=AugConfig.paper_hsv())  # the paper's views
     return splits, ens, path
 
 

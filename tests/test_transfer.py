@@ -13,6 +13,7 @@ import torch
 
 from raydistill.core.errors import UserError
 from raydistill.data import AUG_KEYS, AugConfig, Splits, epoch_plan, make_synthetic_sep
+from raydistill.data.augment import named_aug
 from raydistill.data.replay import replay_batch
 from raydistill.distill.ensemble import make_ensemble, save_ensemble
 from raydistill.distill.teachers import member_config, train_member
@@ -57,7 +58,10 @@ def ensemble(splits):
 @pytest.fixture(scope="module")
 def ts_path(tmp_path_factory, ensemble, splits) -> Path:
     path = tmp_path_factory.mktemp("ts") / "transfer.parquet"
-    write_transfer_set(path, ensemble, splits, EPOCHS, seed=5, batch_size=50)
+    # the paper's views (crops + HSV): every replay path is exercised
+    write_transfer_set(
+        path, ensemble, splits, EPOCHS, seed=5, aug=AugConfig.paper_hsv(), batch_size=50
+    )
     return path
 
 
@@ -115,7 +119,9 @@ def test_replayed_views_reproduce_the_stored_logits(ts_path: Path, ensemble, spl
 
 def test_writing_is_deterministic_and_atomic(tmp_path: Path, ts_path: Path, ensemble, splits):
     again = tmp_path / "again.parquet"
-    write_transfer_set(again, ensemble, splits, EPOCHS, seed=5, batch_size=17)
+    write_transfer_set(
+        again, ensemble, splits, EPOCHS, seed=5, aug=AugConfig.paper_hsv(), batch_size=17
+    )
     a, b = load_transfer_set(ts_path), load_transfer_set(again)
     assert np.array_equal(a.index, b.index)
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)  # batch size independent
@@ -218,8 +224,8 @@ def test_cli_transfer_from_a_teacher_directory(tmp_path: Path, capsys) -> None:
     assert "2 epochs × 96 views" in capsys.readouterr().out
     ts = load_transfer_set(out, splits=splits, teacher_fingerprints=ens.fingerprints)
     assert ts.num_epochs == 2
-    # "auto" on float data is mirror only (no crops, no colour jitter on N(0, 1) features)
-    assert ts.meta["aug"] == {**AugConfig(crop_min=32, crop_max=32).to_dict(), "hsv": None}
+    # "auto" is the teachers' own augmentation, read from their manifest (here: paper)
+    assert ts.meta["aug"] == named_aug("paper", 32).to_dict()
     # every name of the one vocabulary is accepted, e.g. the teachers' own augmentation
     out2 = tmp_path / "ts-ft.parquet"
     code = main(["transfer", "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--out",

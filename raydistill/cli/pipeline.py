@@ -124,6 +124,7 @@ def teach_check(args: argparse.Namespace) -> Outputs:
 
 def teach_run(args: argparse.Namespace) -> int:
     from raydistill.distill.teachers import teach
+    from raydistill.search.settings import recorded_source
 
     prepare_data(args)
     splits = load_splits(args)
@@ -136,7 +137,7 @@ def teach_run(args: argparse.Namespace) -> int:
         splits, args.family, args.members, args.epochs, args.out, widths=args.widths,
         width_scale=args.width_scale or 1.0, spec_keys=args.spec_keys, train=train, seed=args.seed,
         address=args.address, num_cpus=args.num_cpus, gpu_fraction=args.gpu_fraction,
-        data_source=str(args.data), split=split,
+        data_source=recorded_source(args.data), split=split,
     )  # fmt: skip
     print(f"wrote {args.out}/manifest.json")
     return 0
@@ -154,24 +155,30 @@ def transfer(
     data: str | None = None,
     val_size: A.Count0 | None = None,
     split_seed: int | None = None,
+    train_subset: A.Count | None = None,
     cache_dir: str | None = None,
     download: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> int:
     """pre-generate augmented epochs with the ensemble's logits (Parquet)
 
     Args:
         teacher: a `raydistill teach` output directory
         epochs: augmented epochs to generate (paper: 160)
-        out: output .parquet file
+        out: output .parquet file (an existing one only with --force)
         seed: seed of the views and their order
-        aug: augmentation of the views; auto: paper_hsv for colour images, paper for grey ones, mirror for float data (HSV jitter needs colours); flip_translate: the teachers' own
+        aug: augmentation of the views; auto: the teachers' own (what they were trained on: they label it as well as the images); paper_hsv: the paper's crops + HSV jitter; see the printed view accuracy
         batch_size: views per forward pass
         device: auto, cpu, cuda, cuda:1, ...
         data: the dataset (default: the teacher's)
         val_size: validation images taken from the training pool (default: the teacher's)
         split_seed: seed of the train / val split (default: the teacher's)
+        train_subset: label a class-balanced subset of the train split (as train / search --train-subset N); default: the whole split
         cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
         download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+        force: replace an existing --out file
+        dry_run: check the teachers, the data and --out, print what would be written; label nothing
     """
     return execute(transfer_check, transfer_run, locals())
 
@@ -180,37 +187,78 @@ def transfer_check(args: argparse.Namespace) -> Outputs:
     if not (Path(args.teacher) / "manifest.json").is_file():
         raise UserError(f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
     A.check_data(args.data, args.cache_dir, args.download)
-    return [(A.check_out(args.out, is_file=True), True)]
+    out = A.check_out(args.out, is_file=True)
+    if out.exists() and not args.force:
+        raise UserError(
+            f"--out {str(out)!r} already exists (replacing it discards its labelled views); "
+            "pass --force to replace it, or give another --out"
+        )
+    return [] if args.dry_run else [(out, True)]
 
 
 def transfer_run(args: argparse.Namespace) -> int:
     import time
 
     from raydistill.distill.ensemble import load_ensemble
-    from raydistill.distill.transfer.aug import transfer_aug
+    from raydistill.distill.transfer.aug import teacher_augment, transfer_aug
     from raydistill.distill.transfer.format import load_transfer_set, size_summary
-    from raydistill.distill.transfer.writer import write_transfer_set
+    from raydistill.distill.transfer.writer import check_fit, write_transfer_set
 
-    ensemble = load_ensemble(args.teacher, device=args.device)
+    ensemble = load_ensemble(args.teacher, device="cpu" if args.dry_run else args.device)
     config = ensemble.manifest.get("config", {})
     args.data, split = args.data or config.get("data"), config.get("split") or {}
     if not args.data:
         raise UserError(f"{args.teacher}/manifest.json names no dataset; pass --data SOURCE")
     prepare_data(args)
-    # The whole train split (no subset): the teacher may have trained on a subset of it.
+    # The whole train split unless --train-subset: the teacher may have trained on a subset.
     splits = load_splits(
         args,
         val_size=args.val_size if args.val_size is not None else split.get("val_size"),
         seed=args.split_seed if args.split_seed is not None else split.get("seed", 0),
-        train_subset=None,
+        train_subset=args.train_subset,
     )
+    check_fit(ensemble, splits)  # before anything is labelled
+    aug = transfer_aug(args.aug, splits, teacher_augment(ensemble.manifest))
+    if args.dry_run:
+        print(_transfer_plan(args, ensemble, splits, aug))
+        return 0
     t0 = time.perf_counter()
-    path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed,
-                              aug=transfer_aug(args.aug, splits), batch_size=args.batch_size,
-                              log=print)  # fmt: skip
+    path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed, aug=aug,
+                              batch_size=args.batch_size, log=print)  # fmt: skip
     wall = time.perf_counter() - t0
     ts = load_transfer_set(path, splits=splits, teacher_fingerprints=ensemble.fingerprints)
+    m = ts.meta
     print(f"wrote {path}: {ts.num_epochs} epochs × {ts.views_per_epoch} views, "
-          f"{size_summary(path)}, {wall:.1f}s; ensemble val {100 * ts.meta['ensemble_val_acc']:.2f}% "
-          f"test {100 * ts.meta['ensemble_test_acc']:.2f}%")  # fmt: skip
+          f"{size_summary(path)}, {wall:.1f}s; ensemble val {100 * m['ensemble_val_acc']:.2f}%, "
+          f"test {100 * m['ensemble_test_acc']:.2f}% on the images, "
+          f"{100 * m['ensemble_test_view_acc']:.2f}% on their views")  # fmt: skip
+    print(f"students use it with: --data {args.data} {_split_flags(splits)} --transfer {path}")
     return 0
+
+
+def _split_flags(splits) -> str:
+    """The split options that select `splits` (train / search / reproduce must match them)."""
+    s = splits.settings
+    subset = f" --train-subset {s['train_subset']}" if s.get("train_subset") else ""
+    return f"--val-size {s.get('val_size')} --split-seed {s.get('seed')}{subset}"
+
+
+def _transfer_plan(args: argparse.Namespace, ensemble, splits, aug) -> str:
+    from raydistill.distill.transfer.aug import resolve_aug_name, teacher_augment
+
+    own = teacher_augment(ensemble.manifest)
+    name = resolve_aug_name(args.aug, splits, own)
+    replaces = " (replaces the existing file)" if Path(args.out).exists() else ""
+    return "\n".join([
+        f"teachers  {args.teacher}: {len(ensemble.members)} × {ensemble.spec.get('family')}, "
+        f"{ensemble.num_classes} classes of {'×'.join(map(str, splits.image_shape))}, "
+        f"trained on augmentation {own or 'unknown'}",
+        f"data      {splits.name} ({args.data}): {len(splits.train_y)} train images; "
+        f"{_split_flags(splits)}",
+        f"views     {args.epochs} epochs × {len(splits.train_y)} = "
+        f"{args.epochs * len(splits.train_y):,} views, augmentation {name} "
+        f"({'mirror' if aug.mirror else 'no mirror'}, crops {aug.crop_min}–{aug.crop_max} px, "
+        f"shifts ≤ {aug.translate} px, {'HSV jitter' if aug.hsv else 'no colour jitter'})",
+        f"out       {args.out}{replaces}",
+        "dry run: nothing labelled, nothing written",
+    ])  # fmt: skip

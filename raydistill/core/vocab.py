@@ -17,7 +17,7 @@ Loss = Literal["l2_logits", "kd", "hard"]
 # paper_hsv: the same plus HSV jitter; flip_translate: mirror + up to side/8 px translation
 # (4 px at 32 px, the usual CIFAR teacher recipe); mirror: mirror only; none: the images.
 AugName = Literal["paper", "paper_hsv", "flip_translate", "mirror", "none"]
-# A transfer set may also ask for "auto": the dataset's default (`transfer_aug.resolve_aug_name`).
+# A transfer set may also ask for "auto": the teachers' own (`transfer.aug.resolve_aug_name`).
 TransferAugName = Literal["auto", AugName]
 
 # Input preprocessing. per_image: each image standardised by its own mean and std (the

@@ -31,6 +31,7 @@ from raydistill.data.readers import (
 from raydistill.data.splits import (
     DEFAULT_VAL_SIZE,
     Splits,
+    check_classes,
     default_val_size,
     split_decoded,
     subset_train,
@@ -145,5 +146,8 @@ def detect_source(path: Path) -> tuple[str, Path]:
     if (path / "cifar-10-batches-py" / "data_batch_1").is_file():
         return "cifar-batches", path / "cifar-10-batches-py"
     if (path / "train").is_dir() and (path / "test").is_dir():
+        # before any image is decoded: a one-class tree is refused in a fraction of a second
+        classes = sorted(p.name for p in (path / "train").iterdir() if p.is_dir())
+        check_classes(str(path), len(classes), classes)
         return "imagefolder", path
     raise UserError(f"dataset folder {str(path)!r} is not a recognised layout; {EXPECTED}")

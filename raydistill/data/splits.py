@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +44,9 @@ class Splits:
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    # What the fingerprint covers, readable: {"data": content id, "val_size", "seed",
+    # "train_subset"}, so a mismatch can say which setting differs (`split_differences`).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of "train" | "val" | "test"."""
@@ -92,6 +96,7 @@ def split_decoded(
         raise UserError(
             f"val_size {val_size} is invalid for {name!r}: must be in 0..{n - 1} (training pool of {n})"
         )
+    check_classes(name, len(np.unique(decoded.train_y)), decoded.classes)
     _warn_missing_classes(name, decoded)
     rng = np.random.default_rng([seed, 0x5EED])
     val_idx = balanced_take(decoded.train_y, val_size, rng)
@@ -105,6 +110,7 @@ def split_decoded(
     splits = Splits(
         name=name,
         fingerprint=settings_fingerprint(settings),
+        settings=split_settings(decoded.content, val_size, seed, train_subset),
         classes=decoded.classes,
         train_x=np.asarray(decoded.train_x[train_idx]),
         train_y=np.asarray(decoded.train_y[train_idx]),
@@ -114,6 +120,18 @@ def split_decoded(
         test_y=np.array(decoded.test_y),
     )
     return subset_train(splits, train_subset, seed, refingerprint=False)
+
+
+def check_classes(name: str, found: int, classes: tuple[str, ...] | list[str]) -> None:
+    """Refuse a dataset whose training images have fewer than 2 classes: a classifier of one
+    class learns nothing (its teacher scores 100 %, its logits carry no information)."""
+    if found < 2:
+        shown = f" ({', '.join(map(repr, classes[:1]))})" if found == 1 and classes else ""
+        raise UserError(
+            f"dataset {name!r} has {found} class{'' if found == 1 else 'es'}{shown} in its "
+            "training images; classification needs at least 2 (an ImageFolder: one folder per "
+            "class under train/)"
+        )
 
 
 def _warn_missing_classes(name: str, decoded: Decoded) -> None:
@@ -149,6 +167,7 @@ def subset_train(
     return Splits(
         name=splits.name,
         fingerprint=fp,
+        settings={**splits.settings, "train_subset": train_subset} if splits.settings else {},
         classes=splits.classes,
         train_x=splits.train_x[idx],
         train_y=splits.train_y[idx],
@@ -161,3 +180,41 @@ def subset_train(
 
 def settings_fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The CLI option that sets each split setting (the study's scale files use the same words).
+SPLIT_FLAGS = {"val_size": "--val-size", "seed": "--split-seed", "train_subset": "--train-subset"}
+
+
+def split_settings(data: str, val_size: int, seed: int, train_subset: int | None) -> dict[str, Any]:
+    """`Splits.settings`: the data's content id and the split settings, JSON-able."""
+    subset = None if train_subset is None else int(train_subset)
+    return {"data": str(data), "val_size": int(val_size), "seed": int(seed), "train_subset": subset}
+
+
+def split_differences(made: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    """How split settings `made` (recorded with an output) differ from `here` (the splits in
+    use), as flags: ["--val-size 2000 (here 10000)", ...]; ["the data"] first when the
+    content differs; [] when they agree or either is unknown."""
+    if not made or not here:
+        return []
+    out = ["the data"] if made.get("data") != here.get("data") else []
+    for key, flag in SPLIT_FLAGS.items():
+        if made.get(key) != here.get(key):
+            out.append(f"{flag} {_shown(made.get(key))} (here {_shown(here.get(key))})")
+    return out
+
+
+def matching_flags(made: Mapping[str, Any], here: Mapping[str, Any]) -> str:
+    """The flags that select `made`'s split settings where they differ from `here`'s."""
+    flags = []
+    for key, flag in SPLIT_FLAGS.items():
+        if made.get(key) != here.get(key) and made.get(key) is not None:
+            flags.append(f"{flag} {made[key]}")
+        elif made.get(key) != here.get(key):
+            flags.append(f"without {flag}")
+    return " ".join(flags)
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)

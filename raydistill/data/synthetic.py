@@ -9,7 +9,7 @@ import re
 import numpy as np
 
 from raydistill.core.errors import UserError
-from raydistill.data.splits import Splits, settings_fingerprint
+from raydistill.data.splits import Splits, settings_fingerprint, split_settings
 
 SYNTHETIC_CLASSES = ("ch1>=ch0", "ch0>ch1")
 SYNTHETIC_DEFAULT_N = 10_000
@@ -66,9 +66,11 @@ def make_synthetic_sep(
     settings = {"dataset": "synthetic-sep", "v": 1, **sizes, "seed": int(seed)}
     if shape != (SYNTHETIC_DEFAULT_CHANNELS, SYNTHETIC_DEFAULT_SIZE, SYNTHETIC_DEFAULT_SIZE):
         settings["shape"] = list(shape)  # only when not the default: old fingerprints hold
+    data = f"synthetic-sep:{n_train}:{shape[1]}:{shape[0]}"  # its test size follows val_size
     return Splits(
         name="synthetic-sep",
         fingerprint=settings_fingerprint(settings),
+        settings=split_settings(data, n_val, seed, None),
         classes=SYNTHETIC_CLASSES,
         **arrays,
     )

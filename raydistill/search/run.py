@@ -85,6 +85,7 @@ def run_search(
     plans = sp.plan_cells(loaded, budgets, s.depths)
     splits = load_data(data, s.data_options)
     if dry_run:
+        load_transfer(transfer, splits)  # a transfer set made for other splits: refused here too
         kind = s.searcher
         print(describe_plan(plans, s.trials, splits, seed=s.seed, samples=samples, searcher=kind))
         return out

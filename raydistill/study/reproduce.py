@@ -166,13 +166,16 @@ def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log
             log(f"   reusing the teacher ensemble in {where}")
             return ens
         raise UserError(f"{where} holds teachers trained on other data or splits; use a new --out")
-    from raydistill.distill.transfer.aug import resolve_aug_name
+    from raydistill.search.settings import recorded_source
 
     t, d = sc.teacher, sc.data
     # The teachers learn on the views they will label (unless the scale says otherwise): a
     # teacher trained on flips and shifts labelled 24–32 px crops with HSV jitter at 68.9 %
-    # against 81.5 % on the test set (tiny, CIFAR-10).
-    train = {"augment": resolve_aug_name(sc.transfer.aug, splits), **t.train}
+    # against 81.5 % on the test set (tiny, CIFAR-10). "auto" is the teachers' own recipe.
+    train = dict(t.train)
+    if sc.transfer.aug != "auto":
+        train.setdefault("augment", sc.transfer.aug)
+    source = recorded_source(source)
     return teach(
         splits, t.family, t.members, t.epochs, where, widths=t.widths,
         width_scale=t.width_scale, spec_keys=t.spec, train=train, seed=d.seed, address=address,
@@ -182,7 +185,7 @@ def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log
 
 
 def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log) -> Path:
-    from raydistill.distill.transfer.aug import transfer_aug
+    from raydistill.distill.transfer.aug import teacher_augment, transfer_aug
     from raydistill.distill.transfer.format import load_transfer_set
     from raydistill.distill.transfer.writer import write_transfer_set
 
@@ -194,7 +197,7 @@ def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log) -> Path:
         except UserError as exc:
             log(f"   rewriting {path}: {exc}")
     t = sc.transfer
-    aug = transfer_aug(t.aug, splits)
+    aug = transfer_aug(t.aug, splits, teacher_augment(ensemble.manifest))
     return write_transfer_set(path, ensemble, splits, t.epochs, seed=t.seed, aug=aug, log=log)
 
 

@@ -47,7 +47,7 @@ class TeacherSection(_Section):
 class TransferSection(_Section):
     epochs: int = Field(ge=1)
     seed: int = 0
-    aug: TransferAugName = "auto"  # auto: the paper's (with HSV) for images, mirror for float data
+    aug: TransferAugName = "auto"  # the teachers' own augmentation (resolve_aug_name)
 
 
 def _budgets(values: list[Any]) -> list[Any]:

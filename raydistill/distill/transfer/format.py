@@ -19,6 +19,7 @@ import numpy as np
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import sha256_file
 from raydistill.data import AUG_KEYS, AugConfig
+from raydistill.data.splits import matching_flags, split_differences
 from raydistill.distill.transfer.aug import aug_parts
 
 if TYPE_CHECKING:
@@ -205,11 +206,7 @@ def _check_provenance(
     teacher_fingerprints: Sequence[str] | None,
 ) -> None:
     if splits is not None and meta["dataset_fingerprint"] != splits.fingerprint:
-        raise UserError(
-            f"transfer set {path} was made for dataset fingerprint {meta['dataset_fingerprint']} "
-            f"({meta.get('dataset')}), not {splits.fingerprint} ({splits.name}): regenerate it "
-            "for this dataset / split settings"
-        )
+        raise UserError(_other_splits(path, meta, splits))
     if splits is not None and meta["num_classes"] != splits.num_classes:
         raise UserError(
             f"transfer set {path} has {meta['num_classes']} classes, dataset {splits.name!r} "
@@ -223,6 +220,29 @@ def _check_provenance(
         raise UserError(
             f"transfer set {path} was made by teachers {got}, not the given teachers {want}"
         )
+
+
+def _other_splits(path: Path, meta: Mapping[str, Any], splits: Splits) -> str:
+    """Why a transfer set does not fit `splits`: which setting differs and how to match it."""
+    made = meta.get("split") or {}
+    diff = split_differences(made, splits.settings)
+    if diff and diff[0] == "the data":
+        return (
+            f"transfer set {path} was made for other data ({meta.get('dataset')!r}), not "
+            f"{splits.name!r}: give the data it was made for, or make one for this data "
+            "(raydistill transfer --teacher DIR --data SOURCE)"
+        )
+    if diff:
+        return (
+            f"transfer set {path} was made for other split settings of {splits.name!r}: "
+            f"{', '.join(diff)}; pass {matching_flags(made, splits.settings)} to use it, or make "
+            "one for these settings (raydistill transfer with the same split options)"
+        )
+    return (  # a file made before the settings were recorded: only the fingerprints to show
+        f"transfer set {path} was made for dataset fingerprint {meta['dataset_fingerprint']} "
+        f"({meta.get('dataset')}), not {splits.fingerprint} ({splits.name}): regenerate it "
+        "for this dataset / split settings (--val-size, --split-seed, --train-subset)"
+    )
 
 
 def _read_table(path: Path, pf):

@@ -29,6 +29,7 @@ file and re-exports the public names of the other two.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,6 +48,8 @@ from raydistill.distill.transfer.aug import (
     aug_parts,
     check_aug,
     default_aug,
+    teacher_augment,
+    view_gap,
 )
 from raydistill.distill.transfer.format import (
     FORMAT_VERSION,
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
     from raydistill.data import Splits
     from raydistill.distill.ensemble import Ensemble
 
-__all__ = ["replay", "transfer_meta", "view_accuracy", "write_transfer_set"]
+__all__ = ["check_fit", "replay", "transfer_meta", "view_accuracy", "write_transfer_set"]
 
 # ----------------------------------------------------------------------------- replay
 
@@ -112,6 +115,7 @@ def transfer_meta(
         "format_version": FORMAT_VERSION,
         "dataset": splits.name,
         "dataset_fingerprint": splits.fingerprint,
+        "split": dict(splits.settings),  # what the fingerprint covers: a mismatch names the setting
         "teacher_fingerprints": list(ensemble.fingerprints),
         "teacher_dataset_fingerprint": ensemble.manifest.get("dataset_fingerprint"),
         "ensemble_val_acc": val,
@@ -150,15 +154,18 @@ def write_transfer_set(
 
     Epoch e's order and views are `epoch_plan(n, seed=seed, epoch=e, aug=aug)`: CPU generators,
     so the file does not depend on the device, the batch size or the sharding. `aug` defaults
-    to `default_aug(splits)` (the paper's with HSV jitter for images); the ensemble sees each
-    view with its own preprocessing. The metadata records the ensemble's accuracy on the test
-    images under this augmentation (`ensemble_test_view_acc`). `device` defaults to the
+    to `default_aug` (the teachers' own augmentation); the ensemble sees each view with its own
+    preprocessing. The metadata records the ensemble's accuracy on the test images under this
+    augmentation (`ensemble_test_view_acc`); a warning says when it is well below the accuracy
+    on the images (`view_gap`). A teacher made for other classes or image shapes is refused
+    before anything is labelled (`check_fit`). `device` defaults to the
     ensemble's (the members are moved there). The labelling runs on the GPU workers of a Ray
     cluster (`raydistill.distill.shards`) when one with GPUs is running in this process, or is joined at
     `address`, or at the cluster address the teachers were trained on (their manifest's)."""
     if epochs < 1:
         raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
-    aug = aug if aug is not None else default_aug(splits)
+    check_fit(ensemble, splits)
+    aug = aug if aug is not None else default_aug(splits, teacher_augment(ensemble.manifest))
     check_aug(aug, splits)
     dev = torch.device(device) if device is not None else ensemble.device
     if dev != ensemble.device:
@@ -174,11 +181,37 @@ def write_transfer_set(
         hits = _write(Path(path), ensemble, splits, epochs, seed, aug, batch_size, meta, log)
     if log is not None:
         log(
-            f"ensemble accuracy: test {100 * meta['ensemble_test_acc']:.2f}%, test views "
-            f"{100 * meta['ensemble_test_view_acc']:.2f}%, stored train views "
+            f"ensemble accuracy: test images {100 * meta['ensemble_test_acc']:.2f}%, their "
+            f"augmented views {100 * meta['ensemble_test_view_acc']:.2f}%; stored train views "
             f"{100 * hits / max(len(splits.train_y) * epochs, 1):.2f}%"
         )
+    gap = view_gap(meta["ensemble_test_acc"], meta["ensemble_test_view_acc"], len(splits.test_y))
+    if gap is not None:
+        warnings.warn(f"transfer set {path}: {gap}", UserWarning, stacklevel=2)
     return Path(path)
+
+
+def check_fit(ensemble: Ensemble, splits: Splits) -> None:
+    """Refuse (one line) a teacher made for another number of classes or image shape: its
+    logits would label this dataset's images with another dataset's classes."""
+    spec = ensemble.spec
+    classes, shape = spec.get("num_classes"), spec.get("in_shape")
+    fits_classes = classes is None or int(classes) == splits.num_classes
+    fits_shape = shape is None or tuple(int(v) for v in shape) == tuple(splits.image_shape)
+    if fits_classes and fits_shape:
+        return
+    config = ensemble.manifest.get("config") or {}
+    made = config.get("data") or config.get("dataset")
+    raise UserError(
+        f"the teachers were made for {classes} classes of {_shape(shape)} images"
+        f"{f' ({made})' if made else ''}, not {splits.num_classes} classes of "
+        f"{_shape(splits.image_shape)} ({splits.name!r}): pass the teachers' --data, or train "
+        "teachers on this dataset (raydistill teach)"
+    )
+
+
+def _shape(shape: Any) -> str:
+    return "×".join(str(int(v)) for v in shape) if shape else "unknown"
 
 
 def _join_cluster(
