@@ -244,7 +244,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
                  "--data", "synthetic-sep:64", "--depths", "9"]) == 2  # fmt: skip
     assert "none of --depths [9]" in capsys.readouterr().err
     assert main(["search", "--extend", "2"]) == 2
-    assert "--extend N needs --out" in capsys.readouterr().err
+    assert "--extend N needs the search: --resume DIR --extend N" in capsys.readouterr().err
 
 
 def test_cell_searcher_gives_each_cell_exactly_n_trials():

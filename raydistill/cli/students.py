@@ -5,6 +5,7 @@ and `run`.
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -187,13 +188,13 @@ search.doc_values = {"SHIPPED": _shipped_spaces}  # type: ignore[attr-defined]
 
 def search_check(args: argparse.Namespace) -> Outputs:
     args.sets = A.parse_key_values(args.set, "--set")
+    if args.cell and args.extend is None:
+        raise UserError(
+            "--cell names the cells --extend N adds trials to; e.g. raydistill search "
+            f"--resume {args.resume or 'DIR'} --extend 8 --cell {args.cell[0]}"
+        )
     if args.resume or args.extend is not None:
-        where = args.resume or args.out
-        if not where:
-            raise UserError("--extend N needs --out DIR (the search to extend)")
-        if not (Path(where) / "search.json").is_file():
-            raise UserError(f"{where!r} holds no search (no search.json)")
-        return []
+        return _check_continue(args)
     if not args.spaces or not args.budgets or (not args.out and not args.dry_run):
         raise UserError("search needs SPACE.yaml ..., --budgets and --out (or --resume DIR)")
     if args.transfer and not Path(args.transfer).is_file():
@@ -202,15 +203,36 @@ def search_check(args: argparse.Namespace) -> Outputs:
     return [] if args.dry_run else [(A.check_out(args.out), False)]
 
 
+def _check_continue(args: argparse.Namespace) -> Outputs:
+    """--resume DIR and/or --extend N (DIR: --resume's, else --out's): the search exists and
+    every --cell is one of its cells, checked before anything runs (no torch)."""
+    from raydistill.search.settings import SearchSettings
+
+    where = args.resume or args.out
+    if not where:
+        raise UserError("--extend N needs the search: --resume DIR --extend N (or --out DIR)")
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UserError(
+            f"--resume {args.resume!r} and --out {args.out!r} name two searches; give one"
+        )
+    if not (Path(where) / "search.json").is_file():
+        raise UserError(f"{where!r} holds no search (no search.json)")
+    args.where = where
+    SearchSettings.load(where).chosen_cells(args.cell)
+    return []
+
+
 def search_run(args: argparse.Namespace) -> int:
     from raydistill.search import SearchSettings, extend_search, resume_search, run_search
 
-    if args.resume:
-        resume_search(args.resume)
-        return 0
-    if args.extend is not None:
-        extend_search(args.out, args.extend, cells=args.cell)
-        return 0
+    if args.resume or args.extend is not None:
+        # --resume DIR finishes an interrupted run; with --extend N it then adds N trials to
+        # each chosen cell (README: search --resume DIR --extend 8 --cell cnn-d2@1M)
+        if args.resume and (args.extend is None or not SearchSettings.load(args.where).complete):
+            resume_search(args.where)
+        if args.extend is not None:
+            extend_search(args.where, args.extend, cells=args.cell)
+        return search_outcome(args.where)
     from raydistill.search.spaces.load import load_space
     from raydistill.tracking.tracker import resolve_mode
     from raydistill.training.schema import check_train_config
@@ -247,8 +269,26 @@ def search_run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         checkpoint_every=args.checkpoint_every,
     )
-    run_search(settings, dry_run=args.dry_run, samples=args.samples)
-    return 0
+    out = run_search(settings, dry_run=args.dry_run, samples=args.samples)
+    return 0 if args.dry_run else search_outcome(out)
+
+
+def search_outcome(out: str | Path) -> int:
+    """The exit status of a search that ran: 1, with a one-line summary, when no trial ended
+    with a score (every one diverged or failed): the search found nothing to report."""
+    from raydistill.core.results import DONE
+    from raydistill.search.table import load_trials
+
+    frame = load_trials(out)
+    if len(frame) == 0 or frame["status"].isin(list(DONE)).any():
+        return 0
+    statuses = frame["status"].value_counts()
+    counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
+    hint = ("lower the learning rate (the space's train.lr, or --set lr=...)" if "diverged" in
+            statuses else f"the trials' errors are in {out}/tune")  # fmt: skip
+    print(f"raydistill: error: no trial of {out} ended with a score ({counts}); {hint}",
+          file=sys.stderr)  # fmt: skip
+    return 1
 
 
 # ---------------------------------------------------------------- reproduce

@@ -159,7 +159,7 @@ def resume_search(
     """Continue an interrupted search in DIR to its full trial count (Tuner.restore)."""
     settings = SearchSettings.load(Path(out).expanduser().resolve())
     splits, ts = reload_inputs(settings, data, transfer)
-    if all(r["complete"] for r in settings.runs):
+    if settings.complete:
         if verbose:
             print(f"raydistill: {settings.out}: every trial has finished; outputs rewritten")
         write_outputs(settings, splits, ts)
@@ -181,14 +181,11 @@ def extend_search(
     settings = SearchSettings.load(Path(out).expanduser().resolve())
     if n < 1:
         raise UserError(f"--extend {n}: the number of trials to add must be ≥ 1")
-    if not all(r["complete"] for r in settings.runs):
-        raise UserError(f"{settings.out} has an unfinished run; finish it with --resume first")
-    known = [c.id for c, _ in settings.cell_plans()]
-    chosen = list(cells) if cells else known
-    bad = [c for c in chosen if c not in known]
-    if bad:
+    chosen = settings.chosen_cells(cells)
+    if not settings.complete:
         raise UserError(
-            f"--cell {bad[0]!r} is not a cell of {settings.out}; valid: {', '.join(known)}"
+            f"{settings.out} has an unfinished run; `raydistill search --resume {settings.out} "
+            f"--extend {n}` finishes it, then adds the trials"
         )
     splits, ts = reload_inputs(settings, data, transfer)
     index = max(r["index"] for r in settings.runs) + 1

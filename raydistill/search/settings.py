@@ -85,6 +85,28 @@ class SearchSettings:
     def run_path(self, run: Mapping[str, Any]) -> str:
         return join_storage(self.storage, run["name"])
 
+    def cell_ids(self) -> list[str]:
+        """Every cell of the search in plan order, read from its runs (the first holds them
+        all), so a `--cell` is checked without building a model."""
+        ids = list(dict.fromkeys(c for r in self.runs for c in r["cells"]))
+        return ids or [c.id for c, _ in self.cell_plans()]
+
+    def chosen_cells(self, cells: Sequence[str] | None) -> list[str]:
+        """`cells` (or every cell when none is named); a UserError names one that is not a
+        cell of this search and lists the valid ones."""
+        known = self.cell_ids()
+        bad = [c for c in cells or () if c not in known]
+        if bad:
+            raise UserError(
+                f"--cell {bad[0]!r} is not a cell of {self.out}; valid: {', '.join(known)}"
+            )
+        return list(cells) if cells else known
+
+    @property
+    def complete(self) -> bool:
+        """Whether every run of the search has ended (nothing for --resume to continue)."""
+        return all(r["complete"] for r in self.runs)
+
 
 def pull_search(storage: str, out: str | Path) -> Path:
     """Copy a search's outputs from its storage (`<storage>/_search/`) into DIR `out` when DIR
