@@ -90,11 +90,19 @@ def test_prune_fine_tunes_writes_and_appends_to_trials(source: Path, tmp_path: P
         "--out", str(out), "--trials", str(trials),
     )  # fmt: skip
     assert code == 0, err
-    assert "prune-mlp-d1@5k" in stdout and "best val/acc" in stdout and "params/budget" in stdout
+    assert "prune-mlp-d1@5k" in stdout and "val/acc" in stdout and "params/budget" in stdout
     row = json.loads((out / "prune.json").read_text())
     assert row["cell"] == "prune-mlp-d1@5k" and 0.99 * 5000 <= row["params"] <= 5000
     assert row["status"] == "finished" and row["val/acc"] is not None and row["seed"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "prune.json"]
+    assert f"test/acc      {100 * row['test/acc']:.2f}%" in stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint",
+        "manifest.json",
+        "model.pt2",
+        "model.safetensors",
+        "prune.json",
+        "spec.json",
+    ]  # a student: the export layout, with its fine-tuning checkpoint
     assert (out / "checkpoint" / "checkpoint.json").is_file()
     from raydistill.search import TRIALS_SCHEMA
     from raydistill.training.checkpoint import load_checkpoint_weights
@@ -109,7 +117,7 @@ def test_prune_fine_tunes_writes_and_appends_to_trials(source: Path, tmp_path: P
     # Without --data: prune only; the row is appended to the same table.
     code, stdout, err, _ = run_cli("prune", str(source), "--budget", "8k", "--trials", str(trials))  # fmt: skip
     assert code == 0, err
-    assert "prune-mlp-d1@8k" in stdout and "best val/acc  –" in stdout
+    assert "prune-mlp-d1@8k" in stdout and "test/acc" not in stdout  # nothing was measured
     rows = pq.read_table(trials).to_pylist()
     assert [r["cell"] for r in rows] == ["prune-mlp-d1@5k", "prune-mlp-d1@8k"]
     assert rows[1]["status"] == "pruned-only" and rows[1]["checkpoint"] is None

@@ -118,7 +118,7 @@ def test_diverging_trial_ends_diverged_and_cell_completes(ray_local, tiny_splits
         run = read_offline_run(out, run_id("d", "mlp-d1@10k", trial_id))
         assert run.summary["status"] == "diverged" and run.config["cell"] == "mlp-d1@10k"
         assert run.config["train"]["lr"] == 1.0e6 and [h["epoch"] for h in run.history] == [1]
-        assert run.history[0]["objective"] == 0.0 and run.group == "d"
+        assert run.history[0]["objective"] == 0.0 and run.group == "d@synthetic-sep"
 
 
 def test_extend_adds_warm_started_trials(ray_local, tiny_splits, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.core.errors import UserError
-from raydistill.core.vocab import AugName, PreprocessName, TransferAugName
+from raydistill.core.vocab import AugName, PreprocessName, TransferAugName, WandbMode
 
 
 # ---------------------------------------------------------------- shared checks
@@ -81,6 +81,7 @@ def teach(
     split_seed: int = 0,
     cache_dir: str | None = None,
     download: bool = False,
+    wandb: WandbMode | None = None,
 ) -> int:
     """train a teacher ensemble (members as parallel Ray tasks)
 
@@ -109,6 +110,7 @@ def teach(
         split_seed: seed of the train / val split
         cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
         download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
+        wandb: a W&B run per member with its epoch curves, in OUT/wandb when offline (default: WANDB_MODE, else online iff an API key is set)
     """
     return execute(teach_check, teach_run, locals())
 
@@ -133,14 +135,25 @@ def teach_run(args: argparse.Namespace) -> int:
              "preprocess": args.preprocess, "augment": args.augment}  # fmt: skip
     split = {"val_size": len(splits.val_y), "seed": args.split_seed,  # the resolved size
              "train_subset": args.train_subset}  # fmt: skip
-    teach(
+    ens = teach(
         splits, args.family, args.members, args.epochs, args.out, widths=args.widths,
         width_scale=args.width_scale or 1.0, spec_keys=args.spec_keys, train=train, seed=args.seed,
         address=args.address, num_cpus=args.num_cpus, gpu_fraction=args.gpu_fraction,
         data_source=recorded_source(args.data), split=split,
     )  # fmt: skip
     print(f"wrote {args.out}/manifest.json")
+    from raydistill.tracking.stages import log_teachers
+
+    log_teachers(args.out, ens.manifest, args.wandb, _context(args, splits, split))
     return 0
+
+
+def _context(args: argparse.Namespace, splits, split: dict, ts=None) -> dict:
+    """The W&B run context of a stage run on its own: experiment = the --out name."""
+    from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
+
+    dataset = describe_dataset(splits, source=str(args.data), options=split)
+    return run_context(Path(args.out).stem, dataset, describe_transfer(ts))
 
 
 # ---------------------------------------------------------------- transfer
@@ -160,6 +173,7 @@ def transfer(
     download: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    wandb: WandbMode | None = None,
 ) -> int:
     """pre-generate augmented epochs with the ensemble's logits (Parquet)
 
@@ -179,6 +193,7 @@ def transfer(
         download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
         force: replace an existing --out file
         dry_run: check the teachers, the data and --out, print what would be written; label nothing
+        wandb: a W&B run with the set's sha256 and the ensemble's accuracy on images and views (default: WANDB_MODE, else online iff an API key is set)
     """
     return execute(transfer_check, transfer_run, locals())
 
@@ -233,6 +248,11 @@ def transfer_run(args: argparse.Namespace) -> int:
           f"test {100 * m['ensemble_test_acc']:.2f}% on the images, "
           f"{100 * m['ensemble_test_view_acc']:.2f}% on their views")  # fmt: skip
     print(f"students use it with: --data {args.data} {_split_flags(splits)} --transfer {path}")
+    from raydistill.tracking.stages import log_transfer
+
+    seed = args.split_seed if args.split_seed is not None else split.get("seed", 0)
+    ctx = _context(args, splits, {"val_size": len(splits.val_y), "seed": seed}, ts)
+    log_transfer(Path(args.out).parent, ts.meta, ts.fingerprint, args.wandb, ctx, path)
     return 0
 
 

@@ -292,6 +292,7 @@ def _run_constants(settings: SearchSettings) -> dict[str, Any]:
         "wandb": settings.wandb, "device": settings.device, "max_epochs": settings.max_epochs,
         "threads": max(1, int(settings.cpus_per_trial)),
         "checkpoint_every": settings.checkpoint_every,
+        "data": settings.data, "data_options": settings.data_options,  # W&B run configs
     }  # fmt: skip
 
 

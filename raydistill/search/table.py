@@ -30,6 +30,7 @@ from raydistill.search.settings import (
     SearchSettings,
 )
 from raydistill.search.trainable import sampled_values, trial_train_config
+from raydistill.tracking.context import describe_dataset, describe_transfer
 
 
 def write_outputs(settings: SearchSettings, splits: Any, ts: Any) -> pd.DataFrame:
@@ -200,6 +201,9 @@ def _write_manifest(settings: SearchSettings, frame: pd.DataFrame, splits: Any, 
         "cells": sorted(frame["cell"].dropna().unique().tolist()) if len(frame) else [],
         "trials": len(frame), "transfer_fingerprint": transfer_sha,
         "classes": list(splits.classes) if splits is not None else None,
+        "dataset": describe_dataset(splits, source=settings.data, options=settings.data_options)
+        if splits is not None else None,
+        "transfer": describe_transfer(ts),
         "outputs": {"trials": TRIALS_FILE, "best": "best/", "tune": settings.storage},
     }  # fmt: skip
     manifest = build_manifest("search", config, seeds=[settings.seed],

@@ -34,6 +34,7 @@ from ray import tune
 from raydistill.core.device import gpu_ids as visible_gpu_ids
 from raydistill.students import data_spec_keys
 from raydistill.students.budget import solve_budget
+from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
 from raydistill.tracking.tracker import Tracker, make_tracker
 from raydistill.training.config import TrainConfig
 from raydistill.training.loop import train_student
@@ -104,6 +105,7 @@ def train_trial(
     tracker = factory(
         run["wandb"], root=run["root"], experiment=run["experiment"], cell=config["cell"],
         trial_id=trial_id, config=_tracker_config(config, sol), tags=[],
+        context=_context(run, data, transfer),
     )  # fmt: skip
     report = _make_report(config, sol, tracker)
     status = "error"
@@ -161,6 +163,12 @@ def _tracker_config(config: Mapping[str, Any], sol: Any) -> dict[str, Any]:
         "params": sol.params, "params/budget": sol.share, "train": config["settings"]["train"],
         "seed": config["run"]["seed"],
     }  # fmt: skip
+
+
+def _context(run: Mapping[str, Any], data: Splits, transfer: Any) -> dict[str, Any]:
+    """The W&B run context of every trial of the search: dataset, split settings, transfer set."""
+    dataset = describe_dataset(data, source=run.get("data"), options=run.get("data_options"))
+    return run_context(run["experiment"], dataset, describe_transfer(transfer))
 
 
 def _node_id() -> str:

@@ -100,8 +100,9 @@ def reproduce(
     stage = _Stages(out, log)
     source = data or sc.data.source
     splits = stage("data", lambda: _load_splits(sc, source))
-    ensemble = stage("teacher", lambda: _teacher(sc, splits, source, out / "teacher", address, log))
-    transfer = stage("transfer", lambda: _transfer(sc, splits, ensemble, out / "transfer.parquet", log))  # fmt: skip
+    track = _Tracking(sc, splits, source, out, wandb)
+    ensemble = stage("teacher", lambda: _teacher(sc, splits, source, out / "teacher", address, log, track))  # fmt: skip
+    transfer = stage("transfer", lambda: _transfer(sc, splits, ensemble, out / "transfer.parquet", log, track))  # fmt: skip
     run = {"splits": splits, "transfer": transfer, "wandb": wandb, "address": address,
            "storage": storage}  # fmt: skip
     search_dir = stage("search", lambda: _search(sc, out / "search", trials, **run))
@@ -156,7 +157,35 @@ def _load_splits(sc: Scale, source: str) -> Any:
     )  # fmt: skip
 
 
-def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log) -> Any:
+class _Tracking:
+    """W&B runs of the study's teacher members and transfer set (`raydistill.tracking.stages`),
+    in the study's group (`<scale>@<dataset>`), with its dataset and split settings."""
+
+    def __init__(self, sc: Scale, splits: Any, source: str, out: Path, mode: str) -> None:
+        from raydistill.tracking.context import describe_dataset
+
+        d = sc.data
+        options = {"val_size": d.val_size, "seed": d.seed, "train_subset": d.train_subset}
+        self.name, self.out, self.mode = sc.name, out, mode
+        self.dataset = describe_dataset(splits, source=source, options=options)
+
+    def teachers(self, manifest: dict[str, Any]) -> None:
+        from raydistill.tracking.context import run_context
+        from raydistill.tracking.stages import log_teachers
+
+        log_teachers(self.out, manifest, self.mode, run_context(self.name, self.dataset))
+
+    def transfer(self, ts: Any, path: Path) -> None:
+        from raydistill.tracking.context import describe_transfer, run_context
+        from raydistill.tracking.stages import log_transfer
+
+        ctx = run_context(self.name, self.dataset, describe_transfer(ts))
+        log_transfer(self.out, ts.meta, ts.fingerprint, self.mode, ctx, path)
+
+
+def _teacher(
+    sc: Scale, splits: Any, source: str, where: Path, address: str, log, track: _Tracking
+) -> Any:
     from raydistill.distill.ensemble import load_ensemble
     from raydistill.distill.teachers import teach
 
@@ -176,15 +205,17 @@ def _teacher(sc: Scale, splits: Any, source: str, where: Path, address: str, log
     if sc.transfer.aug != "auto":
         train.setdefault("augment", sc.transfer.aug)
     source = recorded_source(source)
-    return teach(
+    ens = teach(
         splits, t.family, t.members, t.epochs, where, widths=t.widths,
         width_scale=t.width_scale, spec_keys=t.spec, train=train, seed=d.seed, address=address,
         data_source=source,
         split={"val_size": d.val_size, "seed": d.seed, "train_subset": d.train_subset}, log=log,
     )  # fmt: skip
+    track.teachers(ens.manifest)
+    return ens
 
 
-def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log) -> Path:
+def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log, track: _Tracking) -> Path:
     from raydistill.distill.transfer.aug import teacher_augment, transfer_aug
     from raydistill.distill.transfer.format import load_transfer_set
     from raydistill.distill.transfer.writer import write_transfer_set
@@ -198,7 +229,9 @@ def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log) -> Path:
             log(f"   rewriting {path}: {exc}")
     t = sc.transfer
     aug = transfer_aug(t.aug, splits, teacher_augment(ensemble.manifest))
-    return write_transfer_set(path, ensemble, splits, t.epochs, seed=t.seed, aug=aug, log=log)
+    write_transfer_set(path, ensemble, splits, t.epochs, seed=t.seed, aug=aug, log=log)
+    track.transfer(load_transfer_set(path, splits=splits), path)
+    return path
 
 
 def _search_or_resume(settings: Any, splits: Any) -> Path:

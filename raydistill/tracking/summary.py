@@ -2,7 +2,7 @@
 not import `raydistill.report`; the model artifacts come from `raydistill.export.exporter`).
 
 `log_summary(DIR, mode, report=make_report(DIR))`: one W&B run (job type "summary", in the
-experiment's group) holding the best config per cell, Table 2, the Pareto table and Figure 1 of
+experiment's group, with the dataset and transfer set the search's manifest recorded) holding the best config per cell, Table 2, the Pareto table and Figure 1 of
 the report, and each cell's best student, exported, as a `model` artifact aliased `best`.
 Artifact staging folders are kept inside DIR for the duration of the run.
 """
@@ -58,7 +58,7 @@ def log_summary(
     tracker = make_tracker(
         mode, root=d, experiment=experiment, cell="summary", trial_id="summary",
         config={"experiment": experiment, "cells": result.cells}, tags=["summary"],
-        job_type="summary", project=project,
+        job_type="summary", project=project, context=_context(d, experiment),
     )  # fmt: skip
     run = tracker.run
     if run is None:
@@ -72,6 +72,18 @@ def log_summary(
     finally:  # an error still closes the run (exit code 1) before it propagates
         tracker.finish({"cells": len(result.cells), "models": models}, status=status)
     return tracker.run_id
+
+
+def _context(d: Path, experiment: str) -> dict[str, Any] | None:
+    """The run context the search recorded in its manifest (dataset, split, transfer set)."""
+    from raydistill.tracking.context import run_context
+
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dataset = manifest.get("dataset") if isinstance(manifest, dict) else None
+    return run_context(experiment, dataset, manifest.get("transfer")) if dataset else None
 
 
 def _log_tables(run: Any, result: Any) -> None:

@@ -274,15 +274,23 @@ def make_tracker(
     group: str | None = None,
     job_type: str | None = None,
     project: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Tracker | NullTracker:
     """The tracker of one trial: a W&B run under `root/wandb/`, or a NullTracker for mode "off".
 
     `config` holds the sampled values, the solved widths and the parameter count; keys that
     look like credentials are redacted. Online init failures fall back to an offline run.
+    `context` (`raydistill.tracking.context.run_context`): the dataset, split settings and
+    transfer set join the config, and set the group and tags (by experiment and dataset).
     """
     mode = resolve_mode(mode)
     if mode == "off":
         return NullTracker()
+    if context is not None:
+        from raydistill.tracking.context import config_of, group_of, tags_of
+
+        config = {**config, **config_of(context)}  # the context names the dataset
+        group, tags = group or group_of(context), [*tags_of(context), *tags]
     root = Path(root).resolve()
     (root / "wandb").mkdir(parents=True, exist_ok=True)
     rid = run_id(experiment, cell, trial_id)
