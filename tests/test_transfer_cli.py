@@ -178,3 +178,21 @@ def test_views_labelled_worse_than_the_images_are_flagged() -> None:
     assert view_gap(0.815, 0.817, 10_000) is None  # the teachers' own: no gap
     assert view_gap(0.80, 0.76, 10_000) is not None  # 4 points on 10,000 images
     assert view_gap(0.80, 0.76, 50) is None  # 4 points on 50 images: within the noise
+
+
+@pytest.mark.slow  # ~25 s: a teacher member trained through Ray
+def test_teach_records_the_data_path_resolved(
+    ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A relative --data is recorded absolute: `transfer` run from elsewhere finds it."""
+    image_folder(tmp_path / "pets", ("cat", "dog"), per_class=6)
+    monkeypatch.chdir(tmp_path)
+    code = main(["teach", "--data", "pets", "--family", "resnet9", "--widths", "4,8,8,8",
+                 "--members", "1", "--epochs", "1", "--val-size", "2", "--out", "t"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "t" / "manifest.json").read_text())["config"]
+    assert config["data"] == str(tmp_path / "pets") and config["split"]["val_size"] == 2
+    monkeypatch.chdir(tmp_path.parent)
+    out = tmp_path / "ts.parquet"
+    assert transfer(tmp_path / "t", out) == 0, capsys.readouterr().err
+    assert load_transfer_set(out).meta["aug"] == named_aug("flip_translate", 32).to_dict()

@@ -159,7 +159,10 @@ def prune_model(
     model.load_state_dict(state)
     model.eval()  # BatchNorm1d cannot trace a batch of one in training mode
     shape = spec.get("in_shape") or get_family(spec["family"]).defaults()["in_shape"]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *shape))
+    # A tuple: a bare tensor is first tried unpacked (model(*x): one image without its batch
+    # dimension), which ran the net on (C, H, W) inputs and warned from Dropout2d.
+    example = (torch.zeros(1, *shape),)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     importance = tp.importance.GroupMagnitudeImportance(p=2)
     modules = dict(model.named_modules())
     for name, slot in slot_layers(spec).items():
