@@ -13,7 +13,7 @@ from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.core.errors import UserError
-from raydistill.core.vocab import SchedulerName, SearcherName, WandbMode
+from raydistill.core.vocab import AllocationName, SchedulerName, SearcherName, WandbMode
 
 
 # ---------------------------------------------------------------- train
@@ -116,6 +116,9 @@ def search(
     cpus_per_trial: A.Positive = 1.0,
     searcher: SearcherName = "tpe",
     scheduler: SchedulerName = "none",
+    allocate: AllocationName = "uniform",
+    total_trials: A.Count | None = None,
+    warm_start: bool = False,
     address: str = "local",
     out: str | None = None,
     name: str | None = None,
@@ -152,6 +155,9 @@ def search(
         cpus_per_trial: CPUs per trial
         searcher: the sampler of each cell's study
         scheduler: asha: early stopping within each cell, epochs as the resource
+        allocate: uniform: --trials per cell; adaptive: the same total in rounds, moved from cells that cannot reach the accuracy-vs-size front to those that can
+        total_trials: with --allocate adaptive: the search's total (default --trials × cells)
+        warm_start: start each cell once its next-smaller budget finished, seeded with that cell's best configurations
         address: Ray: local (start one), auto, or HOST:PORT
         out: output directory (DIR)
         name: experiment name (default: DIR's name)
@@ -258,6 +264,9 @@ def search_run(args: argparse.Namespace) -> int:
         transfer=args.transfer,
         searcher=args.searcher,
         scheduler=args.scheduler,
+        allocate=args.allocate,
+        total_trials=args.total_trials,
+        warm_start=args.warm_start,
         gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial,
         address=args.address,

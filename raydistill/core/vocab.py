@@ -26,6 +26,8 @@ PreprocessName = Literal["per_image", "dataset", "none"]
 
 # Search: Optuna samplers and trial schedulers.
 SearcherName = Literal["tpe", "gp", "random"]
+# How a search spreads its trials over its cells (raydistill.search.allocation).
+AllocationName = Literal["uniform", "adaptive"]
 SchedulerName = Literal["asha", "none"]
 
 # A trial's status in the trials table (`results` holds the rule that reads it).
@@ -43,6 +45,7 @@ AUG_NAMES: tuple[str, ...] = get_args(AugName)
 TRANSFER_AUG_NAMES: tuple[str, ...] = get_args(TransferAugName)
 PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessName)
 SEARCHERS: tuple[str, ...] = get_args(SearcherName)
+ALLOCATIONS: tuple[str, ...] = get_args(AllocationName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 STATUSES: tuple[str, ...] = get_args(Status)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)

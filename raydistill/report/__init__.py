@@ -40,6 +40,7 @@ from raydistill.report.tables import (
     HARD,
     REQUIRED,
     TOP_K,
+    allocation_markdown,
     best_configs,
     cell_stats,
     load_results,
@@ -54,7 +55,8 @@ from raydistill.report.tables import (
 )
 
 __all__ = [
-    "HARD", "PAPER_TABLE", "REQUIRED", "TOP_K", "Report", "_figure", "_save_png", "best_configs",
+    "HARD", "PAPER_TABLE", "REQUIRED", "TOP_K", "Report", "_figure", "_save_png",
+    "allocation_markdown", "best_configs",
     "cell_stats", "compare_paper", "figure1", "figure_pareto", "is_paper_task", "load_paper_table",
     "load_results", "make_report", "markdown", "pareto", "progress_lines", "rank_done",
     "read_teacher", "row_label", "table2", "table2_csv",
@@ -114,6 +116,8 @@ def make_report(
         paper_task = is_paper_task(_data_source(d))
     paper = load_paper_table() if compare_with_paper and paper_task else None
     law_md = law_markdown(pts, kind=budget_kind, paper=paper, source=source)
+    alloc = allocation_markdown(d)
+    md = md + "\n" + alloc if alloc else md
     paths = {
         "table2_md": atomic_write_text(out / "table2.md", md),
         "table2_csv": atomic_write_text(out / "table2.csv", table2_csv(stats, teacher).to_csv()),

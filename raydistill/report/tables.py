@@ -145,7 +145,7 @@ def best_configs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- Table 2
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
@@ -268,3 +268,35 @@ def pareto(stats: pd.DataFrame) -> pd.DataFrame:
                 out.at[idx, "on_front"] = True
                 best_so_far = out.at[idx, "test_acc"]
     return out.sort_values(["family", "params"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- allocation and warm starts
+def allocation_markdown(directory: str | Path) -> str:
+    """What `DIR/allocation/<run>.json` (written by the search's `CellSearcher`) records: each
+    cell's trials and state under the run's allocation, and where warm-started cells were
+    seeded from (empty when no run recorded one)."""
+    lines = []
+    for path in sorted((Path(directory) / "allocation").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            cells = rec["cells"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            continue  # a journal from another version: the trials table still says it all
+        warm = "warm start across budgets" if rec.get("warm_start") else "no warm start"
+        lines += [f"### Run `{path.stem}`: {rec.get('allocate')} allocation, {warm}, "
+                  f"{rec.get('total')} trials", "",
+                  "| cell | trials | state | best val (%) | optimistic (%) | front (%) | warm start |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for cid, c in sorted(cells.items()):
+            note = c.get("note") or ("–" if not c.get("warm_from") else "waiting")
+            lines.append(f"| {cid} | {c['trials']} | {c['state']} | {_pct(c.get('best'))} | "
+                         f"{_pct(c.get('optimistic'))} | {_pct(c.get('front'))} | {note} |")  # fmt: skip
+        lines.append("")
+    if not lines:
+        return ""
+    head = ["## Trials per cell and warm starts", "",
+            "`raydistill.search.allocation`: adaptive allocation stops a cell whose best "
+            "validation accuracy plus twice its spread is below the best of a cell no larger; "
+            "a warm-started cell's first trials are its next-smaller budget's best "
+            "configurations.", ""]  # fmt: skip
+    return "\n".join(head + lines)

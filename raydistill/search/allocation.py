@@ -4,7 +4,8 @@ warm starts across budgets. Pure functions over the results so far; `CellSearche
 No Ray.
 
 Adaptive allocation. The total is `--trials` × cells (or a given total, ≥ one per cell). A cell's
-trials go out in rounds of `round_size(trials)`; its next round starts once its last one ended.
+trials go out in rounds of `round_size(trials)`; its next round starts once its last one ended
+and no cell still in contention is a round behind.
 After each result every cell with a score gets an optimistic estimate,
 
     optimistic = best val/acc + Z_OPT · s,   s = max(its own std over its scored trials,
@@ -40,7 +41,6 @@ import pandas as pd
 from raydistill.core import results
 from raydistill.core.errors import UserError
 
-ALLOCATIONS = ("uniform", "adaptive")
 ROUNDS = 3  # a cell's --trials go out in about this many rounds
 Z_OPT = 2.0  # standard deviations above a cell's best: its optimistic reach
 # A within-cell std of val/acc (fraction) assumed before any cell has two scored trials: a cell
@@ -121,10 +121,16 @@ def quotas(cells: Sequence[CellView], total: int) -> dict[str, int]:
     return quota
 
 
-def ready(cell: CellView, quota: int, rounds: int) -> bool:
-    """Whether `cell` may get a trial now: under its quota, and its last round has ended."""
-    at_boundary = cell.given % rounds == 0
-    return cell.given < quota and (not at_boundary or cell.given == cell.ended)
+def ready(cell: CellView, quota: int, rounds: int, slowest: int | None = None) -> bool:
+    """Whether `cell` may get a trial now: under its quota, its last round has ended, and
+    (`slowest`: the rounds completed by the slowest cell still in contention) it would not run
+    a round ahead of that cell: no cell is judged before every cell has its first results."""
+    if cell.given >= quota:
+        return False
+    if cell.given % rounds:
+        return True  # inside a round
+    caught_up = slowest is None or cell.ended // rounds <= slowest
+    return cell.given == cell.ended and caught_up
 
 
 def finished(cell: CellView, quota: int) -> bool:

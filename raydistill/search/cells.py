@@ -124,9 +124,21 @@ class CellSearcher(Searcher):
             return al.quotas([s.view() for s in self._states.values()], self._total)
         return {cid: s.trials for cid, s in self._states.items()}
 
-    def _ready(self, state: _CellState, quota: Mapping[str, int]) -> bool:
-        rounds = al.round_size(state.trials) if self._allocate == "adaptive" else state.trials
-        if not al.ready(state.view(), quota[state.cell.id], max(rounds, 1)):
+    def _rounds(self, state: _CellState) -> int:
+        return max(al.round_size(state.trials) if self._allocate == "adaptive" else state.trials, 1)
+
+    def _slowest(self, quota: Mapping[str, int]) -> int | None:
+        """Adaptive: the rounds completed by the slowest cell still running its quota."""
+        if self._allocate != "adaptive":
+            return None
+        stopped = al.dominated([s.view() for s in self._states.values()])
+        live = [s.ended // self._rounds(s) for s in self._states.values()
+                if s.started and not s.frozen and s.cell.id not in stopped
+                and s.ended < quota[s.cell.id]]  # fmt: skip
+        return min(live, default=None)
+
+    def _ready(self, state: _CellState, quota: Mapping[str, int], slowest: int | None) -> bool:
+        if not al.ready(state.view(), quota[state.cell.id], self._rounds(state), slowest):
             return False
         small = self._pred.get(state.cell.id)
         return (
@@ -137,7 +149,8 @@ class CellSearcher(Searcher):
         quota = self._quotas()
         if sum(s.suggested for s in self._states.values()) >= sum(quota.values()):
             return Searcher.FINISHED
-        ready = [s for s in self._states.values() if self._ready(s, quota)]
+        slowest = self._slowest(quota)
+        ready = [s for s in self._states.values() if self._ready(s, quota, slowest)]
         if not ready:
             return None  # a round or a smaller cell is still running: ask again later
         state = min(ready, key=lambda s: s.suggested)  # round robin over the cells

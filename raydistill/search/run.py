@@ -36,11 +36,13 @@ from raydistill.search.cells import (
 from raydistill.search.progress import SearchProgress
 from raydistill.search.resources import check_gpus, pending_cap
 from raydistill.search.settings import (
+    ALLOCATION_DIR,
     METRIC,
     MODE,
     SEARCH_FILE,
     SearchInterrupted,
     SearchSettings,
+    check_allocation,
     check_choices,
     load_data,
     load_transfer,
@@ -48,6 +50,7 @@ from raydistill.search.settings import (
     parse_gpus,
     recorded_source,
     reload_inputs,
+    run_total,
     storage_path,
 )
 from raydistill.search.sizing import gpu_request, trial_resources
@@ -83,6 +86,7 @@ def run_search(
     out = Path(s.out).expanduser().resolve()
     loaded = _load_spaces(s.spaces, hard_labels=transfer is None, verbose=verbose)
     plans = sp.plan_cells(loaded, budgets, s.depths)
+    check_allocation(s.allocate, s.total_trials, len(plans))
     splits = load_data(data, s.data_options)
     if dry_run:
         load_transfer(transfer, splits)  # a transfer set made for other splits: refused here too
@@ -242,7 +246,7 @@ def _tune_env(
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
         "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter: it honours our table columns
         "TUNE_MAX_PENDING_TRIALS_PG": str(
-            pending_cap(sum(run["cells"].values()), settings.max_concurrent)
+            pending_cap(run_total(settings, run), settings.max_concurrent)
         ),
     }
     return scoped_env(values, override=False)
@@ -254,8 +258,14 @@ def _new_tuner(
     plans = {c.id: (c, s) for c, s in settings.cell_plans()}
     cells = [(*plans[cid], n) for cid, n in run["cells"].items()]
     warm = _warm_start(settings, run["cells"]) if run["index"] > 0 else None
-    searcher = CellSearcher(cells, kind=settings.searcher, seed=settings.seed,
-                            run_index=run["index"], warm=warm)  # fmt: skip
+    first = run["index"] == 0  # --extend runs: the N trials asked for, in every named cell
+    searcher = CellSearcher(
+        cells, kind=settings.searcher, seed=settings.seed, run_index=run["index"], warm=warm,
+        allocate=settings.allocate if first else "uniform",
+        warm_start=settings.warm_start and first,
+        total=run_total(settings, run),
+        journal=str(Path(settings.out) / ALLOCATION_DIR / f"{run['name']}.json"),
+    )  # fmt: skip
     scheduler = None
     if settings.scheduler == "asha":
         max_t = _max_epochs([s for _, s, _ in cells], settings.max_epochs, ts)
@@ -265,7 +275,7 @@ def _new_tuner(
         param_space={"run": _run_constants(settings)},
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, metric=METRIC, mode=MODE,
-            num_samples=sum(n for *_, n in cells), max_concurrent_trials=settings.max_concurrent,
+            num_samples=run_total(settings, run), max_concurrent_trials=settings.max_concurrent,
             reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
@@ -273,7 +283,7 @@ def _new_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             progress_reporter=_reporter(cells) if verbose else None,
-            callbacks=[SearchProgress(sum(n for *_, n in cells), run["name"])] if verbose else None,
+            callbacks=[SearchProgress(run_total(settings, run), run["name"])] if verbose else None,
         ),
     )  # fmt: skip
 
@@ -329,7 +339,7 @@ def _run_complete(settings: SearchSettings, run: Mapping[str, Any]) -> bool:
         analysis = tune.ExperimentAnalysis(settings.run_path(run))
     except ValueError:  # no experiment state yet
         return False
-    planned = sum(run["cells"].values())
+    planned = run_total(settings, run)
     errored = set(run.get("errored", []))
     ended = [t for t in analysis.trials
              if t.status in ("TERMINATED", "ERROR") or t.trial_id in errored]  # fmt: skip

@@ -15,12 +15,21 @@ from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text
 from raydistill.core.storage import join as join_storage
 from raydistill.core.storage import resolve as resolve_storage
-from raydistill.core.vocab import SCHEDULERS, SEARCHERS, WANDB_MODES, SchedulerName, WandbMode
+from raydistill.core.vocab import (
+    ALLOCATIONS,
+    SCHEDULERS,
+    SEARCHERS,
+    WANDB_MODES,
+    AllocationName,
+    SchedulerName,
+    WandbMode,
+)
 from raydistill.search import spaces as sp
 from raydistill.students.budget import parse_budget, parse_budgets
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
+ALLOCATION_DIR = "allocation"  # DIR/allocation/<run>.json: each cell's trials and estimates
 # A search with its own --storage also keeps its small outputs (search.json, trials.parquet,
 # manifest.json, best/) there, so report / export run from any machine that reaches it.
 STORAGE_OUTPUTS = "_search"
@@ -62,6 +71,12 @@ class SearchSettings:
     wandb: WandbMode = "off"
     max_concurrent: int | None = None
     device: str = "auto"
+    # How the first run spreads its trials (raydistill.search.allocation): "uniform" (`trials`
+    # per cell) or "adaptive" (`total_trials`, default trials × cells, moved to the cells that
+    # can reach the front); warm_start: each cell seeded by its next-smaller budget's best.
+    allocate: AllocationName = "uniform"
+    warm_start: bool = False
+    total_trials: int | None = None
     max_failures: int = 2
     dataset_fingerprint: str | None = None
     checkpoint_every: int = 1  # epochs between a trial's checkpoints (and one at its end)
@@ -140,6 +155,30 @@ def check_choices(
     if float(gpus) < 0 or cpus <= 0:
         raise UserError(
             f"--gpus-per-trial {gpus} / --cpus-per-trial {cpus}: need gpus ≥ 0, cpus > 0"
+        )
+
+
+def run_total(settings: SearchSettings, run: Mapping[str, Any]) -> int:
+    """The trials a run hands out: adaptive's total on the first run, else its cells' counts."""
+    first = run["index"] == 0 and settings.allocate == "adaptive"
+    return (
+        int(settings.total_trials)
+        if first and settings.total_trials
+        else sum(run["cells"].values())
+    )
+
+
+def check_allocation(allocate: str, total: int | None, cells: int) -> None:
+    """--allocate / --total-trials against the number of cells (one line on a bad value)."""
+    if allocate not in ALLOCATIONS:
+        raise UserError(f"--allocate {allocate!r} is invalid; valid: {', '.join(ALLOCATIONS)}")
+    if total is None:
+        return
+    if allocate != "adaptive":
+        raise UserError(f"--total-trials {total}: needs --allocate adaptive (uniform: --trials)")
+    if int(total) < cells:
+        raise UserError(
+            f"--total-trials {total} is invalid: the search has {cells} cells, each needs ≥ 1"
         )
 
 

@@ -23,6 +23,7 @@ from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
 from raydistill.core.storage import join, upload, with_scheme
 from raydistill.search.settings import (
+    ALLOCATION_DIR,
     METRIC,
     SEARCH_FILE,
     STORAGE_OUTPUTS,
@@ -60,7 +61,8 @@ def _publish(settings: SearchSettings) -> None:
     if settings.storage == str(out / "tune"):
         return
     best = sorted(f"best/{p.name}" for p in (out / "best").glob("*.json"))
-    names = [SEARCH_FILE, TRIALS_FILE, "manifest.json", *best]
+    journals = sorted(f"{ALLOCATION_DIR}/{p.name}" for p in (out / ALLOCATION_DIR).glob("*.json"))
+    names = [SEARCH_FILE, TRIALS_FILE, "manifest.json", *best, *journals]
     upload(out, [n for n in names if (out / n).is_file()],
            join(settings.storage, STORAGE_OUTPUTS))  # fmt: skip
 
@@ -204,7 +206,8 @@ def _write_manifest(settings: SearchSettings, frame: pd.DataFrame, splits: Any, 
         "dataset": describe_dataset(splits, source=settings.data, options=settings.data_options)
         if splits is not None else None,
         "transfer": describe_transfer(ts),
-        "outputs": {"trials": TRIALS_FILE, "best": "best/", "tune": settings.storage},
+        "outputs": {"trials": TRIALS_FILE, "best": "best/", "tune": settings.storage,
+                    "allocation": f"{ALLOCATION_DIR}/"},
     }  # fmt: skip
     manifest = build_manifest("search", config, seeds=[settings.seed],
                               dataset_fingerprint=getattr(splits, "fingerprint", None),

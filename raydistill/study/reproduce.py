@@ -270,10 +270,15 @@ def _settings(
         wandb=run["wandb"],
         max_concurrent=s.max_concurrent,
         checkpoint_every=s.checkpoint_every,
+        warm_start=s.warm_start,  # the twins too; adaptive allocation: the main search only
     )
 
 
-def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
+def search_settings(sc: Scale, out: Path, trials: int | None, run: dict[str, Any]) -> Any:
+    """The study's main search (every student row × budget) as `SearchSettings`, with the
+    scale's allocation; `run`: transfer, address, wandb, storage (as `reproduce` sets them)."""
+    from dataclasses import replace
+
     from raydistill.search.spaces.load import load_space
 
     s = sc.search
@@ -283,8 +288,24 @@ def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
             train=s.train, spec=s.spec_for(name), width_ratios=s.width_ratios
         )
         plans.append(space.with_depths(s.depths_for(name)) if s.depths_for(name) else space)
-    settings = _settings(sc, out, plans, s.budgets, trials or s.trials, run)
-    return _search_or_resume(settings, run["splits"])
+    return replace(_settings(sc, out, plans, s.budgets, trials or s.trials, run),
+                   allocate=s.allocate)  # fmt: skip
+
+
+def study_inputs(
+    sc: Scale, out: Path, *, source: str | None = None, address: str = "local", log=print
+) -> tuple[Any, Path]:
+    """The splits and the transfer-set path of a study in `out` (teachers trained and the
+    transfer set written there, or reused), as `reproduce` makes them (its benchmarks)."""
+    source = source or sc.data.source
+    splits = _load_splits(sc, source)
+    track = _Tracking(sc, splits, source, out, "off")  # a benchmark logs no W&B runs
+    ensemble = _teacher(sc, splits, source, out / "teacher", address, log, track)
+    return splits, _transfer(sc, splits, ensemble, out / "transfer.parquet", log, track)
+
+
+def _search(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
+    return _search_or_resume(search_settings(sc, out, trials, run), run["splits"])
 
 
 def _twins(sc: Scale, out: Path, trials: int | None, **run: Any) -> Path:
@@ -309,6 +330,8 @@ def combine(out: Path, directories: list[Path], ensemble: Any) -> Path:
                       ignore_index=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "trials.parquet", frame.to_parquet(index=False))
+    for journal in (p for d in directories for p in (Path(d) / "allocation").glob("*.json")):
+        atomic_write_bytes(out / "allocation" / journal.name, journal.read_bytes())  # the report's
     manifest = dict(read_manifest(directories[0]))
     acc = ensemble.manifest.get("ensemble", {})  # {"val/acc": .., "test/acc": ..}
     teacher = {k.replace("/acc", "_acc"): float(v) for k, v in acc.items() if k.endswith("/acc")}

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from raydistill.core.errors import UserError
 from raydistill.core.validation import validate
-from raydistill.core.vocab import SchedulerName, SearcherName, TransferAugName
+from raydistill.core.vocab import AllocationName, SchedulerName, SearcherName, TransferAugName
 from raydistill.students.budget import parse_budget
 
 SCALES_DIR = Path(__file__).with_name("scales")
@@ -75,6 +75,11 @@ class SearchSection(_Section):
     max_epochs: int = Field(ge=1)
     searcher: SearcherName = "tpe"
     scheduler: SchedulerName = "none"
+    # adaptive: the same total moved to the cells that can reach the front (the main search
+    # only: the hard-label twins stay uniform, they are finding 3's baselines at every depth);
+    # warm_start: each cell seeded by its next-smaller budget's best (the twins too).
+    allocate: AllocationName = "uniform"
+    warm_start: bool = False
     cpus_per_trial: float = Field(default=1, gt=0)
     # A share of one GPU, or "auto": each trial's share sized to its student (raydistill.search.sizing).
     gpus_per_trial: float | str = 0
