@@ -97,14 +97,15 @@ def test_export_self_check_passes_after_a_bf16_training(ray_local, tiny_splits, 
     """A search whose trials train under bf16 autocast, then the export of its best student:
     the test accuracy recorded at training (float32, no TF32) is re-verified on raw images."""
     from raydistill.export.exporter import export_cells
-    from raydistill.search import run_search
+    from raydistill.search import SearchSettings, run_search
 
     space = {"family": "cnn", "depths": [1],
              "train": {"lr": 0.05, "momentum": 0.9, "batch_size": 64, "max_epochs": 4,
                        "warmup_epochs": 1, "schedule": "cosine", "augment": "none",
                        "amp": "bf16"}}  # fmt: skip
-    out = run_search([space], budgets="20k", trials=1, data=tiny_splits, out=tmp_path / "s",
-                     device="cpu", verbose=0, wandb="off")  # fmt: skip
+    settings = SearchSettings(spaces=[space], budgets="20k", trials=1, out=str(tmp_path / "s"),
+                              device="cpu", wandb="off")  # fmt: skip
+    out = run_search(settings, data=tiny_splits, verbose=0)
     results = export_cells(out, None, tmp_path / "export", splits=tiny_splits)
     assert [r.test_verified for r in results] == [True], [r.note for r in results]
     from raydistill.search import load_trials

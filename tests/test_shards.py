@@ -1,5 +1,5 @@
-"""The ensemble's heavy inference split across GPU workers (raydistill.distill.shards): with Ray's
-logical GPUs on this CPU machine, the shards' merged logits equal the in-process ones, for the
+"""The ensemble's heavy inference split across GPU workers (raydistill.distill.shards): given 2
+GPUs (declared, `Ensemble.gpus`) and Ray's logical GPUs on this CPU machine, the shards' merged logits equal the in-process ones, for the
 evaluation (member logits), the view labelling and the written transfer set.
 
 The sharded run needs its own Ray with 2 logical GPUs (the session's Ray has 1), so it runs in a
@@ -28,7 +28,7 @@ import numpy as np, torch
 from safetensors.torch import save
 from raydistill.data import AugConfig, Preprocess, Splits
 from raydistill.distill.ensemble import make_ensemble
-from raydistill.distill.shards import gpu_workers, member_logits, shards_for, view_logits
+from raydistill.distill.shards import member_logits, shards_for, view_logits
 from raydistill.students import build, complete_spec
 from raydistill.distill.transfer.writer import write_transfer_set
 
@@ -48,22 +48,24 @@ ens = make_ensemble(spec, blobs, Preprocess.for_splits("per_image", splits))
 aug = AugConfig.paper_hsv()
 x_val = torch.as_tensor(splits.val_x)
 
-def run(tag):
-    res = {"workers": gpu_workers(), "shards": shards_for(ens)}
+def run(tag, gpus):
+    ens.gpus = gpus  # declared by the caller (the teachers' GPUs, transfer --gpus), not read from Ray
+    res = {"gpus": ens.gpus, "shards": shards_for(ens)}
     np.save(out / f"{tag}-members.npy", member_logits(ens, x_val, batch_size=32).numpy())
     views = list(view_logits(ens, splits.train_x, seed=3, epochs=range(5), aug=aug,
                              batch_size=32, parts=(True, True)))
     np.save(out / f"{tag}-views.npy", np.stack([v[3] for v in views]))
     res["epochs"] = [v[0] for v in views]
-    write_transfer_set(out / f"{tag}.parquet", ens, splits, 3, seed=3, aug=aug, batch_size=32)
+    write_transfer_set(out / f"{tag}.parquet", ens, splits, 3, seed=3, aug=aug, batch_size=32,
+                       gpus=gpus)
     return res
 
-result = {"local": run("local")}
+result = {"local": run("local", 0)}
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
          log_to_driver=False, configure_logging=False)
 try:
-    result["ray"] = run("ray")
+    result["ray"] = run("ray", 2)
     seen = ray.get(ray.remote(num_gpus=1)(lambda: (ray.get_gpu_ids(),
                    torch.cuda.is_available())).remote())
     result["task_sees"] = [list(map(str, seen[0])), seen[1]]
@@ -96,8 +98,8 @@ def runs(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_two_logical_gpus_give_two_shards_that_fall_back_to_the_cpu(runs) -> None:
     _, res = runs
-    assert res["local"] == {"workers": 0, "shards": 0, "epochs": [0, 1, 2, 3, 4]}
-    assert res["ray"] == {"workers": 2, "shards": 2, "epochs": [0, 1, 2, 3, 4]}
+    assert res["local"] == {"gpus": 0, "shards": 0, "epochs": [0, 1, 2, 3, 4]}
+    assert res["ray"] == {"gpus": 2, "shards": 2, "epochs": [0, 1, 2, 3, 4]}
     gpu_ids, cuda = res["task_sees"]
     assert len(gpu_ids) == 1 and cuda is False  # a GPU assigned, no CUDA: the CPU it is
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import pytest
 
+from raydistill.core.errors import UserError
+from raydistill.core.resources import CUDA_CONTEXT_BYTES, MIN_SHARE, least_request
 from raydistill.search.sizing import (
-    MIN_SHARE,
-    gpu_request,
     gpu_share,
     measure,
+    resident_bytes,
     trial_resources,
     trial_share,
 )
 from raydistill.students.budget import count_params, solve_budget
 
 DATA = {"in_shape": [3, 32, 32], "num_classes": 10}
-H100 = 80 * 2**30
+H100 = 80.0  # GiB
 
 
 def spec(family: str, depth: int, budget: int) -> dict:
@@ -45,7 +46,7 @@ def test_1m_students_pack_many_per_gpu_and_31m_fewer() -> None:
     assert gpu_share(spec("cnn", 2, 3_160_000), 128, H100) == 1 / 8
     # a larger batch needs more of the GPU; a small GPU's memory binds first
     assert gpu_share(spec("cnn", 2, 3_160_000), 1024, H100) == 1.0
-    assert gpu_share(spec("mlp", 1, 1_000_000), 128, 2**20) == 1.0
+    assert gpu_share(spec("mlp", 1, 1_000_000), 128, 1 / 1024) == 1.0
     for s in (spec("mlp", 3, 31_600_000), spec("allconv", 2, 1_000_000)):
         share = gpu_share(s, 128, H100)
         assert MIN_SHARE <= share <= 1 and (1 / share).is_integer()  # a power-of-two fraction
@@ -55,7 +56,28 @@ def test_trial_share_follows_the_trial_config_and_fixed_shares_pass_through() ->
     assert trial_share(config("cnn", 2, 1_000_000), DATA, H100) == 1 / 16
     assert trial_share(config("cnn", 2, 31_600_000), DATA, H100) == 1.0
     assert trial_resources(0.25, 2.0, DATA) == {"cpu": 2.0, "gpu": 0.25}
-    assert gpu_request("auto") == MIN_SHARE and gpu_request(0.5) == 0.5
+    assert least_request("auto") == MIN_SHARE and least_request(0.5) == 0.5
+
+
+def test_memory_counts_the_cuda_context_and_the_resident_splits(tiny_splits) -> None:
+    """On a 1 GiB GPU a tiny MLP is bound by memory: its CUDA context alone is 0.6 GiB (→ 1
+    GPU), and on an 8 GiB one 6 GiB of resident splits move it from 1/8 to a whole GPU."""
+    tiny = spec("mlp", 1, 10_000)
+    assert CUDA_CONTEXT_BYTES > 0.5 * 2**30
+    assert gpu_share(tiny, 128, 1.0) == 1.0
+    assert gpu_share(tiny, 128, 8.0) == 1 / 8  # (0.6 GiB + a few MB) / 8 GiB → 1/8
+    assert gpu_share(tiny, 128, 8.0, resident_bytes=6 * 2**30) == 1.0
+    n = sum(len(a) for a in (tiny_splits.train_x, tiny_splits.val_x, tiny_splits.test_x))
+    assert resident_bytes(tiny_splits) == n * 3 * 32 * 32 * tiny_splits.train_x.itemsize
+
+
+def test_shares_above_one_must_be_whole_gpus() -> None:
+    assert trial_resources(2, 1.0, DATA) == {"cpu": 1.0, "gpu": 2.0}
+    with pytest.raises(
+        UserError,
+        match=r"--gpus-per-trial 1.5 is invalid: a share above 1 must be a whole number of GPUs",
+    ):
+        trial_resources(1.5, 1.0, DATA)
 
 
 def test_each_trial_gets_its_share_on_logical_gpus(ray_local, tmp_path) -> None:

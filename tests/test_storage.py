@@ -30,7 +30,7 @@ import yaml
 from raydistill.cli import main
 from raydistill.core import storage as st
 from raydistill.core.errors import UserError
-from raydistill.search.resources import largest_node_gpus, pending_cap
+from raydistill.core.resources import largest_node_gpus, pending_cap
 from raydistill.training.checkpoint import FILES, load_tensors, read_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +205,9 @@ def test_unwritable_path_storage_is_refused(tmp_path, capsys):
 def test_gpu_share_larger_than_any_node_is_refused(ray_local, tmp_path, capsys):
     assert main(_search_argv(tmp_path, "--gpus-per-trial", "2")) == 2  # ray_local: 1 GPU
     err = capsys.readouterr().err.strip()
-    assert err == ("raydistill: error: --gpus-per-trial 2 is more than any node has (the "
-                   "largest has 1 GPUs); use at most 1, or 0 for CPU trials")  # fmt: skip
+    assert err == ("raydistill: error: --gpus-per-trial 2 asks for more GPUs per task than a "
+                   "local Ray has (this machine has 1); use --gpus-per-trial 0 (CPUs), or "
+                   "--address of a cluster with GPU nodes")  # fmt: skip
     assert not (tmp_path / "s" / "trials.parquet").exists()
 
 

@@ -21,8 +21,9 @@ from raydistill.core.manifest import (
     sha256_file,
     write_manifest,
 )
+from raydistill.core.resources import member_gpus
 from raydistill.distill.ensemble import load_ensemble, member_file
-from raydistill.distill.teachers import gpu_fraction_for, teach
+from raydistill.distill.teachers import teach
 from raydistill.students import build, families
 from raydistill.students.budget import count_params
 
@@ -67,10 +68,10 @@ def test_resnet9_shape_and_output_scale() -> None:
 
 
 def test_gpu_fraction_packs_members() -> None:
-    assert gpu_fraction_for(3, 0) == 0.0
-    assert gpu_fraction_for(2, 4) == 1.0
-    assert gpu_fraction_for(4, 1) == 0.25
-    assert gpu_fraction_for(3, 2) == 0.5  # two members per GPU, both GPUs used
+    assert member_gpus(3, 0) == 0.0
+    assert member_gpus(2, 4) == 1.0
+    assert member_gpus(4, 1) == 0.25
+    assert member_gpus(3, 2) == 0.5  # two members per GPU, both GPUs used
 
 
 # ----------------------------------------------------------------------------- manifest

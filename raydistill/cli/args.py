@@ -134,3 +134,16 @@ def check_out(path: str | os.PathLike, *, is_file: bool = False) -> Path:
     os.close(fd)
     os.unlink(probe)
     return p
+
+
+def check_gpu_options(
+    *, device: str | None = None, address: str | None = "local", gpus: float = 0.0, flag: str = ""
+) -> None:
+    """A command's GPU options that this machine cannot serve, refused in one line before
+    anything starts: a CUDA `device` where none is visible (on a cluster the device is the
+    workers', not checked here) and `gpus` per task that a local Ray does not have."""
+    from raydistill.core.device import check_device, check_local_gpus
+
+    if address in ("local", "", None):
+        check_device(device)
+    check_local_gpus(float(gpus or 0.0), address, flag)

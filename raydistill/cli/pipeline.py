@@ -121,6 +121,7 @@ def teach_check(args: argparse.Namespace) -> Outputs:
     args.spec_keys = A.parse_key_values(args.spec, "--spec")
     check_family(args.family, None, "teacher")
     A.check_data(args.data, args.cache_dir, args.download)
+    A.check_gpu_options(address=args.address, gpus=args.gpu_fraction or 0.0, flag="--gpu-fraction")
     return [(A.check_out(args.out), False)]
 
 
@@ -165,6 +166,8 @@ def transfer(
     aug: TransferAugName = "auto",
     batch_size: A.Count = 1000,
     device: str = "auto",
+    gpus: A.Count0 | None = None,
+    address: str | None = None,
     data: str | None = None,
     val_size: A.Count0 | None = None,
     split_seed: int | None = None,
@@ -184,7 +187,9 @@ def transfer(
         seed: seed of the views and their order
         aug: augmentation of the views; auto: the teachers' own (what they were trained on: they label it as well as the images); paper_hsv: the paper's crops + HSV jitter; see the printed view accuracy
         batch_size: views per forward pass
-        device: auto, cpu, cuda, cuda:1, ...
+        device: auto, cpu, cuda, cuda:1, ... (labelling in this process)
+        gpus: label as this many one-GPU Ray tasks (default: the GPUs the teachers used; 0: in this process on --device)
+        address: Ray for the --gpus tasks: local, auto or HOST:PORT (default: the teachers')
         data: the dataset (default: the teacher's)
         val_size: validation images taken from the training pool (default: the teacher's)
         split_seed: seed of the train / val split (default: the teacher's)
@@ -202,6 +207,7 @@ def transfer_check(args: argparse.Namespace) -> Outputs:
     if not (Path(args.teacher) / "manifest.json").is_file():
         raise UserError(f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
     A.check_data(args.data, args.cache_dir, args.download)
+    A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
     out = A.check_out(args.out, is_file=True)
     if out.exists() and not args.force:
         raise UserError(
@@ -239,7 +245,8 @@ def transfer_run(args: argparse.Namespace) -> int:
         return 0
     t0 = time.perf_counter()
     path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed, aug=aug,
-                              batch_size=args.batch_size, log=print)  # fmt: skip
+                              batch_size=args.batch_size, address=args.address, gpus=args.gpus,
+                              log=print)  # fmt: skip
     wall = time.perf_counter() - t0
     ts = load_transfer_set(path, splits=splits, teacher_fingerprints=ensemble.fingerprints)
     m = ts.meta

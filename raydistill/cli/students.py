@@ -113,6 +113,7 @@ def search(
     train_subset: A.Count | None = None,
     set: A.KeyValues | None = None,
     gpus_per_trial: float | Literal["auto"] = 0.0,
+    gpu_memory: A.Positive | None = None,
     cpus_per_trial: A.Positive = 1.0,
     searcher: SearcherName = "tpe",
     scheduler: SchedulerName = "none",
@@ -152,6 +153,7 @@ def search(
         train_subset: class-balanced training subset (CPU runs)
         set: a TrainConfig field fixed in every space (overrides the space), KEY=VALUE with a YAML value; repeatable
         gpus_per_trial: e.g. 0.25: 4 trials per GPU; auto: sized to each cell's student
+        gpu_memory: GiB of GPU memory on the node type trials run on (for --gpus-per-trial auto; default 80)
         cpus_per_trial: CPUs per trial
         searcher: the sampler of each cell's study
         scheduler: asha: early stopping within each cell, epochs as the resource
@@ -206,6 +208,14 @@ def search_check(args: argparse.Namespace) -> Outputs:
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
     A.check_data(args.data, args.cache_dir, args.download)  # when given: a typo costs no torch
+    if not args.dry_run:
+        from raydistill.core.resources import least_request
+        from raydistill.core.storage import check_shared
+
+        check_shared(args.storage, args.address)  # a multi-node run needs shared storage
+
+        A.check_gpu_options(device=args.device, address=args.address,
+                            gpus=least_request(args.gpus_per_trial), flag="--gpus-per-trial")  # fmt: skip
     return [] if args.dry_run else [(A.check_out(args.out), False)]
 
 
@@ -268,6 +278,7 @@ def search_run(args: argparse.Namespace) -> int:
         total_trials=args.total_trials,
         warm_start=args.warm_start,
         gpus_per_trial=args.gpus_per_trial,
+        gpu_memory_gib=args.gpu_memory,
         cpus_per_trial=args.cpus_per_trial,
         address=args.address,
         max_epochs=args.max_epochs,

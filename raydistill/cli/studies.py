@@ -76,6 +76,7 @@ def prune_check(args: argparse.Namespace) -> Outputs:
     if args.data and not args.out:
         raise UserError("--data needs --out DIR (where the fine-tuned checkpoint goes)")
     A.check_data(args.data, args.cache_dir, args.download)
+    A.check_gpu_options(device=args.device)
     outputs: Outputs = []
     if args.out:
         out = A.check_out(args.out)
@@ -250,6 +251,7 @@ def study_check(args: argparse.Namespace) -> Outputs:
                         f"{', '.join(CONV_FAMILIES)}, e.g. allconv,mlp")  # fmt: skip
     for fam in fams:
         check_family(fam, None, "student")
+    A.check_gpu_options(device=args.device, address=args.address)
     return [(A.check_out(args.out), False)]
 
 

@@ -29,6 +29,23 @@ def is_uri(location: str) -> bool:
     return "://" in str(location)
 
 
+def check_shared(storage: str | None, address: str | None) -> None:
+    """Refuse (one line, before anything runs) a multi-node run whose storage the other nodes
+    cannot reach: with `--address` of a cluster, every node writes trials, checkpoints and
+    W&B runs into the storage, and a plain path (the default DIR/tune included) is a folder on
+    each node's own disk. A URI is taken as shared: s3://, gs://, or a filesystem mounted on
+    every node given as file:///PATH."""
+    if address in ("local", "", None) or (storage is not None and is_uri(storage)):
+        return
+    what = ("there is no --storage (the default, DIR/tune, is on this machine's disk)"
+            if storage is None else f"--storage {storage} is a path on this machine's disk")  # fmt: skip
+    raise UserError(
+        f"--address {address}: a multi-node run needs storage every node reaches, but {what}; "
+        "give --storage s3://BUCKET/PREFIX (or gs://...), or file:///PATH for a filesystem "
+        "mounted on every node"
+    )
+
+
 def resolve(storage: str | Path | None, default: str | Path) -> str:
     """The storage location as recorded: a URI as given, a path made absolute (default when None)."""
     location = str(default if storage is None else storage)

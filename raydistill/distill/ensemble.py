@@ -2,7 +2,7 @@
 saving it (`save_ensemble`: DIR/member-<i>.safetensors + manifest.json) and loading it back
 (`load_ensemble`, which refuses a member whose sha256 is not the manifest's), and its evaluation
 (`evaluate_members`: per-member and ensemble accuracy on val and test, through
-`raydistill.training.evaluation`, split across GPU workers by `raydistill.distill.shards` when Ray has GPUs).
+`raydistill.training.evaluation`, split across GPU tasks by `raydistill.distill.shards` when the ensemble is given GPUs).
 `raydistill.distill.teachers` trains the members and re-exports these names.
 """
 
@@ -49,6 +49,9 @@ class Ensemble:
     manifest: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
+    # GPUs its evaluation and labelling may use as Ray tasks (one shard per GPU), as declared
+    # by the caller (`raydistill.core.resources`); 0: in-process on `device`.
+    gpus: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -152,8 +155,8 @@ def evaluate_members(
     ensemble: Ensemble, splits: Splits, batch_size: int = 1000
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Per-member and ensemble accuracy on the validation and test splits (each member runs
-    once per image; the ensemble's prediction comes from the same logits, averaged). With GPUs
-    in the running Ray cluster the images are split across GPU workers (`raydistill.distill.shards`)."""
+    once per image; the ensemble's prediction comes from the same logits, averaged). With
+    `ensemble.gpus` the images are split across that many GPU tasks (`raydistill.distill.shards`)."""
     from raydistill.distill.shards import member_logits
 
     per_member: list[dict[str, float]] = [{} for _ in ensemble.members]

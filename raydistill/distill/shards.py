@@ -2,19 +2,20 @@
 every member's logits for a set of images) and the labelling of augmented views for the
 transfer set (`view_logits`: the ensemble's logits for each epoch's views).
 
-When Ray is running in this process and `ray.cluster_resources()` has k ≥ 1 GPUs, the images
-are split into k contiguous shards (boundaries on multiples of the batch size, so every batch
-is the one the in-process path would run) and each shard is one Ray task asking for one GPU; the
-driver merges the shards' logits in order. Tasks rebuild the ensemble from its weights (put in
-the object store once) on their own device: CUDA when the task sees one, else the CPU (Ray's
-logical GPUs on a CPU machine set CUDA_VISIBLE_DEVICES but there is no CUDA). Without Ray or
-without GPUs everything runs in-process on the ensemble's device, as before. Ray is imported
-lazily and only when the caller already imported it.
+When the ensemble is given k ≥ 1 GPUs (`Ensemble.gpus`, declared by the caller: the teachers'
+GPUs, `transfer --gpus`, the scale; never read from the cluster at call time, so the tasks wait
+for an autoscaler's GPU node instead of running on CPUs), the images are split into k
+contiguous shards (boundaries on multiples of the batch size, so every batch is the one the
+in-process path would run) and each shard is one Ray task asking for one GPU
+(`raydistill.core.resources.task_options`); the driver merges the shards' logits in order.
+Tasks rebuild the ensemble from its weights (put in the object store once) on their own
+device: CUDA when the task sees one, else the CPU (Ray's logical GPUs on a CPU machine set
+CUDA_VISIBLE_DEVICES but there is no CUDA). With no GPUs everything runs in-process on the
+ensemble's device. Ray must be up in this process when GPUs are given (the caller's session).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from raydistill.core.resources import task_options
 from raydistill.data import AugConfig, DeviceSplit, epoch_plan
 from raydistill.data.replay import replay_epoch
 
@@ -31,19 +33,11 @@ if TYPE_CHECKING:
 EPOCHS_PER_TASK = 4  # a labelling task replays this many epochs' shard (one ensemble build)
 
 
-def gpu_workers() -> int:
-    """Whole GPUs in the Ray cluster this process is connected to; 0 without Ray."""
-    ray = sys.modules.get("ray")  # never import Ray here: no Ray session, no shards
-    if ray is None or not ray.is_initialized():
-        return 0
-    return int(ray.cluster_resources().get("GPU", 0.0))
-
-
 def shards_for(ensemble: Ensemble) -> int:
     """How many GPU shards to split `ensemble`'s work into; 0: run it in-process. In-process
-    when Ray has no GPUs, when the ensemble is not built from a registry spec (tasks rebuild
-    it from spec + weights), or when its one GPU would be the one the driver already uses."""
-    k = gpu_workers()
+    when it is given no GPUs, when it is not built from a registry spec (tasks rebuild it from
+    spec + weights), or when its one GPU would be the one the driver already uses."""
+    k = int(ensemble.gpus)
     if k < 1 or "family" not in ensemble.spec:
         return 0
     if k == 1 and ensemble.device.type == "cuda":
@@ -81,7 +75,7 @@ def _remote(fn: Any) -> Any:
     import ray
 
     if fn not in _REMOTES:
-        _REMOTES[fn] = ray.remote(num_gpus=1, num_cpus=1, max_retries=1)(fn)
+        _REMOTES[fn] = ray.remote(max_retries=1, **task_options(gpus=1.0))(fn)
     return _REMOTES[fn]
 
 
@@ -93,7 +87,7 @@ _REMOTES: dict[Any, Any] = {}
 
 def member_logits(ensemble: Ensemble, x: Tensor, *, batch_size: int = 1000) -> Tensor:
     """(M, N, C) float32 logits of every member for raw images x (N, C, H, W); sharded over
-    the Ray cluster's GPUs when it has any (on the CPU), else `ensemble.member_logits`."""
+    the ensemble's GPUs when it is given any (on the CPU), else `ensemble.member_logits`."""
     k = shards_for(ensemble)
     if k < 1 or len(x) <= batch_size:
         return ensemble.member_logits(x, batch_size)
@@ -142,7 +136,7 @@ def view_logits(
 ) -> Iterator[tuple[int, Tensor, dict[str, Tensor], np.ndarray]]:
     """(epoch, order, params, (n, C) logits) for each epoch of `epochs`, in order: epoch e's
     views are `epoch_plan(len(x), seed=seed, epoch=e, aug=aug)` of the images x (N, C, H, W).
-    Sharded over the Ray cluster's GPUs when it has any, else in-process."""
+    Sharded over the ensemble's GPUs when it is given any, else in-process."""
     n, k = len(x), shards_for(ensemble)
     if k < 1 or n <= batch_size:
         images = DeviceSplit.from_numpy(x, np.zeros(n, np.int64), ensemble.device).x

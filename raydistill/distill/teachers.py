@@ -13,7 +13,7 @@ driver averages the members' logits, evaluates the ensemble and writes
 `load_ensemble(DIR)` rebuilds the members and refuses any file whose sha256 differs from the
 fingerprint recorded in the manifest. Ray is imported inside `train_members` and `teach` only;
 `teach` keeps one Ray session for training and evaluation, so the ensemble's val / test
-evaluation runs as Ray tasks on the cluster's GPUs when it has any (`raydistill.distill.shards`).
+evaluation runs as Ray tasks on the members' GPUs when they had any (`raydistill.distill.shards`).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RECIPE",
     "RECIPES",
-    "gpu_fraction_for",
     "member_config",
+    "member_fraction",
     "teach",
     "teacher_spec",
     "train_member",
@@ -155,17 +155,6 @@ def train_member(
 # ----------------------------------------------------------------------------- Ray
 
 
-def gpu_fraction_for(members: int, gpus: float) -> float:
-    """GPUs per member task: a whole GPU each when there are enough, else an equal share
-    (1/k with k members per GPU), so Ray packs k tasks on each GPU."""
-    if gpus <= 0:
-        return 0.0
-    if members <= gpus:
-        return 1.0
-    per_gpu = -(-members // int(max(gpus, 1)))  # ceil
-    return 1.0 / per_gpu
-
-
 def train_members(
     spec: dict[str, Any],
     splits: Splits,
@@ -179,20 +168,34 @@ def train_members(
 
     `address`: "local" starts a private local Ray when none is running in this process (and
     shuts it down afterwards), "auto" or "host:port" joins a running cluster. Each task asks
-    for `gpu_fraction` GPUs when the cluster has GPUs (default: `gpu_fraction_for`), else 1 CPU.
+    for `gpu_fraction` GPUs and 1 CPU (`member_fraction`: what was declared, never what the
+    cluster has at this moment, so members wait for an autoscaler's GPU node).
     """
     from raydistill.core.cluster import ray_session
+    from raydistill.core.resources import check_gpu_request, task_options
 
     with ray_session(address, num_cpus) as ray:
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        frac = gpu_fraction_for(len(configs), gpus) if gpu_fraction is None else gpu_fraction
-        opts = {"num_gpus": frac, "num_cpus": 1} if frac > 0 else {"num_cpus": 1}
-        task = ray.remote(max_retries=0, **opts)(train_member)
+        frac = member_fraction(len(configs), gpu_fraction, address, ray)
+        check_gpu_request(frac, address, "--gpu-fraction")
+        task = ray.remote(max_retries=0, **task_options(frac))(train_member)
         data_ref = ray.put(splits)  # once: every member reads the same object-store copy
         queue = _progress_queue()
         refs = [task.remote(spec, data_ref, c.to_dict(), queue) for c in configs]
         _show_progress(ray, refs, queue, sum(c.max_epochs for c in configs))
         return ray.get(refs)
+
+
+def member_fraction(members: int, declared: float | None, address: str, ray: Any) -> float:
+    """GPUs per member task: the declared fraction; undeclared, a local Ray's GPUs (this
+    machine's: fixed) shared by the members (`resources.member_gpus`), and 0 on a joined
+    cluster (declare them: an autoscaling cluster may have no GPU node yet)."""
+    from raydistill.core.resources import check_gpus, is_local, member_gpus
+
+    if declared is not None:
+        return check_gpus(declared, "--gpu-fraction")
+    if not is_local(address):
+        return 0.0
+    return member_gpus(members, float(ray.cluster_resources().get("GPU", 0.0)))
 
 
 def _progress_queue() -> Any:
@@ -256,20 +259,24 @@ def teach(
     seeds = [seed + i for i in range(members)]
     configs = [member_config(family, epochs, s, **(train or {})) for s in seeds]
     from raydistill.core.cluster import ray_session
+    from raydistill.core.resources import gpus_in_use
     from raydistill.training.config import make_preprocess
 
     t0 = time.perf_counter()
-    with ray_session(address, num_cpus):  # one session: the evaluation shards use its GPUs
+    with ray_session(address, num_cpus) as ray:  # one session: the evaluation shards use it
+        frac = member_fraction(members, gpu_fraction, address, ray)
         results = train_members(
-            spec, splits, configs, address=address, num_cpus=num_cpus, gpu_fraction=gpu_fraction
+            spec, splits, configs, address=address, num_cpus=num_cpus, gpu_fraction=frac
         )
         wall = time.perf_counter() - t0
         preprocess = make_preprocess(configs[0].preprocess, splits)
         ensemble = make_ensemble(spec, [r["weights"] for r in results], preprocess)
+        ensemble.gpus = gpus_in_use(members, frac)  # its evaluation: on the members' GPUs
         per_member, overall = evaluate_members(ensemble, splits)
     ensemble.manifest = save_ensemble(
         out, ensemble, results, per_member, overall, configs=configs, seeds=seeds,
-        splits=splits, wall_s=wall, extra_config={"address": address, "data": data_source, "split": dict(split or {})},
+        splits=splits, wall_s=wall, extra_config={"address": address, "data": data_source, "split": dict(split or {}),
+                      "gpu_fraction": frac, "gpus": ensemble.gpus},
     )  # fmt: skip
     log(format_table(ensemble.manifest))
     return ensemble

@@ -22,8 +22,9 @@ from ray import tune
 from raydistill.core.cluster import ray_session
 from raydistill.core.env import scoped_env
 from raydistill.core.errors import UserError
+from raydistill.core.resources import check_gpu_request, least_request, pending_cap
 from raydistill.core.results import DONE
-from raydistill.core.storage import probe
+from raydistill.core.storage import check_shared, probe
 from raydistill.search import spaces as sp
 from raydistill.search.cells import (
     CellScheduler,
@@ -34,7 +35,6 @@ from raydistill.search.cells import (
     trial_name,
 )
 from raydistill.search.progress import SearchProgress
-from raydistill.search.resources import check_gpus, pending_cap
 from raydistill.search.settings import (
     ALLOCATION_DIR,
     METRIC,
@@ -53,7 +53,7 @@ from raydistill.search.settings import (
     run_total,
     storage_path,
 )
-from raydistill.search.sizing import gpu_request, trial_resources
+from raydistill.search.sizing import resident_bytes, trial_resources
 from raydistill.search.table import load_trials, summarize, write_outputs
 from raydistill.search.trainable import train_trial
 from raydistill.students import data_spec_keys
@@ -80,6 +80,7 @@ def run_search(
     anything runs. Raises `SearchInterrupted` if stopped before all trials finished."""
     s = settings
     check_choices(s.searcher, s.scheduler, s.wandb, s.trials, s.gpus_per_trial, s.cpus_per_trial)
+    check_shared(s.storage, s.address)  # a multi-node run on a local path: refused before anything
     data = data if data is not None else s.data
     transfer = transfer if transfer is not None else s.transfer
     budgets = parse_budget_list(s.budgets)
@@ -207,7 +208,8 @@ def _execute(
     run = settings.runs[-1]
     probe(settings.storage)
     with ray_session(settings.address), _tune_env(settings, run):
-        check_gpus(gpu_request(settings.gpus_per_trial), settings.address)
+        check_gpu_request(least_request(settings.gpus_per_trial), settings.address,
+                          "--gpus-per-trial")  # fmt: skip
         trainable = _trainable(settings, splits, ts)
         path = settings.run_path(run)
         if restore and tune.Tuner.can_restore(path):
@@ -292,7 +294,8 @@ def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:
     """train_trial with the arrays in the object store (once) and the trial's resources."""
     fn = tune.with_parameters(train_trial, data=splits, transfer=ts,
                               tracker_factory=make_tracker)  # fmt: skip
-    res = trial_resources(settings.gpus_per_trial, settings.cpus_per_trial, data_spec_keys(splits))
+    res = trial_resources(settings.gpus_per_trial, settings.cpus_per_trial, data_spec_keys(splits),
+                          settings.gpu_memory_gib, resident_bytes(splits))  # fmt: skip
     return tune.with_resources(fn, res)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text
+from raydistill.core.resources import check_gpus
 from raydistill.core.storage import join as join_storage
 from raydistill.core.storage import resolve as resolve_storage
 from raydistill.core.vocab import (
@@ -65,6 +66,8 @@ class SearchSettings:
     scheduler: SchedulerName = "none"
     gpus_per_trial: float | str = 0.0  # a share of one GPU, or "auto" (raydistill.search.sizing)
     cpus_per_trial: float = 1.0
+    # GPU memory of the node type trials run on (GiB; None: 80), for --gpus-per-trial auto
+    gpu_memory_gib: float | None = None
     address: str = "local"
     max_epochs: int | None = None
     seed: int = 0
@@ -152,7 +155,8 @@ def check_choices(
         raise UserError(f"--trials {trials}: need at least 1 trial per cell")
     if parse_gpus(gpus) == "auto" and cpus > 0:
         return
-    if float(gpus) < 0 or cpus <= 0:
+    check_gpus(float(gpus), "--gpus-per-trial")
+    if cpus <= 0:
         raise UserError(
             f"--gpus-per-trial {gpus} / --cpus-per-trial {cpus}: need gpus ≥ 0, cpus > 0"
         )

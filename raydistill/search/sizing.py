@@ -1,4 +1,5 @@
-"""A trial's GPU share sized to its student (`--gpus-per-trial auto`).
+"""A trial's GPU share sized to its student (`--gpus-per-trial auto`); the rule itself is
+`raydistill.core.resources.share_for` (the project's one resource policy), this module measures.
 
 A student is measured on the meta device (no memory, no compute): its parameters, the
 activations its forward pass produces per image (the leaf modules' outputs) and its forward
@@ -6,13 +7,12 @@ FLOPs per image (`torch.utils.flop_counter`). One training step at batch B then 
 
     memory  = 4 copies of the parameters (weights, gradients, momentum, best weights) × 4 B
               + activations × B × 4 B × 2 (kept for backward, and their gradients)
+              + the splits the trial keeps on the GPU (raw images, bytes)
+              + a CUDA context (`resources.CUDA_CONTEXT_BYTES`)
     compute = 3 × forward FLOPs × B (forward + backward)
 
-and the share of one GPU is clamp(max(memory / GPU memory, compute / REF_STEP_FLOPS),
-1/16, 1), rounded up to a power-of-two fraction (1/16, 1/8, 1/4, 1/2, 1), so Ray packs whole
-numbers of trials per GPU. REF_STEP_FLOPS is a step that keeps one H100-class GPU busy on its
-own: 2e12 FLOPs, ~10 ms at 200 TFLOP/s (bf16). Below a sixteenth of that a step is bound by
-kernel launches and the Python loop, not by the GPU, so sixteen such trials share it.
+measured against the GPU memory of the node type the trials run on (declared: the scale's
+`search.gpu_memory_gib` or `--gpu-memory`; default 80 GiB), never the driver's GPU.
 
 At batch 128 on CIFAR shapes: a 1M CNN (depth 2, 1.6e8 FLOPs/image) gets 1/16, a 31.6M CNN
 (depth 2, 4.7e9 FLOPs/image) a whole GPU, MLPs up to 31.6M 1/16.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-REF_STEP_FLOPS = 2e12
-GPU_MEMORY_BYTES = 80 * 2**30  # H100-class, used when no GPU is visible to measure
-MIN_SHARE, MAX_SHARE = 1 / 16, 1.0
+from raydistill.core.resources import check_gpus, share_for
+
 DEFAULT_BATCH = 128  # TrainConfig.batch_size's default
 
 
@@ -82,26 +80,24 @@ def _measure(spec_json: str) -> StudentSize:
     return StudentSize(params=params, activations=acts[0], flops=float(flops.get_total_flops()))
 
 
-def gpu_memory_bytes() -> float:
-    """Memory of the visible GPU 0, or GPU_MEMORY_BYTES when none is visible (the driver)."""
-    if torch.cuda.is_available():
-        return float(torch.cuda.get_device_properties(0).total_memory)
-    return float(GPU_MEMORY_BYTES)
-
-
 def gpu_share(
-    spec: Mapping[str, Any], batch: int = DEFAULT_BATCH, gpu_memory: float | None = None
+    spec: Mapping[str, Any],
+    batch: int = DEFAULT_BATCH,
+    gpu_memory_gib: float | None = None,
+    resident_bytes: float = 0.0,
 ) -> float:
-    """The power-of-two fraction of one GPU a trial training `spec` at `batch` gets."""
+    """The power-of-two fraction of one GPU a task training `spec` at `batch` gets, on a node
+    type with `gpu_memory_gib` per GPU, keeping `resident_bytes` of data on the GPU."""
     size = measure(spec)
-    mem = gpu_memory if gpu_memory is not None else gpu_memory_bytes()
-    need = max(size.memory_bytes(batch) / mem, size.step_flops(batch) / REF_STEP_FLOPS)
-    need = min(max(need, MIN_SHARE), MAX_SHARE)
-    return float(2.0 ** math.ceil(math.log2(need)))
+    memory = size.memory_bytes(batch) + float(resident_bytes)
+    return share_for(memory, size.step_flops(batch), gpu_memory_gib)
 
 
 def trial_share(
-    config: Mapping[str, Any], data_keys: Mapping[str, Any], gpu_memory: float | None = None
+    config: Mapping[str, Any],
+    data_keys: Mapping[str, Any],
+    gpu_memory_gib: float | None = None,
+    resident_bytes: float = 0.0,
 ) -> float:
     """`gpu_share` of a search trial's config (its cell's student at its batch size);
     `data_keys`: the dataset's spec keys (`students.data_spec_keys(splits)`)."""
@@ -111,25 +107,39 @@ def trial_share(
     sol = solve_budget(config["family"], int(config["depth"]), int(config["budget"]),
                        s["ratios"], **s["spec"], **data_keys)  # fmt: skip
     batch = int(s.get("train", {}).get("batch_size", DEFAULT_BATCH))
-    return gpu_share({**sol.spec, **data_keys}, batch, gpu_memory)
+    return gpu_share({**sol.spec, **data_keys}, batch, gpu_memory_gib, resident_bytes)
 
 
-def gpu_request(gpus_per_trial: float | str) -> float:
-    """The least GPU share a trial asks for: the number itself, or MIN_SHARE for "auto" (what
-    a node must hold at least, checked before a search starts)."""
-    return MIN_SHARE if gpus_per_trial == "auto" else float(gpus_per_trial)
+def resident_bytes(splits: Any) -> float:
+    """Bytes of the splits a training task keeps on its device (train, val, then test)."""
+    return float(sum(getattr(splits, k).nbytes for k in ("train_x", "val_x", "test_x")))
 
 
-def trial_resources(gpus_per_trial: float | str, cpus: float, data_keys: Mapping[str, Any]) -> Any:
+def task_share(
+    gpus: float | str, spec: Mapping[str, Any], batch: int,
+    gpu_memory_gib: float | None = None, resident: float = 0.0,
+) -> float:  # fmt: skip
+    """A training task's GPUs: the declared share, or for "auto" the student's `gpu_share`
+    (repeats and pruning fine-tunes use this: the share their search trial got)."""
+    if gpus == "auto":
+        return gpu_share(spec, batch, gpu_memory_gib, resident)
+    return check_gpus(gpus, "--gpus-per-trial")
+
+
+def trial_resources(
+    gpus_per_trial: float | str, cpus: float, data_keys: Mapping[str, Any],
+    gpu_memory_gib: float | None = None, resident: float = 0.0,
+) -> Any:  # fmt: skip
     """The `resources` of `tune.with_resources`: a fixed dict, or for "auto" a function of the
     trial's config giving a placement group with that trial's `trial_share` of a GPU."""
     if gpus_per_trial != "auto":
-        return {"cpu": cpus, "gpu": float(gpus_per_trial)}
+        return {"cpu": cpus, "gpu": check_gpus(gpus_per_trial, "--gpus-per-trial")}
     from ray import tune
 
     keys = dict(data_keys)
 
     def resources(config: dict[str, Any]) -> Any:
-        return tune.PlacementGroupFactory([{"CPU": cpus, "GPU": trial_share(config, keys)}])
+        share = trial_share(config, keys, gpu_memory_gib, resident)
+        return tune.PlacementGroupFactory([{"CPU": cpus, "GPU": share}])
 
     return resources

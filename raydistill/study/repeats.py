@@ -3,8 +3,10 @@
 The best trial of a search was picked *because* it scored well, so its own accuracy is biased
 upwards; the noise of a cell is measured by retraining its best configuration (spec and train
 config from the trials table, `raydistill.core.results`' rule) with seeds the search never used.
-Every (cell, seed) is one Ray task (1 CPU, or a GPU share when the cluster has GPUs), so the
-repeats spread over the cluster's workers; the dataset and the transfer set go into the object
+Every (cell, seed) is one Ray task asking for what its search trial asked for (1 CPU and the
+search's declared `--gpus-per-trial`, or for "auto" the student's sized share:
+`raydistill.core.resources`), so the repeats spread over the cluster's workers and wait for an
+autoscaler's GPU node rather than run on CPUs; the dataset and the transfer set go into the object
 store once. With `storage` (a URI or path, `raydistill.core.storage`) each task writes its row to
 `<storage>/repeats/<trial>-<seed>.json` and the driver reads it back from there; nothing is
 read from a worker's disk. Results: one row per run in
@@ -47,6 +49,7 @@ def run_job(
 ) -> dict[str, Any] | str:
     """Train one repeat (in a Ray task or in-process); plain data out, or with `storage` the
     URI of its row written there."""
+    from raydistill.core.device import gpu_ids
     from raydistill.training.config import TrainConfig
     from raydistill.training.loop import train_student
 
@@ -54,7 +57,8 @@ def run_job(
     res = train_student(job["spec"], splits, transfer, cfg)
     keep = ("row", "cell", "family", "depth", "budget", "twin", "trial_id", "seed")
     row = {**{k: job[k] for k in keep}, "status": res.status, "val_acc": res.best_val_acc,
-           "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s}  # fmt: skip
+           "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s,
+           "gpu_ids": ",".join(gpu_ids())}  # fmt: skip
     if storage is None:
         return row
     from raydistill.core.storage import join, write_bytes
@@ -79,19 +83,29 @@ def run_repeats(
     *,
     address: str = "local",
     storage: str | None = None,
+    gpus_per_trial: float | str = 0.0,
+    cpus_per_trial: float = 1.0,
+    gpu_memory_gib: float | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """Run every job as a Ray task; one row per job, in job order."""
+    """Run every job as a Ray task with its search trial's resources (see the module
+    docstring); one row per job, in job order."""
     if not jobs:
         return pd.DataFrame()
     from raydistill.core.cluster import ray_session
+    from raydistill.core.resources import check_gpu_request, least_request, task_options
+    from raydistill.search.sizing import resident_bytes, task_share
 
+    resident = resident_bytes(splits)
+    shares = [task_share(gpus_per_trial, j["spec"], int(j["train"].get("batch_size", 128)),
+                         gpu_memory_gib, resident) for j in jobs]  # fmt: skip
     with ray_session(address) as ray:
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        opts = {"num_cpus": 1, "num_gpus": 0.25} if gpus > 0 else {"num_cpus": 1}
-        task = ray.remote(max_retries=1, **opts)(run_job)
+        check_gpu_request(least_request(gpus_per_trial), address, "--gpus-per-trial")
+        task = ray.remote(max_retries=1)(run_job)
         data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
-        pending = {task.remote(j, data_ref, transfer_ref, storage): i for i, j in enumerate(jobs)}
+        pending = {task.options(**task_options(g, cpus_per_trial)).remote(
+                       j, data_ref, transfer_ref, storage): i
+                   for i, (j, g) in enumerate(zip(jobs, shares, strict=True))}  # fmt: skip
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -125,10 +139,12 @@ def repeat_seeds(
     *,
     address: str = "local",
     storage: str | None = None,
+    resources: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Run (or reuse, when `study/seeds.csv` has them) the repeats; writes seeds.csv and
-    repeats.csv into `study`; returns the per-cell summary."""
+    repeats.csv into `study`; returns the per-cell summary. `resources`: `run_repeats`'
+    gpus_per_trial / cpus_per_trial / gpu_memory_gib (the search's)."""
     from raydistill.core.manifest import atomic_write_text
 
     jobs = repeat_jobs(trials, seeds)
@@ -138,7 +154,18 @@ def repeat_seeds(
     have = set(zip(done["trial_id"], done["seed"], strict=True)) if len(done) else set()
     todo = [j for j in jobs if (j["trial_id"], j["seed"]) not in have]
     runs = pd.concat(
-        [done, run_repeats(todo, splits, transfer, address=address, storage=storage, log=log)]
+        [
+            done,
+            run_repeats(
+                todo,
+                splits,
+                transfer,
+                address=address,
+                storage=storage,
+                log=log,
+                **(resources or {}),
+            ),
+        ]
     )
     # Rows of a best trial that is no longer the best (a resumed search) are dropped.
     runs = runs[[k in wanted for k in zip(runs["trial_id"], runs["seed"], strict=True)]]

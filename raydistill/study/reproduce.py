@@ -122,21 +122,24 @@ def reproduce(
 
 
 def _check_cluster(storage: str | None, gpus_per_trial: float | str, address: str) -> str | None:
-    """Refuse, before the teachers, a storage that cannot be written or a GPU share no node
-    has; returns the storage as every node must see it (a path made absolute)."""
+    """Refuse, before the teachers, a storage that cannot be written or that other nodes
+    cannot reach, or a GPU share no node has; returns the storage as every node must see it
+    (a path made absolute)."""
+    from raydistill.core.storage import check_shared
+
+    check_shared(storage, address)
     if storage is not None:
         from raydistill.core.storage import probe, resolve
 
         storage = resolve(storage, ".")
         probe(storage)
-    from raydistill.search.sizing import gpu_request
+    from raydistill.core.resources import check_gpu_request, least_request
 
-    if gpu_request(gpus_per_trial) > 0:
+    if least_request(gpus_per_trial) > 0:
         from raydistill.core.cluster import ray_session
-        from raydistill.search.resources import check_gpus
 
         with ray_session(address):
-            check_gpus(gpu_request(gpus_per_trial), address)
+            check_gpu_request(least_request(gpus_per_trial), address, "search.gpus_per_trial")
     return storage
 
 
@@ -208,11 +211,22 @@ def _teacher(
     ens = teach(
         splits, t.family, t.members, t.epochs, where, widths=t.widths,
         width_scale=t.width_scale, spec_keys=t.spec, train=train, seed=d.seed, address=address,
-        data_source=source,
+        gpu_fraction=_member_gpus(sc, address), data_source=source,
         split={"val_size": d.val_size, "seed": d.seed, "train_subset": d.train_subset}, log=log,
     )  # fmt: skip
     track.teachers(ens.manifest)
     return ens
+
+
+def _member_gpus(sc: Scale, address: str) -> float | None:
+    """The teachers' declared GPUs per member (`TeacherSection.gpus_per_member`)."""
+    from raydistill.core.resources import is_local, least_request
+
+    if sc.teacher.gpus_per_member is not None:
+        return sc.teacher.gpus_per_member
+    if least_request(sc.search.gpus_per_trial) > 0 and not is_local(address):
+        return 1.0  # a GPU study on a cluster: whole GPUs, which an autoscaler adds
+    return None  # a local Ray: this machine's GPUs, shared by the members
 
 
 def _transfer(sc: Scale, splits: Any, ensemble: Any, path: Path, log, track: _Tracking) -> Path:
@@ -263,6 +277,7 @@ def _settings(
         searcher=s.searcher,
         scheduler=s.scheduler,
         gpus_per_trial=s.gpus_per_trial,
+        gpu_memory_gib=s.gpu_memory_gib,
         cpus_per_trial=s.cpus_per_trial,
         address=run["address"],
         max_epochs=s.max_epochs,
@@ -348,8 +363,14 @@ def _repeat(
     from raydistill.study.repeats import repeat_seeds
 
     ts = load_transfer_set(transfer, splits=splits)
+    s = sc.search
+    resources = {
+        "gpus_per_trial": s.gpus_per_trial,
+        "cpus_per_trial": s.cpus_per_trial,
+        "gpu_memory_gib": s.gpu_memory_gib,
+    }  # what the search trials asked for
     return repeat_seeds(study, load_results(study), splits, ts, sc.seeds, address=address,
-                        storage=storage, log=log)  # fmt: skip
+                        storage=storage, resources=resources, log=log)  # fmt: skip
 
 
 def _report(study: Path, repeats: pd.DataFrame, source: str) -> Any:

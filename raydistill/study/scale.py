@@ -42,6 +42,10 @@ class TeacherSection(_Section):
     widths: list[int] | None = None  # explicit widths (overrides width_scale)
     spec: dict[str, Any] = Field(default_factory=dict)  # other builder keys (head_pool, ...)
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig overrides of the recipe
+    # GPUs per member task (a share, or a whole number). None: 1 when the search uses GPUs on
+    # a cluster, this machine's GPUs shared by the members on a local Ray, else CPUs. The
+    # transfer-set labelling and the ensemble's evaluation run on the GPUs the members used.
+    gpus_per_member: float | None = Field(default=None, ge=0)
 
 
 class TransferSection(_Section):
@@ -64,6 +68,8 @@ def _gpus(value: Any) -> float | str:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError("valid: a share of one GPU ≥ 0, or 'auto'")
+    if value > 1 and not float(value).is_integer():
+        raise ValueError("a share above 1 must be a whole number of GPUs (Ray cannot split a task across GPUs)")  # fmt: skip
     return float(value)
 
 
@@ -83,6 +89,8 @@ class SearchSection(_Section):
     cpus_per_trial: float = Field(default=1, gt=0)
     # A share of one GPU, or "auto": each trial's share sized to its student (raydistill.search.sizing).
     gpus_per_trial: float | str = 0
+    # GPU memory (GiB) of the node type trials run on, for "auto" (default 80: H100-class).
+    gpu_memory_gib: float | None = Field(default=None, gt=0)
     max_concurrent: int | None = Field(default=None, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)  # epochs between a trial's checkpoints
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig entries for every space

@@ -43,7 +43,7 @@ from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_path
 from raydistill.data import AUG_KEYS, AugConfig
 from raydistill.data.replay import replay_batch
-from raydistill.distill.shards import gpu_workers, member_logits, view_logits
+from raydistill.distill.shards import member_logits, view_logits
 from raydistill.distill.transfer.aug import (
     aug_parts,
     check_aug,
@@ -147,6 +147,7 @@ def write_transfer_set(
     batch_size: int = 1000,
     device: str | torch.device | None = None,
     address: str | None = None,
+    gpus: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write `epochs` augmented epochs of the train split with the ensemble's logits to `path`
@@ -159,9 +160,10 @@ def write_transfer_set(
     augmentation (`ensemble_test_view_acc`); a warning says when it is well below the accuracy
     on the images (`view_gap`). A teacher made for other classes or image shapes is refused
     before anything is labelled (`check_fit`). `device` defaults to the
-    ensemble's (the members are moved there). The labelling runs on the GPU workers of a Ray
-    cluster (`raydistill.distill.shards`) when one with GPUs is running in this process, or is joined at
-    `address`, or at the cluster address the teachers were trained on (their manifest's)."""
+    ensemble's (the members are moved there). The labelling runs as `gpus` one-GPU Ray tasks
+    (`raydistill.distill.shards`; default: the GPUs the teachers were declared to use, their
+    manifest's) on the Ray session running in this process, else on the cluster at `address`,
+    else at the teachers' (their manifest's), else on a local Ray; with 0 in this process."""
     if epochs < 1:
         raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
     check_fit(ensemble, splits)
@@ -170,8 +172,10 @@ def write_transfer_set(
     dev = torch.device(device) if device is not None else ensemble.device
     if dev != ensemble.device:
         ensemble.members = [m.to(dev) for m in ensemble.members]
+    config = ensemble.manifest.get("config") or {}
+    ensemble.gpus = int(gpus if gpus is not None else config.get("gpus") or ensemble.gpus)
     with ExitStack() as stack:
-        _join_cluster(stack, ensemble, address, log)
+        _join_cluster(stack, ensemble, address or config.get("address"))
         meta = transfer_meta(ensemble, splits, epochs, seed, aug)
         # The ensemble's accuracy on the views it labels: on test images under the same
         # augmentation (how good the targets are on unseen data), then on the stored views.
@@ -214,26 +218,19 @@ def _shape(shape: Any) -> str:
     return "×".join(str(int(v)) for v in shape) if shape else "unknown"
 
 
-def _join_cluster(
-    stack: ExitStack, ensemble: Ensemble, address: str | None, log: Callable[[str], None] | None
-) -> None:
-    """Enter a Ray session for the sharded labelling when a cluster is named (see
-    `write_transfer_set`); a recorded cluster that is gone leaves the in-process path."""
-    if gpu_workers() > 0:
-        return  # Ray with GPUs is already up in this process
-    recorded = (ensemble.manifest.get("config") or {}).get("address")
-    target = address or (recorded if recorded not in (None, "", "local") else None)
-    if target is None:
+def _join_cluster(stack: ExitStack, ensemble: Ensemble, address: str | None) -> None:
+    """A Ray session for the labelling's GPU tasks when the ensemble is given GPUs and none is
+    running in this process; a request no node can hold is refused in one line."""
+    if ensemble.gpus < 1:
         return
-    from raydistill.core.cluster import ray_session
+    import ray
 
-    try:
-        stack.enter_context(ray_session(target))
-    except UserError as exc:
-        if address is not None:
-            raise
-        if log is not None:
-            log(f"   labelling in this process: {exc}")
+    from raydistill.core.cluster import ray_session
+    from raydistill.core.resources import check_gpu_request
+
+    if not ray.is_initialized():
+        stack.enter_context(ray_session(address or "local"))
+    check_gpu_request(1.0, address, "the transfer-set labelling (--gpus)")
 
 
 def _write(
