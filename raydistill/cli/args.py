@@ -142,8 +142,11 @@ def check_gpu_options(
     """A command's GPU options that this machine cannot serve, refused in one line before
     anything starts: a CUDA `device` where none is visible (on a cluster the device is the
     workers', not checked here) and `gpus` per task that a local Ray does not have."""
+    local = address in ("local", "", None)
+    if not ((local and device not in (None, "auto", "cpu")) or float(gpus or 0.0) > 0):
+        return  # nothing to check: no torch import for a refusal of something else
     from raydistill.core.device import check_device, check_local_gpus
 
-    if address in ("local", "", None):
+    if local:
         check_device(device)
     check_local_gpus(float(gpus or 0.0), address, flag)

@@ -121,8 +121,9 @@ def teach_check(args: argparse.Namespace) -> Outputs:
     args.spec_keys = A.parse_key_values(args.spec, "--spec")
     check_family(args.family, None, "teacher")
     A.check_data(args.data, args.cache_dir, args.download)
+    outputs = [(A.check_out(args.out), False)]
     A.check_gpu_options(address=args.address, gpus=args.gpu_fraction or 0.0, flag="--gpu-fraction")
-    return [(A.check_out(args.out), False)]
+    return outputs
 
 
 def teach_run(args: argparse.Namespace) -> int:
@@ -207,8 +208,8 @@ def transfer_check(args: argparse.Namespace) -> Outputs:
     if not (Path(args.teacher) / "manifest.json").is_file():
         raise UserError(f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
     A.check_data(args.data, args.cache_dir, args.download)
-    A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
     out = A.check_out(args.out, is_file=True)
+    A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
     if out.exists() and not args.force:
         raise UserError(
             f"--out {str(out)!r} already exists (replacing it discards its labelled views); "

@@ -208,15 +208,16 @@ def search_check(args: argparse.Namespace) -> Outputs:
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
     A.check_data(args.data, args.cache_dir, args.download)  # when given: a typo costs no torch
-    if not args.dry_run:
-        from raydistill.core.resources import least_request
-        from raydistill.core.storage import check_shared
+    if args.dry_run:
+        return []
+    outputs = [(A.check_out(args.out), False)]
+    from raydistill.core.resources import least_request
+    from raydistill.core.storage import check_shared
 
-        check_shared(args.storage, args.address)  # a multi-node run needs shared storage
-
-        A.check_gpu_options(device=args.device, address=args.address,
-                            gpus=least_request(args.gpus_per_trial), flag="--gpus-per-trial")  # fmt: skip
-    return [] if args.dry_run else [(A.check_out(args.out), False)]
+    check_shared(args.storage, args.address)  # a multi-node run needs shared storage
+    A.check_gpu_options(device=args.device, address=args.address,
+                        gpus=least_request(args.gpus_per_trial), flag="--gpus-per-trial")  # fmt: skip
+    return outputs
 
 
 def _check_continue(args: argparse.Namespace) -> Outputs:
