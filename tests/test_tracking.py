@@ -211,3 +211,28 @@ def test_summary_run_holds_tables_figure_and_best_models(tmp_path: Path, tiny_sp
     assert "best" in models[0]["aliases"]
     assert (d / "export" / "mlp-d1@12k" / "model.safetensors").is_file()
     assert log_summary(d, "off") is None
+
+
+def test_the_private_wandb_names_tracking_uses_are_still_there() -> None:
+    """tracking.tracker.wandb_internals is the one door to W&B's private names; this fails
+    (AttributeError / ImportError) when a wandb release moves or drops one of them."""
+    import wandb
+
+    from raydistill.tracking.tracker import PRIVATE_SETTINGS, wandb_internals
+
+    names = wandb_internals()
+    assert callable(names.read_netrc_auth) and names.Record().WhichOneof("record_type") is None
+    wandb.Settings(**{k: v for k, v in zip(PRIVATE_SETTINGS, (False, "a0", 1.0), strict=True)})
+    assert wandb.__version__.split(".")[0] == "0"  # pyproject: wandb <1
+
+
+def test_a_run_folder_that_cannot_be_made_is_a_warning(tmp_path: Path) -> None:
+    """A node where the W&B folder cannot be created: the trial goes on untracked, warned."""
+    from raydistill.tracking.tracker import NullTracker, make_tracker
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="not logged"):
+        tr = make_tracker("offline", root=blocker, experiment="e", cell="mlp-d1@1k",
+                          trial_id="t", config={})  # fmt: skip
+    assert isinstance(tr, NullTracker)

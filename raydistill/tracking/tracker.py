@@ -52,13 +52,35 @@ def has_api_key(host: str | None = None) -> bool:
         return True
     host = host or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
     try:
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-
+        read_netrc_auth = wandb_internals().read_netrc_auth
         return bool(read_netrc_auth(host=host))
     except ImportError:  # an older or newer wandb: read the netrc file ourselves
         return _stdlib_netrc_has(host)
     except Exception:  # a malformed netrc entry: no usable key
         return False
+
+
+# ---------------------------------------------------------------- W&B's private internals
+# The settings keys `_settings` passes (not public API: x_ fields may change in any release).
+PRIVATE_SETTINGS = ("x_save_requirements", "x_sync_dir_suffix", "x_transaction_log_flush_interval")
+
+
+def wandb_internals() -> Any:
+    """Every private W&B name tracking relies on, in one place (their test fails when a
+    wandb release changes them): the netrc reader, the transaction log's protobuf `Record`,
+    and the private settings keys (`PRIVATE_SETTINGS`). ImportError / AttributeError when
+    this wandb lacks one."""
+    from types import SimpleNamespace
+
+    import wandb
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    fields = getattr(wandb.Settings, "model_fields", {})
+    missing = [k for k in PRIVATE_SETTINGS if k not in fields]
+    if missing:
+        raise AttributeError(f"wandb {wandb.__version__} has no Settings.{missing[0]}")
+    return SimpleNamespace(read_netrc_auth=read_netrc_auth, Record=wandb_internal_pb2.Record)
 
 
 def _stdlib_netrc_has(host: str) -> bool:
@@ -292,7 +314,13 @@ def make_tracker(
         config = {**config, **config_of(context)}  # the context names the dataset
         group, tags = group or group_of(context), [*tags_of(context), *tags]
     root = Path(root).resolve()
-    (root / "wandb").mkdir(parents=True, exist_ok=True)
+    try:
+        (root / "wandb").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a node where the folder cannot be made: a warning, not a failed trial
+        warnings.warn(
+            f"W&B run of {cell}/{trial_id} not logged: {root / 'wandb'}: {exc}", stacklevel=2
+        )
+        return NullTracker()
     rid = run_id(experiment, cell, trial_id)
     kwargs = {
         "project": project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
@@ -338,14 +366,13 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 def iter_records(path: str | Path) -> Iterator[Any]:
     """The protobuf `Record`s of a `.wandb` transaction log, CRC-checked."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
+    record = wandb_internals().Record
     data = Path(path).read_bytes()
     ident, magic, _version = struct.unpack("<4sHB", data[:7])
     if ident != b":W&B" or magic != 0xBEE1:
         raise UserError(f"{path} is not a W&B transaction log (header {data[:7]!r})")
     for payload in _log_payloads(data, 7, path):
-        rec = pb.Record()
+        rec = record()
         rec.ParseFromString(payload)
         yield rec
 
