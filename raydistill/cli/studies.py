@@ -12,6 +12,7 @@ from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.pipeline import check_family, load_splits, prepare_data
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import pct
 from raydistill.core.vocab import Loss, WandbMode
 
 
@@ -153,8 +154,8 @@ def prune_run(args: argparse.Namespace) -> int:
     print(f"params        {result.params:,} (from {result.source_params:,})")
     print(f"params/budget {result.params / result.budget:.4f} of {result.budget:,}")
     if result.train:
-        print(f"val/acc       {_pct(row['val/acc'])} (best epoch {row['best_epoch']})")
-        print(f"test/acc      {_pct(row['test/acc'])} (re-verified on the exported student)")
+        print(f"val/acc       {pct(row['val/acc'], '%')} (best epoch {row['best_epoch']})")
+        print(f"test/acc      {pct(row['test/acc'], '%')} (re-verified on the exported student)")
     if args.out:
         print(f"wrote {args.out}/: a student (load_student, spec.json, model.pt2), prune.json"
               + (", checkpoint/" if result.train else ""))  # fmt: skip
@@ -171,10 +172,6 @@ def _resolved(data: str | None) -> str | None:
         if data and Path(data).expanduser().exists()
         else data
     )
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 # ---------------------------------------------------------------- study sample-efficiency

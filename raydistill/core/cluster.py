@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 
 
 def init_ray(address: str = "local", num_cpus: int | None = None) -> bool:
@@ -30,7 +30,7 @@ def init_ray(address: str = "local", num_cpus: int | None = None) -> bool:
         ray.init(**kwargs)
     except ConnectionError as exc:
         raise UserError(
-            f"no Ray cluster at address {address!r} ({str(exc).splitlines()[0]}); "
+            f"no Ray cluster at address {address!r} ({first_line(exc)}); "
             "start one with `ray start --head` or use --address local"
         ) from None
     return True

@@ -15,3 +15,13 @@ class UserError(ValueError):
 
 class ExportError(UserError):
     """An exported student that cannot be loaded: missing, truncated, damaged or modified files."""
+
+
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (at most `limit` characters), or
+    its type's name when the message is empty: a library's multi-line error in a one-line
+    refusal or warning."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""

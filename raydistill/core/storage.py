@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -72,7 +72,7 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(location)
     except (OSError, ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise UserError(f"storage {location!r} is not usable: {_first_line(exc)}") from None
+        raise UserError(f"storage {location!r} is not usable: {first_line(exc)}") from None
 
 
 def with_scheme(base: str, fs_path: str) -> str:
@@ -101,7 +101,7 @@ def probe(location: str) -> None:
         fs.delete_file(marker)
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"storage {location!r} cannot be written: {_first_line(exc)} "
+            f"storage {location!r} cannot be written: {first_line(exc)} "
             "(check the URI, the endpoint (AWS_ENDPOINT_URL) and the credentials)"
         ) from None
 
@@ -143,7 +143,7 @@ def fetch(location: str, names: list[str] | tuple[str, ...], local_dir: str | Pa
             pafs.copy_files(src, str(dest / name), source_filesystem=fs,
                             destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
         except (OSError, ValueError) as exc:
-            raise UserError(f"{join(location, name)} cannot be read: {_first_line(exc)}") from None
+            raise UserError(f"{join(location, name)} cannot be read: {first_line(exc)}") from None
     return dest
 
 
@@ -180,8 +180,3 @@ def _has_files(fs: pafs.FileSystem, path: str) -> bool:
 
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))
     return any(i.type == pafs.FileType.File for i in infos)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(exc).__name__

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 
 
 def decode_images(blobs: Sequence[bytes], where: str) -> np.ndarray:
@@ -69,9 +69,7 @@ def _decode_jpegs(blobs: list[bytes], where: str) -> list[np.ndarray]:
     try:
         images = decode_jpeg(tensors, mode=ImageReadMode.UNCHANGED)  # grayscale stays 1 channel
     except RuntimeError as e:
-        raise UserError(
-            f"{where}: a JPEG could not be decoded ({str(e).splitlines()[0]})"
-        ) from None
+        raise UserError(f"{where}: a JPEG could not be decoded ({first_line(e)})") from None
     # CMYK and other >3-channel JPEGs are rare: decode just those again as RGB
     odd = [i for i, img in enumerate(images) if img.shape[0] not in (1, 3)]
     for i in odd:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from torch import nn
 from raydistill import __version__
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_dir, atomic_write_text, sha256_file
+from raydistill.core.numbers import finite
 from raydistill.export.fetch import data_source, fetched_checkpoint, resolve_splits
 from raydistill.export.inference import (
     RawImageStudent,
@@ -248,7 +248,7 @@ def write_student(
     inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
     reference = wrap(rebuild(meta["spec"], state, where or directory), inputs)
     params = sum(p.numel() for p in reference.parameters())
-    recorded = _num(row.get("params"))
+    recorded = finite(row.get("params"))
     if recorded is not None and int(recorded) != params:
         raise UserError(
             f"{row.get('checkpoint')}: the checkpoint's model has {params} parameters, the results table says {int(recorded)}"
@@ -260,7 +260,7 @@ def write_student(
     spec_json["verification"] = check
     atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
     return ExportResult(
-        export_name(row), tmp, params, _num(row.get("val/acc")), check["test_acc"],
+        export_name(row), tmp, params, finite(row.get("val/acc")), check["test_acc"],
         check["test_verified"], check["note"],
     )  # fmt: skip
 
@@ -297,13 +297,6 @@ def _input_dtype(splits: Splits | None, manifest: Mapping[str, Any]) -> str:
     return "float32" if source.startswith("synthetic-sep") else "uint8"
 
 
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
 def _write_files(
     tmp: Path, model: RawImageStudent, inputs: dict[str, Any], meta: Mapping[str, Any],
     row: Mapping[str, Any], manifest: Mapping[str, Any], onnx: bool,
@@ -335,9 +328,9 @@ def _spec_json(
     manifest: Mapping[str, Any], files: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     cfg = meta.get("config") or {}
-    metrics = {k: _num(row.get(k)) for k in ("val/acc", "val/loss", "test/acc") if k in row}
+    metrics = {k: finite(row.get(k)) for k in ("val/acc", "val/loss", "test/acc") if k in row}
     metrics.update(
-        {k: int(row[k]) for k in ("epochs", "best_epoch") if _num(row.get(k)) is not None}
+        {k: int(row[k]) for k in ("epochs", "best_epoch") if finite(row.get(k)) is not None}
     )
     return {
         "format": FORMAT,
@@ -401,7 +394,7 @@ def _self_check(
             f"export of {row['cell']} failed its check: logits differ by {max(diff, prog):.3g} > {LOGITS_ATOL}"
         )
     out = {"logits_max_abs_diff": diff, "program_max_abs_diff": prog, "test_acc": None,
-           "test_acc_recorded": _num(row.get("test/acc")), "test_verified": False}  # fmt: skip
+           "test_acc_recorded": finite(row.get("test/acc")), "test_verified": False}  # fmt: skip
     if splits is None:
         out["note"] = f"test accuracy not re-verified: {no_data_reason}"
         return out

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raydistill.core.errors import ExportError, UserError
+from raydistill.core.errors import ExportError, UserError, first_line
 from raydistill.core.manifest import sha256_file
 from raydistill.data.batches import Preprocess, to_float
 
@@ -187,6 +187,6 @@ def rebuild(spec: Mapping[str, Any], state: dict[str, torch.Tensor], where: Path
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise ExportError(f"{where}: weights do not fit the spec {dict(spec)}: {first}") from exc
     return model.eval()

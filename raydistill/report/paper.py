@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from raydistill.core.errors import UserError
-from raydistill.report.tables import HARD, _pct, row_order
+from raydistill.core.numbers import pct
+from raydistill.report.tables import HARD, row_order
 from raydistill.students.budget import parse_budget
 
 PAPER_TABLE = Path(__file__).resolve().parent / "urban2017.yaml"  # with its source
@@ -74,7 +75,7 @@ def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:
         pub = [paper["rows"].get(row, {}).get(b) for b in paper_budgets]
         mine = [ours.get(row, {}).get(b) for b in ours_budgets]
         cells = [f"{float(v):.2f}" if v is not None else "–" for v in pub]
-        cells += [_pct(v) if v is not None else "–" for v in mine]
+        cells += [pct(v) for v in mine]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if paper.get("teacher") is not None:
         lines += ["", f"Teacher ensemble: paper {float(paper['teacher']):.2f} %."]

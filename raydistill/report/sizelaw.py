@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from raydistill.core.numbers import pct
+
 PI_Z = 1.96  # ± standard deviations of a prediction interval (≈ 95 %)
 MIN_SE = 0.002  # an error bar below 0.2 points (a cell with one seed, or equal seeds) is unknown
 COLUMNS = ("row", "family", "depth", "twin", "budget", "mean", "sd", "se")
@@ -204,10 +206,6 @@ def _family_exponent_law(pts: pd.DataFrame, only: pd.Series) -> tuple[SizeLaw | 
 
 
 # ---------------------------------------------------------------- Markdown
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
 def law_markdown(
     pts: pd.DataFrame, *, kind: str = "params", paper: dict | None = None, source: str = "seeds"
 ) -> str:
@@ -232,14 +230,14 @@ def law_markdown(
               "|---|---|---|---|---|---|"]  # fmt: skip
     for row, law in laws.items():
         acc, lo, hi = law.predict(nxt)
-        lines.append(f"| {row} | {law.kind} | {law.b:.2f} | {_pct(law.c)} | {_pct(acc)} | "
-                     f"{_pct(lo)}–{_pct(hi)} |")  # fmt: skip
+        lines.append(f"| {row} | {law.kind} | {law.b:.2f} | {pct(law.c)} | {pct(acc)} | "
+                     f"{pct(lo)}–{pct(hi)} |")  # fmt: skip
     lines += ["", "### Leave-largest-out: each row's largest budget predicted from its others",
               "", "| model | budget | measured (%) | predicted (%) | interval (%) | error (points) "
               "| std (points) | from |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for lo_ in leave_largest_out(pts):
-        lines.append(f"| {lo_.row} | {format_budget(int(lo_.budget))} | {_pct(lo_.measured)} | "
-                     f"{_pct(lo_.predicted)} | {_pct(lo_.low)}–{_pct(lo_.high)} | "
+        lines.append(f"| {lo_.row} | {format_budget(int(lo_.budget))} | {pct(lo_.measured)} | "
+                     f"{pct(lo_.predicted)} | {pct(lo_.low)}–{pct(lo_.high)} | "
                      f"{lo_.error_points:+.2f} | {100 * lo_.sd:.2f} | {lo_.how} |")  # fmt: skip
     if paper is not None and kind == "params":
         lines += ["", *paper_lines(laws, paper)]
@@ -259,6 +257,6 @@ def paper_lines(laws: dict[str, SizeLaw], paper: dict) -> list[str]:
             acc, lo, hi = law.predict(float(parse_budget(budget)))
             pub = float(value) / 100.0
             where = "inside" if lo <= pub <= hi else "above" if pub > hi else "below"
-            lines.append(f"| {row} | {budget} | {float(value):.2f} | {_pct(acc)} | "
-                         f"{_pct(lo)}–{_pct(hi)} | {where} |")  # fmt: skip
+            lines.append(f"| {row} | {budget} | {float(value):.2f} | {pct(acc)} | "
+                         f"{pct(lo)}–{pct(hi)} | {where} |")  # fmt: skip
     return lines if len(lines) > 4 else [*lines[:2], "No row of the paper's table was fitted."]

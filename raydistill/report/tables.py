@@ -7,7 +7,6 @@ The package docstring (`raydistill.report`) says which files these become.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import optional_int, pct
 from raydistill.core.results import rank
 from raydistill.core.vocab import STATUSES
 from raydistill.students.budget import format_budget
@@ -119,17 +119,13 @@ _ACC_COLS = ("top_k", "mean_test_acc", "sd_test_acc", "best_test_acc", "kth_test
 def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
     # `top` is sorted by validation accuracy, best first: rank 1 is the paper's "best",
     # the last row the k-th best (the lower edge of Figure 1's band).
-    params = _int_or_none(top["params"].iloc[0]) if "params" in top else None
+    params = optional_int(top["params"].iloc[0]) if "params" in top else None
     return (
         key[0], int(key[1]), len(top), float(top["test/acc"].mean()),
         float(top["test/acc"].std()) if len(top) > 1 else 0.0, float(top["test/acc"].iloc[0]),
         float(top["test/acc"].iloc[-1]), float(top["val/acc"].iloc[0]), str(top["trial_id"].iloc[0]),
         params,
     )  # fmt: skip
-
-
-def _int_or_none(v: Any) -> int | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
 
 
 def best_configs(df: pd.DataFrame) -> pd.DataFrame:
@@ -145,10 +141,6 @@ def best_configs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- Table 2
-def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
 def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFrame:
     """Wide Table 2: row labels x budget labels, "mean (best) n=k" in percent (k trials)."""
     budgets = sorted(stats["budget"].unique())
@@ -159,12 +151,12 @@ def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFram
         col = format_budget(int(r.budget))
         if r.top_k:
             table.loc[r.row, col] = (
-                f"{_pct(r.mean_test_acc)} ({_pct(r.best_test_acc)}) n={int(r.top_k)}"
+                f"{pct(r.mean_test_acc)} ({pct(r.best_test_acc)}) n={int(r.top_k)}"
             )
         else:
             table.loc[r.row, col] = "–"
     if teacher:
-        table.loc["teacher ensemble"] = _pct(teacher["test_acc"])
+        table.loc["teacher ensemble"] = pct(teacher["test_acc"])
     table.index.name = "model"
     return table
 
@@ -289,8 +281,8 @@ def allocation_markdown(directory: str | Path) -> str:
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for cid, c in sorted(cells.items()):
             note = c.get("note") or ("–" if not c.get("warm_from") else "waiting")
-            lines.append(f"| {cid} | {c['trials']} | {c['state']} | {_pct(c.get('best'))} | "
-                         f"{_pct(c.get('optimistic'))} | {_pct(c.get('front'))} | {note} |")  # fmt: skip
+            lines.append(f"| {cid} | {c['trials']} | {c['state']} | {pct(c.get('best'))} | "
+                         f"{pct(c.get('optimistic'))} | {pct(c.get('front'))} | {note} |")  # fmt: skip
         lines.append("")
     if not lines:
         return ""

@@ -40,6 +40,7 @@ import pandas as pd
 
 from raydistill.core import results
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import finite
 
 ROUNDS = 3  # a cell's --trials go out in about this many rounds
 Z_OPT = 2.0  # standard deviations above a cell's best: its optimistic reach
@@ -159,7 +160,7 @@ def record(
     status = "error" if error or not r else str(r.get("status", "error"))
     pruned = status == "running"  # ended while still running: stopped by ASHA
     return {"trial_id": trial_id, "status": "stopped" if pruned else status, "pruned": pruned,
-            "val/acc": _num(r.get("best/val/acc")), "test/acc": _num(r.get("test/acc"))}  # fmt: skip
+            "val/acc": finite(r.get("best/val/acc")), "test/acc": finite(r.get("test/acc"))}  # fmt: skip
 
 
 def scores(rows: Sequence[Mapping]) -> tuple[float, ...]:
@@ -176,11 +177,3 @@ def best_trials(rows: Sequence[Mapping], k: int) -> list[str]:
         return []
     frame = pd.DataFrame(list(rows)).assign(cell="c")
     return results.rank(frame)["trial_id"].head(k).tolist()
-
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

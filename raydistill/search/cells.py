@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raydistill.core.manifest import atomic_write_text
+from raydistill.core.numbers import finite
 from raydistill.search import allocation as al
 from raydistill.search import spaces as sp
 from raydistill.search.settings import METRIC, MODE
@@ -204,8 +205,8 @@ class CellSearcher(Searcher):
                      else "frozen" if st.frozen else "waiting" if not st.started else "open")  # fmt: skip
             cells[v.id] = {
                 "trials": v.given, "ended": v.ended, "quota": quota[v.id], "state": state,
-                "best": _finite(v.best), "optimistic": _finite(opt[v.id]),
-                "front": _finite(al.front(views, v)), "warm_from": self._pred.get(v.id),
+                "best": finite(v.best), "optimistic": finite(opt[v.id]),
+                "front": finite(al.front(views, v)), "warm_from": self._pred.get(v.id),
                 "seeds": list(st.seeds), "note": st.note,
             }  # fmt: skip
         return {"allocate": self._allocate, "warm_start": bool(self._pred),
@@ -342,7 +343,3 @@ def _fit_points(
     paired = zip(points, rewards if rewards is not None else [None] * len(points), strict=True)
     kept = [({k: p[k] for k in dists}, r) for p, r in paired if set(dists) <= set(p)]
     return [p for p, _ in kept], [r for _, r in kept] if rewards is not None else None
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from ray import tune
 from raydistill.core import results
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_path, atomic_write_text, build_manifest, write_manifest
+from raydistill.core.numbers import finite, optional_int
 from raydistill.core.storage import join, upload, with_scheme
 from raydistill.search.settings import (
     ALLOCATION_DIR,
@@ -93,13 +93,13 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
         "spec": json.dumps(spec) if spec else None,
         "widths": list(spec["widths"]) if spec else None, "params": last.get("params"),
         "params/budget": last.get("params/budget"),
-        "val/acc": _num(last.get("best/val/acc")), "val/loss": best.get("val/loss"),
-        "test/acc": _num(last.get("test/acc")), "epochs": last.get("epoch"),
-        "best_epoch": best.get("epoch"), "wall_s": _num(last.get("time_total_s")),
+        "val/acc": finite(last.get("best/val/acc")), "val/loss": best.get("val/loss"),
+        "test/acc": finite(last.get("test/acc")), "epochs": last.get("epoch"),
+        "best_epoch": best.get("epoch"), "wall_s": finite(last.get("time_total_s")),
         "checkpoint": _checkpoint_uri(settings, trial),
         "seed": settings.seed, "loss": cfg.get("settings", {}).get("train", {}).get("loss"),
         "train": json.dumps(trial_train_config(cfg).to_dict()) if "settings" in cfg else None,
-        "started_at": _num(last.get("started_at")), "ended_at": _num(last.get("reported_at")),
+        "started_at": finite(last.get("started_at")), "ended_at": finite(last.get("reported_at")),
         "gpu_ids": last.get("gpu_ids"), "error": _error_text(trial),
         "pruned": _pruned(trial, last), "failures": _failures(settings, run, trial),
     }  # fmt: skip
@@ -149,15 +149,7 @@ def _best_epoch(history: Any) -> dict[str, Any]:
         return {}
     i = int(np.nanargmax(acc))
     loss = history["val/loss"].iloc[i] if "val/loss" in history else None
-    return {"epoch": int(history["epoch"].iloc[i]), "val/loss": _num(loss)}
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    return {"epoch": int(history["epoch"].iloc[i]), "val/loss": finite(loss)}
 
 
 def _error_text(trial: Any) -> str | None:
@@ -183,15 +175,11 @@ def _write_best(out: Path, frame: pd.DataFrame) -> None:
             "config": json.loads(row["config"]), "spec": json.loads(row["spec"]),
             "train": json.loads(row["train"]), "params": int(row["params"]),
             "params/budget": float(row["params/budget"]),
-            "metrics": {k: _num(row[k]) for k in ("val/acc", "val/loss", "test/acc", "wall_s")}
-            | {"epochs": int(row["epochs"]), "best_epoch": _int(row["best_epoch"])},
+            "metrics": {k: finite(row[k]) for k in ("val/acc", "val/loss", "test/acc", "wall_s")}
+            | {"epochs": int(row["epochs"]), "best_epoch": optional_int(row["best_epoch"])},
             "checkpoint": row["checkpoint"],
         }  # fmt: skip
         atomic_write_text(out / "best" / f"{cid}.json", json.dumps(best, indent=2) + "\n")
-
-
-def _int(v: Any) -> int | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
 
 
 def _write_manifest(settings: SearchSettings, frame: pd.DataFrame, splits: Any, ts: Any) -> None:

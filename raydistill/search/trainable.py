@@ -21,7 +21,6 @@ Ray is imported here and in `raydistill.search` only.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ import torch
 from ray import tune
 
 from raydistill.core.device import gpu_ids as visible_gpu_ids
+from raydistill.core.numbers import finite
 from raydistill.students import data_spec_keys
 from raydistill.students.budget import solve_budget
 from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
@@ -61,7 +61,7 @@ def objective(result: Mapping[str, Any] | None) -> float | None:
     if result.get("status") == "diverged":
         return 0.0
     value = result.get("best/val/acc", result.get("val/acc"))
-    return float(value) if _finite(value) else None
+    return finite(value)
 
 
 def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
 
     def report(metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
         m = dict(metrics)
-        if m.get("status") == "diverged" or not _finite(m.get("val/acc", 0.0)):
+        if m.get("status") == "diverged" or finite(m.get("val/acc", 0.0)) is None:
             # This epoch's weights are not finite: score it 0 so ASHA and the searcher see it.
             m["val/acc"] = 0.0
         m.update({"params": sol.params, "params/budget": sol.params / budget, "spec": spec_json,
@@ -178,7 +178,3 @@ def _node_id() -> str:
         return str(ray.get_runtime_context().get_node_id() or "")
     except Exception:  # not inside a Ray worker
         return ""
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import jsonable
 
 WIDTH_SPAN = 8.0
 _SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
@@ -68,11 +69,7 @@ def _count_json(spec_json: str) -> int:
 
 def count_params(spec: Mapping[str, Any]) -> int:
     """Exact number of parameters of the module a spec builds (built on the meta device)."""
-    return _count_json(json.dumps(_jsonable(spec), sort_keys=True))
-
-
-def _jsonable(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+    return _count_json(json.dumps(jsonable(spec), sort_keys=True))
 
 
 @dataclass(frozen=True)

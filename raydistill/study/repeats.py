@@ -17,7 +17,6 @@ read from a worker's disk. Results: one row per run in
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from raydistill.core import results
+from raydistill.core.numbers import pct
 
 SEED_OFFSET = 1000  # repeat k uses seed SEED_OFFSET + k: never a search trial's seed
 
@@ -112,12 +112,8 @@ def run_repeats(
             row = _row(ray.get(done[0]))
             rows[pending.pop(done[0])] = row
             log(f"   seed repeat {len(jobs) - len(pending)}/{len(jobs)}: {row['row']} @ "
-                f"{row['budget']:,} seed {row['seed']}: test {_pct(row['test_acc'])}")  # fmt: skip
+                f"{row['budget']:,} seed {row['seed']}: test {pct(row['test_acc'], '%')}")  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

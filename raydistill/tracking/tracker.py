@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import scalar
 from raydistill.core.vocab import STATUSES
 from raydistill.core.vocab import WANDB_MODES as MODES
 
@@ -217,7 +218,7 @@ class Tracker:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Queue the numeric entries of `metrics` as epoch `step` (1-based finished epochs)."""
-        row = {k: n for k, v in metrics.items() if (n := _number(v)) is not None}
+        row = {k: n for k, v in metrics.items() if (n := scalar(v)) is not None}
         row["epoch"] = int(step)
         self._queue.put(("log", row))
 
@@ -273,15 +274,6 @@ def _wait_for_exit_record(path: Path, timeout_s: float = 5.0) -> None:
         except UserError:  # a record half written: look again
             pass
         time.sleep(0.005)
-
-
-def _number(v: Any) -> int | float | None:
-    """v as a plain int/float when it is a number (or a 0-d numpy/torch scalar), else None."""
-    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
-        v = v.item()
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return v
-    return None
 
 
 def make_tracker(

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from raydistill.core.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,7 @@ class CompiledForward:
             return self.model(x)  # a genuine model error raises again here, eagerly
 
     def _fall_back(self, exc: BaseException) -> None:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc, 200)
         self._warn(f"torch.compile failed ({type(exc).__name__}: {first}); training eagerly")
         self.compiled = False
         self._fn = self.model

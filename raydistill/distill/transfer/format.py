@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 from raydistill.core.manifest import sha256_file
 from raydistill.data import AUG_KEYS, AugConfig
 from raydistill.data.splits import matching_flags, split_differences
@@ -152,8 +152,9 @@ def _open_parquet(path: Path):
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"transfer set {path} is corrupt ({msg}); write it again") from None
+        raise UserError(
+            f"transfer set {path} is corrupt ({first_line(exc)}); write it again"
+        ) from None
 
 
 def _read_meta(path: Path, pf) -> dict[str, Any]:
@@ -251,8 +252,9 @@ def _read_table(path: Path, pf):
     try:
         return pf.read()
     except (pa.ArrowException, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"transfer set {path} is corrupt ({msg}); write it again") from None
+        raise UserError(
+            f"transfer set {path} is corrupt ({first_line(exc)}); write it again"
+        ) from None
 
 
 def size_summary(path: str | Path) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 from raydistill.search.spaces.schema import (
     FIRST_RATIO,
     Param,
@@ -120,7 +120,7 @@ def read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise UserError(f"{path}{where}: invalid YAML: {problem}") from None
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from raydistill.core.errors import UserError
+from raydistill.core.errors import UserError, first_line
 from raydistill.core.validation import defaults_model, validate
 from raydistill.students.budget import min_params
 
@@ -283,8 +283,7 @@ def _check_spec_values(space: SearchSpace) -> None:
             try:
                 min_params(space.family, space.depths[0], **{**base, key: v})
             except Exception as exc:  # the builder's own error: bad value, wrong type
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise UserError(f"{space.source}: spec.{key}={v!r}: {msg}") from None
+                raise UserError(f"{space.source}: spec.{key}={v!r}: {first_line(exc)}") from None
 
 
 def _raw_section(section: Mapping[str, Param]) -> dict[str, Any]:

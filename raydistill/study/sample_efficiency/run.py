@@ -30,6 +30,7 @@ import pandas as pd
 
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text, build_manifest, write_manifest
+from raydistill.core.numbers import jsonable
 from raydistill.students.budget import format_budget, parse_budget
 from raydistill.study.sample_efficiency import fit
 
@@ -249,7 +250,7 @@ def log_wandb(out: Path, an: fit.Analysis, cfg: StudyConfig, mode: str) -> str |
 
     tracker = make_tracker(
         mode, root=out, experiment="sample-efficiency", cell="summary", trial_id="summary",
-        config=_jsonable(asdict(cfg)), tags=["sample-efficiency"], job_type="summary",
+        config=jsonable(asdict(cfg)), tags=["sample-efficiency"], job_type="summary",
     )  # fmt: skip
     run = getattr(tracker, "run", None)
     if run is None:
@@ -281,26 +282,15 @@ def write_report(
     an.curve.to_csv(out / "curves.csv", index=False)
     an.cross.to_csv(out / "n_star.csv", index=False)
     pd.DataFrame([f.to_dict() for f in an.findings]).to_csv(out / "findings.csv", index=False)
-    doc = {"config": _jsonable(asdict(cfg)), "target": cfg.target, "rule": fit.RULE,
+    doc = {"config": jsonable(asdict(cfg)), "target": cfg.target, "rule": fit.RULE,
            "fits": {k: asdict(v) for k, v in an.fits.items()}, "b_bootstrap_sd": an.b_sd,
            "b_bootstrap_ci95": an.b_ci, "wall_s": wall_s}  # fmt: skip
-    atomic_write_text(out / "fit.json", json.dumps(_jsonable(doc), indent=2) + "\n")
+    atomic_write_text(out / "fit.json", json.dumps(jsonable(doc), indent=2) + "\n")
     fit.figure(an, cfg.families, len(cfg.seeds), out / "sample_efficiency.png")
     report = atomic_write_text(out / "REPORT.md", markdown(an, cfg, wall_s))
     if wandb != "off":
         log_wandb(out, an, cfg, wandb)
     return report
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN → None, tuples → lists (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ------------------------------------------------------------------ entry
@@ -340,7 +330,7 @@ def sample_efficiency_study(
     wall_s = time.time() - t0
     report = write_report(root, results, cfg, wall_s=wall_s, wandb=wandb)
     manifest = build_manifest(
-        "sample-efficiency", _jsonable(asdict(cfg)), seeds=cfg.seeds,
+        "sample-efficiency", jsonable(asdict(cfg)), seeds=cfg.seeds,
         extra={"wall_s": wall_s, "cells": len(results), "report": report.name},
     )  # fmt: skip
     write_manifest(root, manifest)
