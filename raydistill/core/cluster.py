@@ -3,25 +3,33 @@
 `ray_session(address)` is a context manager: inside it Ray is up; it shuts Ray down on exit only
 if it started it (a caller that already runs Ray keeps it). `address` is "local" (a private
 local Ray on this machine, `num_cpus` of its cores), "auto" or "host:port" (join a running
-cluster). A missing cluster is a one-line UserError.
+cluster). `env_vars`: environment variables of every Ray worker this start-up starts (e.g.
+WANDB_MODE for W&B inside trials; a cluster already running keeps its own). A missing cluster
+is a one-line UserError.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from raydistill.core.errors import UserError, first_line
 
 
-def init_ray(address: str = "local", num_cpus: int | None = None) -> bool:
+def init_ray(
+    address: str = "local",
+    num_cpus: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> bool:
     """Connect to or start Ray unless it is already up; True when this call started it."""
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
     if address in ("local", "", None):
         kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)
     else:
@@ -37,11 +45,15 @@ def init_ray(address: str = "local", num_cpus: int | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(address: str = "local", num_cpus: int | None = None) -> Iterator[Any]:
+def ray_session(
+    address: str = "local",
+    num_cpus: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
     """Ray, up for the duration of the block (see the module docstring); yields the module."""
     import ray
 
-    started = init_ray(address, num_cpus)
+    started = init_ray(address, num_cpus, env_vars)
     try:
         yield ray
     finally:

@@ -13,7 +13,6 @@ rebuilds one from an export directory (spec.json + model.safetensors, no pickle)
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ class RawImageStudent(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = to_float(images)
-        x = per_image(x) if self.preprocess.mode == "per_image" else self.preprocess(x)
+        x = self.preprocess(x)
         if self.input_scale != 1.0:
             x = x * self.input_scale
         if self.channels_last:
@@ -63,16 +62,6 @@ class RawImageStudent(nn.Module):
             "input_scale": self.input_scale,
             "channels_last": self.channels_last,
         }
-
-
-def per_image(x: torch.Tensor) -> torch.Tensor:
-    """`Preprocess("per_image")` with the same operations in the same order, written without
-    `len(x)` (torch.export would fix the batch size to the example's) and without in-place ops.
-    The export's self-check compares its test accuracy with training's, so a drift would show."""
-    flat = x.flatten(1)
-    centred = flat - flat.mean(1, keepdim=True)
-    std = centred.square().mean(1, keepdim=True).sqrt()
-    return (centred / std.clamp(min=1.0 / math.sqrt(flat.shape[1]))).view_as(x)
 
 
 def wrap(

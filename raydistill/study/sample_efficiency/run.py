@@ -28,9 +28,11 @@ from typing import Any
 
 import pandas as pd
 
+from raydistill.core.cluster import ray_session
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text, build_manifest, write_manifest
 from raydistill.core.numbers import jsonable
+from raydistill.core.vocab import WANDB_MODES
 from raydistill.students.budget import format_budget, parse_budget
 from raydistill.study.sample_efficiency import fit
 
@@ -317,15 +319,17 @@ def sample_efficiency_study(
     `sizes`: image sides S (d = channels·S²); `ns`: training-set sizes; `seeds`: ≥ 1 (≥ 3 for
     error bars worth judging); `epochs`: epochs at large n (small n runs up to `min_samples`
     examples, ≤ 100 epochs); `families`: (CNN family, MLP family). Ray: the running instance,
-    else `ray.init(address)` for the study's length. Finished cells in OUT are reused.
+    else one started (`raydistill.core.cluster`) for the study's length. Finished cells in OUT are reused.
     """
     cfg = _config(sizes, ns, seeds, epochs, families, budget, target, channels, min_samples)
-    if wandb not in ("online", "offline", "off"):
-        raise UserError(f"--wandb {wandb!r} is invalid; valid: online, offline, off")
+    if wandb not in WANDB_MODES:
+        raise UserError(f"--wandb {wandb!r} is invalid; valid: {', '.join(WANDB_MODES)}")
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with _ray(address, wandb, num_cpus):
+    # Offline W&B inside trials needs WANDB_MODE in the workers' environment (shared notes).
+    env = {"WANDB_MODE": "offline"} if wandb == "offline" else None
+    with ray_session(address, num_cpus, env):
         results = run_grid(cfg, root, wandb=wandb, device=device, verbose=verbose)
     wall_s = time.time() - t0
     report = write_report(root, results, cfg, wall_s=wall_s, wandb=wandb)
@@ -358,31 +362,3 @@ def _config(
                        families=fams, channels=int(channels), budget=parse_budget(budget),
                        target=float(target), epochs=int(epochs),
                        min_samples=int(min_samples))  # fmt: skip
-
-
-class _ray:
-    """Use the running Ray, else start one (`address`) for the study and shut it down after."""
-
-    def __init__(self, address: str, wandb: str, num_cpus: int | None) -> None:
-        self.address, self.wandb, self.num_cpus, self.started = address, wandb, num_cpus, False
-
-    def __enter__(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            return
-        # Offline W&B inside trials needs WANDB_MODE in the workers' environment (shared notes).
-        env = {"WANDB_MODE": "offline"} if self.wandb == "offline" else {}
-        kw: dict[str, Any] = {"log_to_driver": False, "runtime_env": {"env_vars": env}}
-        if self.address in ("local", "", None):
-            kw.update(address="local", include_dashboard=False, num_cpus=self.num_cpus)
-        else:
-            kw.update(address=self.address)
-        ray.init(**kw)
-        self.started = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            import ray
-
-            ray.shutdown()
