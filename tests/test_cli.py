@@ -158,17 +158,46 @@ def test_refused_export_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
     assert "checkpoint" in capsys.readouterr().err and not out.exists()
 
 
-def test_every_data_command_takes_download_and_reproduce_takes_seed() -> None:
-    from raydistill.cli import parse
+DATA_COMMANDS = {  # the other options each needs to parse
+    "teach": ["--family", "vgg8", "--epochs", "1", "--out", "o"],
+    "transfer": ["--teacher", "t", "--epochs", "1", "--out", "o.parquet"],
+    "train": ["--family", "cnn", "--depth", "1", "--budget", "1M"],
+    "search": ["cnn", "--budgets", "1M"],
+    "prune": ["src", "--budget", "10k"],
+    "export": ["d", "--all", "--out", "o"],
+    "reproduce": [],
+}
 
-    for argv in (["teach", "--data", "cifar10", "--family", "vgg8", "--epochs", "1", "--out", "o"],
-                 ["transfer", "--teacher", "t", "--epochs", "1", "--out", "o.parquet"],
-                 ["train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "cifar10"],
-                 ["search", "cnn", "--budgets", "1M"], ["export", "d", "--all", "--out", "o"],
-                 ["reproduce"]):  # fmt: skip
-        assert parse([*argv, "--download"])[1]["download"] is True
+
+def test_every_command_that_takes_data_takes_the_one_data_group(tmp_path: Path) -> None:
+    """The data options are one group (cli.data_options), spelled as the README does, on the
+    command line and in --config; every command with --data is listed above."""
+    from raydistill.cli import COMMANDS, parse
+    from raydistill.cli.data_options import DataOptions, DataSource
+    from raydistill.cli.parser import option_groups
+
+    groups = {n: set(option_groups(c.fn).values()) for n, c in COMMANDS.items()}
+    takes = {n for n, g in groups.items() if any(issubclass(c, DataSource) for c in g)}
+    with_split = {n for n, g in groups.items() if DataOptions in g}
+    assert takes == set(DATA_COMMANDS) and with_split == takes - {"export", "reproduce"}
+    source = ["--data", "cifar10", "--cache-dir", "/c", "--download"]
+    split = ["--val-size", "5", "--split-seed", "1", "--train-subset", "100"]
+    cfg_source, cfg_split = tmp_path / "source.yaml", tmp_path / "split.yaml"
+    cfg_source.write_text("data: cifar10\ncache-dir: /c\ndownload: true\n")
+    cfg_split.write_text(cfg_source.read_text() + "val_size: 5\nsplit-seed: 1\ntrain_subset: 100\n")
+    for name, rest in DATA_COMMANDS.items():
+        typed = [*source, *(split if name in with_split else [])]
+        cfg = cfg_split if name in with_split else cfg_source
+        for argv in ([name, *rest, *typed], [name, *rest, "--config", str(cfg)]):
+            ds = parse(argv)[1]["dataset"]
+            assert (ds.data, ds.cache_dir, ds.download) == ("cifar10", "/c", True), argv
+            if name in with_split:
+                assert (ds.val_size, ds.split_seed, ds.train_subset) == (5, 1, 100), argv
+                assert ds.split() == {"val_size": 5, "seed": 1, "train_subset": 100}
     args = parse(["reproduce", "--seed", "3", "--seeds", "2"])[1]
-    assert (args["seed"], args["seeds"]) == (3, 2)
+    assert (args["seed"], args["seeds"]) == (3, 2)  # reproduce's --seed: the split seed
+    with pytest.raises(UserError, match="--val-size: must be ≥ 0"):
+        parse(["train", *DATA_COMMANDS["train"], "--data", "x", "--val-size", "-1"])
 
 
 def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
@@ -196,7 +225,7 @@ def test_every_command_takes_a_config_file(tmp_path: Path, capsys) -> None:
     _, got = parse(["search", "--config", str(search), "--set", "momentum=0.5", "--val-size", "7"])
     assert (got["spaces"], got["budgets"], got["depths"], got["dry_run"]) == (["mlp"], "10k,1M", [1, 2], True)  # fmt: skip
     assert got["set"] == ["lr=0.01", 'loss="kd"', "momentum=0.5"]  # repeatable: both apply
-    assert got["val_size"] == 7  # typed options win
+    assert got["dataset"].val_size == 7  # typed options win (a field of the data-options group)
     cfg.write_text("family: mlp\nbudgett: 10k\n")
     assert main(["budget", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err

@@ -33,8 +33,8 @@ def split_config(argv: Sequence[str]) -> tuple[list[str], str | None]:
 
 
 def config_values(path: str, dests: Mapping[str, str]) -> dict[str, Any]:
-    """The options the YAML file `path` sets, by parameter name (`dests`: {name: spelling});
-    null values are left out (the option's default applies)."""
+    """The options the YAML file `path` sets, by destination (`dests`: {dest: spelling}, e.g.
+    {"dataset.val_size": "--val-size"}); null values are left out (the default applies)."""
     import yaml
 
     try:
@@ -45,10 +45,12 @@ def config_values(path: str, dests: Mapping[str, str]) -> dict[str, Any]:
         raise UserError(f"--config {path!r} is not valid data-only YAML") from None
     if not isinstance(raw, dict):
         raise UserError(f"--config {path!r} must be a mapping of option: value")
+    # by how the user spells it: an option group's field (`val-size`) is its dest's last part
+    names = {spelled.removeprefix("--").replace("-", "_"): d for d, spelled in dests.items()}
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name not in dests:
+        name = names.get(str(key).replace("-", "_"))
+        if name is None:
             valid = ", ".join(sorted(s.removeprefix("--") for s in dests.values()))
             raise UserError(f"--config {path!r}: unknown option {key!r}; valid: {valid}")
         if value is None:

@@ -6,14 +6,18 @@ the pydantic-validated types of `raydistill.cli.args`), their defaults the defau
 docstring the help (first line: the command's summary; `Args:` one line per option).
 jsonargparse reads the signature (`add_function_arguments`) and checks every value. This module
 adds the CLI's spelling on top — dashes in option names, bare boolean flags (`--dry-run`),
-repeatable list options that add to a config file's (`--set a=1 --set b=2`), positionals —
-and `--config FILE` (`raydistill.cli.config`), and turns jsonargparse's multi-line errors into
-the one-line refusal (`UserError`).
+repeatable list options that add to a config file's (`--set a=1 --set b=2`), positionals,
+option groups (a parameter typed by a dataclass, such as `raydistill.cli.data_options`: its
+fields are the command's own options, `--val-size` rather than `--dataset.val_size`, and the
+command receives the dataclass) — and `--config FILE` (`raydistill.cli.config`), and turns
+jsonargparse's multi-line errors into the one-line refusal (`UserError`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import re
 import typing
 from collections.abc import Callable, Sequence
@@ -44,9 +48,18 @@ def build(name: str, fn: Callable[..., int], positionals: dict[str, str | None])
         else:
             extra = {"metavar": param.upper()}
         parser.add_argument(param, nargs=nargs, help=docs.get(param, ""), **extra)
+    groups = set(option_groups(fn))
     for action in parser._actions:
-        _respell(parser, action)
+        if action.dest in groups:  # the group's own `--dataset CONFIG`: --config covers it
+            action.help = argparse.SUPPRESS
+        _respell(parser, action, groups)
     return parser
+
+
+def option_groups(fn: Callable[..., Any]) -> dict[str, type]:
+    """{parameter: dataclass} of `fn`'s parameters that are option groups."""
+    hints = typing.get_type_hints(fn)
+    return {p: h for p, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)}
 
 
 def parse(name: str, fn: Callable[..., int], positionals: dict[str, str | None],
@@ -58,14 +71,25 @@ def parse(name: str, fn: Callable[..., int], positionals: dict[str, str | None],
     if config is not None:
         values = config_values(config, _dests(parser))
         tail = [str(v) for p in positionals if p in values for v in _as_list(values.pop(p))]
-        import json
-
-        head, argv = ["--config", json.dumps(values)], [*argv, *tail]
+        head, argv = ["--config", json.dumps(_nested(values))], [*argv, *tail]
     try:
         ns = parser.parse_args([*head, *_respell_tokens(parser, list(argv))])
     except argparse.ArgumentError as exc:
         raise UserError(f"{name}: {one_line(str(exc), parser)}") from None
-    return {k: v for k, v in vars(ns).items() if k != "config"}
+    kwargs = {k: v for k, v in vars(ns).items() if k != "config"}
+    for param, cls in option_groups(fn).items():  # a group's Namespace → its dataclass
+        kwargs[param] = cls(**kwargs[param].as_dict())
+    return kwargs
+
+
+def _nested(values: dict[str, Any]) -> dict[str, Any]:
+    """{"dataset.val_size": 5} → {"dataset": {"val_size": 5}}: a group's keys as jsonargparse
+    reads them from a config."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        group, dot, field = key.rpartition(".")
+        (out.setdefault(group, {}) if dot else out)[field] = value
+    return out
 
 
 def _fill_doc(fn: Callable[..., Any]) -> None:
@@ -83,9 +107,10 @@ def summary(fn: Callable[..., Any]) -> str:
 
 
 # ---------------------------------------------------------------- the CLI's spelling
-def _respell(parser: Any, action: argparse.Action) -> None:
-    """`--val_size` → `--val-size`; a bool option becomes a bare flag (`--dry-run`)."""
-    spelled = [s.replace("_", "-") if s.startswith("--") else s for s in action.option_strings]
+def _respell(parser: Any, action: argparse.Action, groups: set[str]) -> None:
+    """`--val_size` → `--val-size`, a group's `--dataset.val_size` too; a bool option becomes
+    a bare flag (`--dry-run`)."""
+    spelled = [_spelling(s, groups) for s in action.option_strings]
     if spelled != action.option_strings:
         for s in action.option_strings:
             parser._option_string_actions.pop(s, None)
@@ -93,6 +118,13 @@ def _respell(parser: Any, action: argparse.Action) -> None:
         parser._option_string_actions.update(dict.fromkeys(spelled, action))
     if getattr(action, "_typehint", None) is bool:
         action.nargs, action.const = "?", True  # `--flag` alone means true; `--flag false` too
+
+
+def _spelling(option: str, groups: set[str]) -> str:
+    if not option.startswith("--"):
+        return option
+    group, dot, field = option[2:].partition(".")
+    return "--" + (field if dot and group in groups else option[2:]).replace("_", "-")
 
 
 def _respell_tokens(parser: Any, argv: list[str]) -> list[str]:

@@ -11,21 +11,12 @@ from pathlib import Path
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
+from raydistill.cli.data_options import DataOptions
 from raydistill.core.errors import UserError
 from raydistill.core.vocab import AugName, PreprocessName, TransferAugName, WandbMode
 
 
 # ---------------------------------------------------------------- shared checks
-def prepare_data(args: argparse.Namespace, source: str | None = None) -> None:
-    """Refuse a bad --data (no torch); with --download fetch CIFAR-10 before the work starts."""
-    source = source if source is not None else args.data
-    A.check_data(source, args.cache_dir, args.download)
-    if args.download and source == "cifar10":
-        from raydistill.data.sources import fetch_cifar10
-
-        fetch_cifar10(args.cache_dir)
-
-
 def check_family(family: str, depth: int | None, kind: str) -> None:
     """Refuse an unknown family or depth from the source index (no torch)."""
     from raydistill.cli.families_index import static_families
@@ -47,17 +38,8 @@ def check_family(family: str, depth: int | None, kind: str) -> None:
         )
 
 
-def load_splits(args: argparse.Namespace, **overrides):
-    from raydistill.data import load_dataset
-
-    opts = {"val_size": args.val_size, "seed": args.split_seed,
-            "train_subset": getattr(args, "train_subset", None), **overrides}  # fmt: skip
-    return load_dataset(args.data, cache_dir=args.cache_dir, **opts)
-
-
 # ---------------------------------------------------------------- teach
 def teach(
-    data: str,
     family: str,
     epochs: A.Count,
     out: str,
@@ -65,7 +47,6 @@ def teach(
     width_scale: A.Positive | None = None,
     widths: A.Ints | None = None,
     spec: A.KeyValues | None = None,
-    train_subset: A.Count | None = None,
     lr: A.Positive | None = None,
     batch_size: A.Count | None = None,
     weight_decay: float | None = None,
@@ -77,16 +58,13 @@ def teach(
     address: str = "local",
     num_cpus: A.Count | None = None,
     gpu_fraction: A.Positive | None = None,
-    val_size: A.Count0 | None = None,
-    split_seed: int = 0,
-    cache_dir: str | None = None,
-    download: bool = False,
     wandb: WandbMode | None = None,
+    *,
+    dataset: DataOptions,
 ) -> int:
     """train a teacher ensemble (members as parallel Ray tasks)
 
     Args:
-        data: dataset: cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
         family: teacher family: vgg8, resnet9 or airbench
         epochs: epochs per member
         out: output directory (members + manifest.json)
@@ -94,7 +72,6 @@ def teach(
         width_scale: × the family's default widths (default 1; not with --widths)
         widths: explicit widths, comma-separated (not with --width-scale)
         spec: other spec keys, KEY=VALUE with a YAML value (dropout=0.3, batchnorm=true); repeatable
-        train_subset: class-balanced train subset (CPU runs)
         lr: override the family's recipe
         batch_size: override the family's recipe
         weight_decay: override the family's recipe
@@ -106,10 +83,6 @@ def teach(
         address: 'local' (a private Ray), 'auto' or host:port
         num_cpus: CPUs of the local Ray (default: all)
         gpu_fraction: GPUs per member task
-        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
-        split_seed: seed of the train / val split
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
-        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
         wandb: a W&B run per member with its epoch curves, in OUT/wandb when offline (default: WANDB_MODE, else online iff an API key is set)
     """
     return execute(teach_check, teach_run, locals())
@@ -120,7 +93,8 @@ def teach_check(args: argparse.Namespace) -> Outputs:
         raise UserError("--widths and --width-scale exclude each other; give one")
     args.spec_keys = A.parse_key_values(args.spec, "--spec")
     check_family(args.family, None, "teacher")
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.require("teach")
+    args.dataset.check()
     outputs = [(A.check_out(args.out), False)]
     A.check_gpu_options(address=args.address, gpus=args.gpu_fraction or 0.0, flag="--gpu-fraction")
     return outputs
@@ -130,18 +104,17 @@ def teach_run(args: argparse.Namespace) -> int:
     from raydistill.distill.teachers import teach
     from raydistill.search.settings import recorded_source
 
-    prepare_data(args)
-    splits = load_splits(args)
+    args.dataset.prepare()
+    splits = args.dataset.load()
     train = {"lr": args.lr, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
              "label_smoothing": args.label_smoothing, "warmup_epochs": args.warmup_epochs,
              "preprocess": args.preprocess, "augment": args.augment}  # fmt: skip
-    split = {"val_size": len(splits.val_y), "seed": args.split_seed,  # the resolved size
-             "train_subset": args.train_subset}  # fmt: skip
+    split = {**args.dataset.split(), "val_size": len(splits.val_y)}  # the resolved size
     ens = teach(
         splits, args.family, args.members, args.epochs, args.out, widths=args.widths,
         width_scale=args.width_scale or 1.0, spec_keys=args.spec_keys, train=train, seed=args.seed,
         address=args.address, num_cpus=args.num_cpus, gpu_fraction=args.gpu_fraction,
-        data_source=recorded_source(args.data), split=split,
+        data_source=recorded_source(args.dataset.data), split=split,
     )  # fmt: skip
     print(f"wrote {args.out}/manifest.json")
     from raydistill.tracking.stages import log_teachers
@@ -154,7 +127,7 @@ def _context(args: argparse.Namespace, splits, split: dict, ts=None) -> dict:
     """The W&B run context of a stage run on its own: experiment = the --out name."""
     from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
 
-    dataset = describe_dataset(splits, source=str(args.data), options=split)
+    dataset = describe_dataset(splits, source=str(args.dataset.data), options=split)
     return run_context(Path(args.out).stem, dataset, describe_transfer(ts))
 
 
@@ -169,15 +142,11 @@ def transfer(
     device: str = "auto",
     gpus: A.Count0 | None = None,
     address: str | None = None,
-    data: str | None = None,
-    val_size: A.Count0 | None = None,
-    split_seed: int | None = None,
-    train_subset: A.Count | None = None,
-    cache_dir: str | None = None,
-    download: bool = False,
     force: bool = False,
     dry_run: bool = False,
     wandb: WandbMode | None = None,
+    *,
+    dataset: DataOptions,
 ) -> int:
     """pre-generate augmented epochs with the ensemble's logits (Parquet)
 
@@ -191,12 +160,6 @@ def transfer(
         device: auto, cpu, cuda, cuda:1, ... (labelling in this process)
         gpus: label as this many one-GPU Ray tasks (default: the GPUs the teachers used; 0: in this process on --device)
         address: Ray for the --gpus tasks: local, auto or HOST:PORT (default: the teachers')
-        data: the dataset (default: the teacher's)
-        val_size: validation images taken from the training pool (default: the teacher's)
-        split_seed: seed of the train / val split (default: the teacher's)
-        train_subset: label a class-balanced subset of the train split (as train / search --train-subset N); default: the whole split
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
-        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
         force: replace an existing --out file
         dry_run: check the teachers, the data and --out, print what would be written; label nothing
         wandb: a W&B run with the set's sha256 and the ensemble's accuracy on images and views (default: WANDB_MODE, else online iff an API key is set)
@@ -207,7 +170,7 @@ def transfer(
 def transfer_check(args: argparse.Namespace) -> Outputs:
     if not (Path(args.teacher) / "manifest.json").is_file():
         raise UserError(f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.check()
     out = A.check_out(args.out, is_file=True)
     A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
     if out.exists() and not args.force:
@@ -228,16 +191,15 @@ def transfer_run(args: argparse.Namespace) -> int:
 
     ensemble = load_ensemble(args.teacher, device="cpu" if args.dry_run else args.device)
     config = ensemble.manifest.get("config", {})
-    args.data, split = args.data or config.get("data"), config.get("split") or {}
-    if not args.data:
+    ds, split = args.dataset, config.get("split") or {}
+    ds.data = ds.data or config.get("data")
+    if not ds.data:
         raise UserError(f"{args.teacher}/manifest.json names no dataset; pass --data SOURCE")
-    prepare_data(args)
+    ds.prepare()
     # The whole train split unless --train-subset: the teacher may have trained on a subset.
-    splits = load_splits(
-        args,
-        val_size=args.val_size if args.val_size is not None else split.get("val_size"),
-        seed=args.split_seed if args.split_seed is not None else split.get("seed", 0),
-        train_subset=args.train_subset,
+    splits = ds.load(
+        val_size=ds.val_size if ds.val_size is not None else split.get("val_size"),
+        seed=ds.split_seed if ds.split_seed is not None else split.get("seed", 0),
     )
     check_fit(ensemble, splits)  # before anything is labelled
     aug = transfer_aug(args.aug, splits, teacher_augment(ensemble.manifest))
@@ -255,10 +217,10 @@ def transfer_run(args: argparse.Namespace) -> int:
           f"{size_summary(path)}, {wall:.1f}s; ensemble val {100 * m['ensemble_val_acc']:.2f}%, "
           f"test {100 * m['ensemble_test_acc']:.2f}% on the images, "
           f"{100 * m['ensemble_test_view_acc']:.2f}% on their views")  # fmt: skip
-    print(f"students use it with: --data {args.data} {_split_flags(splits)} --transfer {path}")
+    print(f"students use it with: --data {ds.data} {_split_flags(splits)} --transfer {path}")
     from raydistill.tracking.stages import log_transfer
 
-    seed = args.split_seed if args.split_seed is not None else split.get("seed", 0)
+    seed = ds.split_seed if ds.split_seed is not None else split.get("seed", 0)
     ctx = _context(args, splits, {"val_size": len(splits.val_y), "seed": seed}, ts)
     log_transfer(Path(args.out).parent, ts.meta, ts.fingerprint, args.wandb, ctx, path)
     return 0
@@ -281,7 +243,7 @@ def _transfer_plan(args: argparse.Namespace, ensemble, splits, aug) -> str:
         f"teachers  {args.teacher}: {len(ensemble.members)} × {ensemble.spec.get('family')}, "
         f"{ensemble.num_classes} classes of {'×'.join(map(str, splits.image_shape))}, "
         f"trained on augmentation {own or 'unknown'}",
-        f"data      {splits.name} ({args.data}): {len(splits.train_y)} train images; "
+        f"data      {splits.name} ({args.dataset.data}): {len(splits.train_y)} train images; "
         f"{_split_flags(splits)}",
         f"views     {args.epochs} epochs × {len(splits.train_y)} = "
         f"{args.epochs * len(splits.train_y):,} views, augmentation {name} "

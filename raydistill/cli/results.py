@@ -13,8 +13,10 @@ from typing import Literal
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
+from raydistill.cli.data_options import DataSource
 from raydistill.cli.pipeline import check_family
 from raydistill.core.errors import UserError
+from raydistill.core.numbers import pct
 from raydistill.core.vocab import WandbMode
 
 
@@ -139,12 +141,11 @@ def export(
     out: str,
     cell: A.KeyValues | None = None,
     all: bool = False,
-    data: str | None = None,
-    cache_dir: str | None = None,
-    download: bool = False,
     no_verify_test: bool = False,
     onnx: bool = False,
     storage: str | None = None,
+    *,
+    dataset: DataSource,
 ) -> int:
     """export the best students (safetensors, spec.json, torch.export)
 
@@ -153,9 +154,6 @@ def export(
         out: export directory (one sub-directory per cell)
         cell: cnn-d2@1M (that cell's best trial), cnn@1M (best over depths), suffix :hard for hard-label twins; repeatable (or --all)
         all: the best trial of every cell (or --cell)
-        data: dataset to re-verify test accuracy on (default: the manifest's)
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE)
-        download: download CIFAR-10 if --data cifar10 is not cached
         no_verify_test: skip the test re-evaluation
         onnx: also write model.onnx (pip install 'raydistill[onnx]')
         storage: the search's --storage (DIR's tables when DIR lacks them; checkpoints re-rooted there)
@@ -168,25 +166,21 @@ def export_check(args: argparse.Namespace) -> Outputs:
         raise UserError("give --cell CELL (repeatable) or --all, one of them")
     if not (Path(args.dir) / "prune.json").is_file():  # a prune output is one student
         report_check(args)
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.check()
     return [(A.check_out(args.out), False)]
 
 
 def export_run(args: argparse.Namespace) -> int:
-    from raydistill.cli.pipeline import prepare_data
     from raydistill.export.exporter import export_cells
 
-    if args.data:
-        prepare_data(args)
-    if args.cache_dir:
-        import os
-
-        os.environ["RAYDISTILL_CACHE"] = args.cache_dir  # the manifest's dataset is read there
-    results = export_cells(args.dir, None if args.all else args.cell, args.out, data=args.data,
+    ds = args.dataset
+    if ds.data:
+        ds.prepare()
+    ds.export_cache_root()  # the manifest's dataset is read there
+    results = export_cells(args.dir, None if args.all else args.cell, args.out, data=ds.data,
                            verify_test=not args.no_verify_test, onnx=args.onnx,
                            storage=args.storage)  # fmt: skip
     for r in results:
-        test = "–" if r.test_acc is None else f"{100 * r.test_acc:.2f}%"
-        val = "–" if r.val_acc is None else f"{100 * r.val_acc:.2f}%"
+        val, test = pct(r.val_acc, "%"), pct(r.test_acc, "%")
         print(f"{r.cell}: {r.path}  params {r.params:,}  val {val}  test {test}  ({r.note})")
     return 0

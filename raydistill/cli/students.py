@@ -11,7 +11,8 @@ from typing import Literal
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
-from raydistill.cli.pipeline import check_family, load_splits, prepare_data
+from raydistill.cli.data_options import DataOptions, DataSource
+from raydistill.cli.pipeline import check_family
 from raydistill.core.errors import UserError
 from raydistill.core.vocab import AllocationName, SchedulerName, SearcherName, WandbMode
 
@@ -21,17 +22,13 @@ def train(
     family: str,
     depth: A.Count,
     budget: A.Budget,
-    data: str,
     ratios: A.Floats | None = None,
-    train_subset: A.Count | None = None,
     transfer: str | None = None,
     set: A.KeyValues | None = None,
     checkpoint_dir: str | None = None,
     resume: str | None = None,
-    val_size: A.Count0 | None = None,
-    split_seed: int = 0,
-    cache_dir: str | None = None,
-    download: bool = False,
+    *,
+    dataset: DataOptions,
 ) -> int:
     """train one student and print the per-epoch table
 
@@ -39,17 +36,11 @@ def train(
         family: a student family (raydistill families)
         depth: its depth
         budget: parameter budget: 300k, 1M, 3.16M, ...
-        data: dataset: cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
         ratios: width ratios in [0,1], one per width slot, comma-separated
-        train_subset: class-balanced subset of the train split
         transfer: transfer set (Parquet); without it: hard labels on the fly
         set: a TrainConfig field, KEY=VALUE with a YAML value, e.g. --set lr=0.01 --set loss=kd; repeatable
         checkpoint_dir: save a resumable checkpoint here every epoch
         resume: resume from this checkpoint directory
-        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
-        split_seed: seed of the train / val split
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
-        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
     """
     return execute(train_check, train_run, locals())
 
@@ -57,7 +48,8 @@ def train(
 def train_check(args: argparse.Namespace) -> Outputs:
     args.sets = A.parse_key_values(args.set, "--set")
     check_family(args.family, args.depth, "student")
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.require("train")
+    args.dataset.check()
     for flag, path in (("--transfer", args.transfer), ("--resume", args.resume)):
         if path and not Path(path).exists():
             raise UserError(f"{flag} {path!r} does not exist")
@@ -77,8 +69,8 @@ def train_run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(overrides)
     except UserError as exc:  # TrainConfig's vocabularies: say which flag set the value
         raise UserError(f"--set: {exc}") from None
-    prepare_data(args)
-    splits = load_splits(args)
+    args.dataset.prepare()
+    splits = args.dataset.load()
     ts = None
     if args.transfer:
         from raydistill.distill.transfer.format import load_transfer_set
@@ -110,7 +102,6 @@ def search(
     depths: A.Ints | None = None,
     trials: A.Count = 16,
     transfer: str | None = None,
-    train_subset: A.Count | None = None,
     set: A.KeyValues | None = None,
     gpus_per_trial: float | Literal["auto"] = 0.0,
     gpu_memory: A.Positive | None = None,
@@ -136,11 +127,8 @@ def search(
     cell: A.KeyValues | None = None,
     dry_run: bool = False,
     samples: A.Count = 3,
-    data: str | None = None,
-    val_size: A.Count0 | None = None,
-    split_seed: int = 0,
-    cache_dir: str | None = None,
-    download: bool = False,
+    *,
+    dataset: DataOptions,
 ) -> int:
     """Ray Tune search of student cells (family × depth × budget)
 
@@ -150,7 +138,6 @@ def search(
         depths: depths to search (∩ each space's), comma-separated
         trials: trials per cell
         transfer: transfer set (.parquet); without it: hard labels, loss 'hard'
-        train_subset: class-balanced training subset (CPU runs)
         set: a TrainConfig field fixed in every space (overrides the space), KEY=VALUE with a YAML value; repeatable
         gpus_per_trial: e.g. 0.25: 4 trials per GPU; auto: sized to each cell's student
         gpu_memory: GiB of GPU memory on the node type trials run on (for --gpus-per-trial auto; default 80)
@@ -176,11 +163,6 @@ def search(
         cell: with --extend: only this cell; repeatable
         dry_run: print cells and sample configs; train nothing
         samples: sample configs per cell for --dry-run
-        data: dataset (default: cifar10): cifar10, a .parquet file, an ImageFolder root, a cifar-10-batches-py folder, synthetic-sep[:N]
-        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
-        split_seed: seed of the train / val split
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
-        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
     """
     return execute(search_check, search_run, locals(), keep=("tune",))
 
@@ -207,7 +189,7 @@ def search_check(args: argparse.Namespace) -> Outputs:
         raise UserError("search needs SPACE.yaml ..., --budgets and --out (or --resume DIR)")
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
-    A.check_data(args.data, args.cache_dir, args.download)  # when given: a typo costs no torch
+    args.dataset.check()  # when given: a typo costs no torch
     if args.dry_run:
         return []
     outputs = [(A.check_out(args.out), False)]
@@ -258,10 +240,10 @@ def search_run(args: argparse.Namespace) -> int:
     spaces = [load_space(s) for s in args.spaces]
     if sets:  # re-validated as part of each space: the same rules as a value in the YAML
         spaces = [s.with_overrides(train=sets, source=f"{s.source} with --set") for s in spaces]
-    args.data = args.data or "cifar10"
-    prepare_data(args)
-    options = {"val_size": args.val_size, "seed": args.split_seed,
-               "train_subset": args.train_subset, "cache_dir": args.cache_dir}  # fmt: skip
+    ds = args.dataset
+    ds.data = ds.data or "cifar10"
+    ds.prepare()
+    options = {**ds.split(), "cache_dir": ds.cache_dir}
     settings = SearchSettings(
         spaces=spaces,
         budgets=args.budgets,
@@ -270,7 +252,7 @@ def search_run(args: argparse.Namespace) -> int:
         out=args.out or "search",
         experiment=args.name,
         storage=args.storage,
-        data=args.data,
+        data=ds.data,
         data_options={k: v for k, v in options.items() if v is not None},
         transfer=args.transfer,
         searcher=args.searcher,
@@ -315,9 +297,6 @@ def search_outcome(out: str | Path) -> int:
 # ---------------------------------------------------------------- reproduce
 def reproduce(
     scale: str = "tiny",
-    data: str | None = None,
-    cache_dir: str | None = None,
-    download: bool = False,
     out: str = "runs/reproduce",
     seeds: A.Count | None = None,
     seed: int | None = None,
@@ -325,14 +304,13 @@ def reproduce(
     wandb: Literal["auto", WandbMode] = "auto",
     address: str = "local",
     storage: str | None = None,
+    *,
+    dataset: DataSource,
 ) -> int:
     """the paper's whole study: teachers → transfer set → searches → report → export
 
     Args:
         scale: demo | tiny | small | paper | a scale YAML path
-        data: overrides the scale's data source (a path, cifar10, synthetic-sep)
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE)
-        download: download CIFAR-10 if --data cifar10 is not cached
         out: output directory (resumable)
         seeds: repeat each cell's best config with N seeds
         seed: seed of the train / val split (default: the scale's)
@@ -345,26 +323,21 @@ def reproduce(
 
 
 def reproduce_check(args: argparse.Namespace) -> Outputs:
-    from raydistill.data.cache import cache_root
-
     shipped = Path(__file__).resolve().parent.parent / "study" / "scales"
     if not (shipped / f"{args.scale}.yaml").is_file() and not Path(args.scale).is_file():
         names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
         raise UserError(f"--scale {args.scale!r} is neither a shipped scale ({names}) nor a file")
-    if args.cache_dir:  # the study reads the decode cache root from the environment
-        import os
-
-        os.environ["RAYDISTILL_CACHE"] = str(cache_root(args.cache_dir))
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.export_cache_root()  # the study reads the decode cache root from there
+    args.dataset.check()
     return [(A.check_out(args.out), False)]
 
 
 def reproduce_run(args: argparse.Namespace) -> int:
     from raydistill.study.reproduce import reproduce
 
-    if args.data:
-        prepare_data(args)
-    path = reproduce(args.scale, out=args.out, data=args.data, seeds=args.seeds, wandb=args.wandb,
+    if args.dataset.data:
+        args.dataset.prepare()
+    path = reproduce(args.scale, out=args.out, data=args.dataset.data, seeds=args.seeds, wandb=args.wandb,
                      address=args.address, trials=args.trials, split_seed=args.seed,
                      storage=args.storage)  # fmt: skip
     print(path.read_text())

@@ -10,7 +10,8 @@ from typing import Literal
 
 from raydistill.cli import args as A
 from raydistill.cli.command import Outputs, execute
-from raydistill.cli.pipeline import check_family, load_splits, prepare_data
+from raydistill.cli.data_options import DataOptions
+from raydistill.cli.pipeline import check_family
 from raydistill.core.errors import UserError
 from raydistill.core.numbers import pct
 from raydistill.core.vocab import Loss, WandbMode
@@ -20,7 +21,6 @@ from raydistill.core.vocab import Loss, WandbMode
 def prune(
     source: str,
     budget: A.Budget,
-    data: str | None = None,
     transfer: str | None = None,
     max_epochs: A.Count | None = None,
     lr: A.Positive | None = None,
@@ -29,17 +29,14 @@ def prune(
     device: str = "auto",
     out: str | None = None,
     trials: str | None = None,
-    val_size: A.Count0 | None = None,
-    split_seed: int = 0,
-    cache_dir: str | None = None,
-    download: bool = False,
+    *,
+    dataset: DataOptions,
 ) -> int:
     """prune a trained network to a parameter budget, then fine-tune it
 
     Args:
         source: a training checkpoint directory or an exported student
         budget: parameter budget: 100k, 1M, ...
-        data: dataset to fine-tune on; without it: prune only
         transfer: transfer set (.parquet) to fine-tune on (needs --data)
         max_epochs: fine-tuning epochs (default: TrainConfig's)
         lr: fine-tuning learning rate
@@ -48,10 +45,6 @@ def prune(
         device: auto, cpu, cuda, ...
         out: output directory: the pruned student (load_student, export), checkpoint/, prune.json (needed with --data)
         trials: DIR/trials.parquet: append the pruned cell's row to this trials table (created if absent)
-        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool))
-        split_seed: seed of the train / val split
-        cache_dir: decode cache root (default $RAYDISTILL_CACHE or ~/.cache/raydistill)
-        download: download CIFAR-10 into the cache root if it is not there (--data cifar10)
     """
     return execute(prune_check, prune_run, locals())
 
@@ -70,13 +63,13 @@ def prune_check(args: argparse.Namespace) -> Outputs:
         )
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
-    if args.transfer and not args.data:
+    if args.transfer and not args.dataset.data:
         raise UserError("--transfer needs --data SOURCE (the dataset the transfer set was made from)")  # fmt: skip
     if args.loss in ("l2_logits", "kd") and not args.transfer:
         raise UserError(f"--loss {args.loss} needs --transfer (the teacher's logits)")
-    if args.data and not args.out:
+    if args.dataset.data and not args.out:
         raise UserError("--data needs --out DIR (where the fine-tuned checkpoint goes)")
-    A.check_data(args.data, args.cache_dir, args.download)
+    args.dataset.check()
     A.check_gpu_options(device=args.device)
     outputs: Outputs = []
     if args.out:
@@ -130,13 +123,14 @@ def prune_run(args: argparse.Namespace) -> int:
 
     budget = parse_budget(args.budget)
     data = transfer = config = None
-    if args.data:
+    ds = args.dataset
+    if ds.data:
         # Refuse an impossible budget before the data is loaded (the same checks as below).
         prune_spec(*load_source(args.source), budget)
         from raydistill.training.config import TrainConfig
 
-        prepare_data(args)
-        data = load_splits(args)
+        ds.prepare()
+        data = ds.load()
         if args.transfer:
             from raydistill.distill.transfer.format import load_transfer_set
 
@@ -144,8 +138,7 @@ def prune_run(args: argparse.Namespace) -> int:
         fields = {"max_epochs": args.max_epochs, "lr": args.lr, "seed": args.seed,
                   "device": args.device, "loss": args.loss or ("l2_logits" if transfer else "hard")}  # fmt: skip
         config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
-    where = {"data": _resolved(args.data), "data_options": {
-        "val_size": args.val_size, "seed": args.split_seed, "cache_dir": args.cache_dir}}  # fmt: skip
+    where = {"data": _resolved(ds.data), "data_options": {**ds.split(), "cache_dir": ds.cache_dir}}
     result = prune_to_budget(args.source, budget, data=data, transfer=transfer, config=config,
                              out_dir=args.out, data_config=where if data else None)  # fmt: skip
     row = trials_row(result)
