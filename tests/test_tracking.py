@@ -18,6 +18,7 @@ import pytest
 from wandb_log import read_offline_run, run_dirs
 
 from raydistill.core.errors import UserError
+from raydistill.export.exporter import export_cells
 from raydistill.report import make_report
 from raydistill.tracking.summary import log_summary
 from raydistill.tracking.tracker import (
@@ -185,7 +186,9 @@ def _trained_search_dir(d: Path, splits) -> Path:
 def test_summary_run_holds_tables_figure_and_best_models(tmp_path: Path, tiny_splits) -> None:
     d = _trained_search_dir(tmp_path / "exp-w", tiny_splits)
     before = os.environ.get("WANDB_DATA_DIR")
-    rid = log_summary(d, "offline", report=make_report(d))
+    exported = export_cells(d, None, d / "export", verify_test=False)
+    models = {r.cell: r.path for r in exported}
+    rid = log_summary(d, "offline", report=make_report(d), models=models)
     assert os.environ.get("WANDB_DATA_DIR") == before  # restored after the run
     run = read_offline_run(d, rid)
     assert run.job_type == "summary" and run.group == "exp-w"

@@ -131,9 +131,25 @@ def report_run(args: argparse.Namespace) -> int:
     if args.wandb and args.wandb != "off":
         from raydistill.tracking.summary import log_summary
 
-        rid = log_summary(args.dir, args.wandb, report=rep)
+        models = _best_students(Path(args.dir))
+        rid = log_summary(args.dir, args.wandb, report=rep, models=models)
         print(f"W&B summary run {rid} ({args.wandb})")
     return 0
+
+
+def _best_students(directory: Path) -> dict[str, Path]:
+    """Each cell's best student exported into DIR/export, for the summary run's model
+    artifacts: {cell: export directory}; none, with a warning, when they cannot be exported."""
+    import warnings
+
+    from raydistill.export.exporter import export_cells
+
+    try:
+        results = export_cells(directory, None, directory / "export", verify_test=False)
+    except UserError as exc:
+        warnings.warn(f"no model artifacts logged: {exc}", stacklevel=2)
+        return {}
+    return {r.cell: r.path for r in results}
 
 
 def export(

@@ -6,6 +6,7 @@ with it, and the transfer-set writer labels the very same batches with the ensem
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -13,6 +14,28 @@ from torch import Tensor
 
 from raydistill.data.augment import apply_aug
 from raydistill.data.batches import to_float
+
+
+class ReplayViews(Protocol):
+    """What training replays of a transfer set (`raydistill.distill.transfer.format.TransferSet`
+    is one): per view, V = epochs × views_per_epoch rows, the train image it shows, its
+    augmentation parameters and the teachers' logits. Training depends on this, not on the
+    teacher side that writes it."""
+
+    index: np.ndarray  # (V,) int64 into the train split
+    params: dict[str, np.ndarray]  # augmentation parameter → (V,)
+    logits: np.ndarray  # (V, C) float32
+
+    @property
+    def num_epochs(self) -> int: ...
+
+    @property
+    def views_per_epoch(self) -> int: ...
+
+    @property
+    def aug_parts(self) -> tuple[bool, bool]: ...
+
+    def epoch_rows(self, epoch: int) -> slice: ...
 
 
 def replay_batch(

@@ -23,8 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 _WHERE = {
-    "SCHEDULERS": "raydistill.core.vocab",
-    "WANDB_MODES": "raydistill.core.vocab",
     "CellScheduler": "raydistill.search.cells",
     "CellSearcher": "raydistill.search.cells",
     "_CellState": "raydistill.search.cells",  # pickled searcher state of searches made before the split

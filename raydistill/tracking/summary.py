@@ -1,10 +1,12 @@
-"""The W&B summary run of a search: fed the report by its caller (it never makes one and does
-not import `raydistill.report`; the model artifacts come from `raydistill.export.exporter`).
+"""The W&B summary run of a search, fed by its caller: the report and the exported students
+(tracking sits below report and export in the pipeline and imports neither).
 
-`log_summary(DIR, mode, report=make_report(DIR))`: one W&B run (job type "summary", in the
-experiment's group, with the dataset and transfer set the search's manifest recorded) holding the best config per cell, Table 2, the Pareto table and Figure 1 of
-the report, and each cell's best student, exported, as a `model` artifact aliased `best`.
-Artifact staging folders are kept inside DIR for the duration of the run.
+`log_summary(DIR, mode, report=make_report(DIR), models={cell: export dir})`: one W&B run (job
+type "summary", in the experiment's group, with the dataset and transfer set the search's
+manifest recorded) holding the best config per cell, Table 2, the Pareto table and Figure 1
+of the report, and each given student (an export directory: spec.json, model.safetensors) as
+a `model` artifact aliased `best`. Artifact staging folders are kept inside DIR for the
+duration of the run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,14 +39,15 @@ def log_summary(
     mode: str | None = None,
     *,
     report: ReportLike | None = None,
+    models: Mapping[str, str | Path] | None = None,
     project: str | None = None,
-    export_dir: str | Path | None = None,
 ) -> str | None:
     """After a search: one W&B run with the best config per cell, Table 2, Figure 1 and models,
     from `report` (`raydistill.report.make_report(directory)`, required unless mode is "off").
 
-    Each cell's best student is exported into `export_dir` (default `DIR/export/`) and logged
-    as a `model` artifact aliased `best`. Returns the run id (None when mode is "off").
+    `models`: {cell: export directory} of the students to log, each as a `model` artifact
+    aliased `best` (`raydistill.export.exporter.export_cells` writes them). Returns the run id
+    (None when mode is "off").
     """
     mode = resolve_mode(mode)
     if mode == "off":
@@ -63,14 +65,14 @@ def log_summary(
     run = tracker.run
     if run is None:
         raise UserError(f"W&B summary run for {d} could not start (see the warning above)")
-    models, status = 0, "error"
+    logged, status = 0, "error"
     try:
         with _artifact_dirs_inside(d):
             _log_tables(run, result)
-            models = _log_models(run, d, experiment, Path(export_dir or d / "export"))
+            logged = _log_models(run, experiment, models or {})
         status = "finished"
     finally:  # an error still closes the run (exit code 1) before it propagates
-        tracker.finish({"cells": len(result.cells), "models": models}, status=status)
+        tracker.finish({"cells": len(result.cells), "models": logged}, status=status)
     return tracker.run_id
 
 
@@ -100,24 +102,17 @@ def _log_tables(run: Any, result: Any) -> None:
     )
 
 
-def _log_models(run: Any, d: Path, experiment: str, export_dir: Path) -> int:
+def _log_models(run: Any, experiment: str, models: Mapping[str, str | Path]) -> int:
     import wandb
 
-    from raydistill.export.exporter import export_cells
-
-    try:
-        results = export_cells(d, None, export_dir, verify_test=False)
-    except UserError as exc:
-        warnings.warn(f"no model artifacts logged: {exc}", stacklevel=2)
-        return 0
-    for res in results:
-        meta = json.loads((res.path / "spec.json").read_text())
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{experiment}-{res.cell}")
+    for cell, path in models.items():
+        meta = json.loads((Path(path) / "spec.json").read_text())
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{experiment}-{cell}")
         art = wandb.Artifact(name, type="model", metadata=scrub(meta))
         for f in ("model.safetensors", "spec.json"):
-            art.add_file(str(res.path / f), name=f, policy="immutable")
+            art.add_file(str(Path(path) / f), name=f, policy="immutable")
         run.log_artifact(art, aliases=["best"])
-    return len(results)
+    return len(models)
 
 
 def _artifact_dirs_inside(d: Path) -> contextlib.AbstractContextManager[None]:

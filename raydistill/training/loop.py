@@ -26,7 +26,7 @@ from raydistill import __version__
 from raydistill.core.device import resolve_device
 from raydistill.core.errors import UserError
 from raydistill.data import DeviceSplit, iterate, named_aug, to_float
-from raydistill.data.replay import replay_epoch
+from raydistill.data.replay import ReplayViews, replay_epoch
 from raydistill.students import build, complete_spec
 from raydistill.training.accel import CompiledForward, autocast, exact_fp32, use_channels_last
 from raydistill.training.checkpoint import (
@@ -57,7 +57,6 @@ __all__ = ["Trainer", "train_student"]
 
 if TYPE_CHECKING:
     from raydistill.data import Splits
-    from raydistill.distill.transfer.format import TransferSet
 
 
 @dataclass
@@ -76,7 +75,7 @@ class Trainer:
     """One run's model, optimizer, schedule and data on the device; `train_student` drives it."""
 
     def __init__(
-        self, spec: dict, data: Splits, transfer: TransferSet | None, cfg: TrainConfig
+        self, spec: dict, data: Splits, transfer: ReplayViews | None, cfg: TrainConfig
     ) -> None:
         self.cfg, self.data, self.transfer = cfg, data, transfer
         self.device = resolve_device(cfg.device)
@@ -263,7 +262,7 @@ class Trainer:
 def train_student(
     spec: dict[str, Any],
     data: Splits,
-    transfer: TransferSet | None,
+    transfer: ReplayViews | None,
     config: TrainConfig,
     report: Report | None = None,
     checkpoint: str | Path | None = None,
