@@ -141,7 +141,7 @@ def test_extend_adds_warm_started_trials(ray_local, tiny_splits, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_search_resumes_to_full_count(ray_local, tmp_path):
+def test_interrupted_search_resumes_to_full_count(ray_local, tmp_path, capsys):
     """Ctrl-C a CLI search in a subprocess after its first trial finished, then --resume."""
     from raydistill.search import SearchSettings, load_trials, resume_search
 
@@ -151,19 +151,30 @@ def test_interrupted_search_resumes_to_full_count(ray_local, tmp_path):
     cmd = [sys.executable, "-m", "raydistill", "search", str(space), "--budgets", "10k",
            "--depths", "2", "--trials", "6", "--data", "synthetic-sep:512", "--val-size", "128",
            "--cpus-per-trial", "1", "--out", str(out), "--device", "cpu", "--wandb", "off"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_user_env(tmp_path))  # fmt: skip
     try:
         _wait_for_finished_trial(out / "tune" / "r", proc, timeout=180)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=180)
+        stdout, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "--resume" in err
+    # Our progress bar and our resume line; none of Ray's own advice, warnings or tables
+    assert f"raydistill search --resume {out}" in err and "trial" in err
+    for noise in ("Tuner.restore", "FileNotFoundError", "Token authentication", "Stop signal"):
+        assert noise not in err, err[-2000:]
+    assert "== Status ==" not in stdout and "Result logdir" not in stdout
     before = load_trials(out)
     done = before[before["status"] == "finished"]
     assert 1 <= len(done) < 6 and not SearchSettings.load(out).runs[0]["complete"]
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0  # where the interrupted search stands
+    ended = len(before[before["status"] != "running"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cnn-d2@10k"))
+    cells = line.split()
+    assert cells[1] == f"{ended}/6" and ended + int(cells[2]) + int(cells[3]) == 6, line
     resume_search(out, verbose=0)
     df = load_trials(out)
     assert len(df) == 6 and df["trial_id"].is_unique and df["config"].is_unique
@@ -171,6 +182,33 @@ def test_interrupted_search_resumes_to_full_count(ray_local, tmp_path):
     kept = df.set_index("trial_id").loc[done["trial_id"], "ended_at"]
     assert list(kept) == list(done["ended_at"])  # finished trials were not run again
     assert SearchSettings.load(out).runs[0]["complete"]
+
+
+def _user_env(tmp_path: Path) -> dict[str, str]:
+    """A user's environment: Ray's own token-auth default (no RAY_AUTH_MODE), a fresh HOME
+    (Ray writes the token it generates to ~/.ray/auth_token)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return {**env, "HOME": str(tmp_path / "home")}
+
+
+def test_ray_speaks_only_at_higher_verbosity(tmp_path):
+    """`raydistill search` shows our progress; `-v` adds Ray's messages and Tune's tables."""
+    cmd = [sys.executable, "-m", "raydistill", "search", "mlp", "--budgets", "5k", "--depths",
+           "1", "--trials", "1", "--max-epochs", "1", "--data", "synthetic-sep:256:8:2",
+           "--cpus-per-trial", "1", "--device", "cpu", "--wandb", "off"]  # fmt: skip
+    runs = {}
+    for flags in ((), ("-v",)):
+        out = tmp_path / f"s{len(flags)}"
+        res = subprocess.run([*cmd, *flags, "--out", str(out)], capture_output=True, text=True,
+                             env=_user_env(tmp_path), timeout=300)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs[flags] = res.stdout + res.stderr
+    quiet, loud = runs[()], runs[("-v",)]
+    assert "1/1" in quiet and "best val" in quiet  # our tqdm bar
+    assert "mlp-d1@5k" in quiet  # our summary of the cells
+    for noise in ("Token authentication", "== Status ==", "Result logdir"):
+        assert noise not in quiet and noise in loud, noise
 
 
 @pytest.mark.slow

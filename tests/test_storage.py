@@ -286,3 +286,35 @@ def test_seed_repeat_rows_go_through_storage(ray_local, tiny_splits, tmp_path):
     written = json.loads((shared / "repeats" / "t1-1000.json").read_text())
     assert runs.to_dict("records") == [written]
     assert written["status"] == "finished" and 0 <= written["test_acc"] <= 1
+
+
+def test_status_reads_a_search_from_s3_on_another_machine(ray_local, s3, tmp_path, capsys):
+    """`raydistill status DIR --storage s3://...`: a search's cells, read from its storage alone
+    (its Tune state copied to the S3 server, every local copy deleted), best val/acc by the
+    one best-trial rule."""
+    import pyarrow.fs as pafs
+
+    from raydistill.core import results
+    from raydistill.search import load_trials
+
+    local, out = tmp_path / "tune-storage", tmp_path / "search"
+    argv = ["search", "mlp", "--budgets", "5k", "--depths", "1,2", "--trials", "2",
+            "--data", "synthetic-sep:256:8:2", "--max-epochs", "1", "--device", "cpu",
+            "--wandb", "off", "--storage", f"file://{local}", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    df = load_trials(out)
+    fs, path = st.filesystem(f"s3://{BUCKET}/moved")
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)  # fmt: skip
+    shutil.rmtree(local)
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "elsewhere"), "--storage", f"s3://{BUCKET}/moved"]) == 0
+    printed = capsys.readouterr().out
+    assert "4/4 trials done, 0 running, 0 pending; ETA done" in printed
+    for _, best in results.best(df).iterrows():
+        line = next(ln for ln in printed.splitlines() if ln.startswith(best["cell"]))
+        assert line.split()[1:5] == ["2/2", "0", "0", f"{100 * best['val/acc']:.2f}%"], line
+    assert main(["status", str(tmp_path / "elsewhere"), "--storage", f"s3://{BUCKET}/none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no search or study" in err

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from raydistill.cli import pipeline, results, students, studies
+from raydistill.core.env import VERBOSITY_ENV, scoped_env
 from raydistill.core.errors import UserError
 
 
@@ -42,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "transfer": Command(pipeline.transfer, {}),
     "report": Command(results.report, {"dir": None}),
     "export": Command(results.export, {"dir": None}),
+    "status": Command(results.status, {"dir": None}),
     "search": Command(students.search, {"spaces": "*"}),
     "train": Command(students.train, {}),
     "prune": Command(studies.prune, {"source": None}),
@@ -86,7 +88,7 @@ _parser = _Parser
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `raydistill` console script; returns the exit status."""
     warnings.showwarning = _one_line_warning
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, level = _verbosity(list(sys.argv[1:] if argv is None else argv))
     if not argv:
         print(f"{_usage()}\nraydistill: error: give a COMMAND", file=sys.stderr)
         return 2
@@ -100,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         name, kwargs = parse(argv)
-        status = COMMANDS[name].fn(**kwargs)
+        with scoped_env({VERBOSITY_ENV: str(level)} if level else {}):
+            status = COMMANDS[name].fn(**kwargs)
         sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
         return status
     except SystemExit as exc:  # --help of a command
@@ -117,6 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_VERBOSE = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 3}
+
+
+def _verbosity(argv: list[str]) -> tuple[list[str], int]:
+    """argv without its -v / -vv / --verbose flags (anywhere), and the verbosity they add up to:
+    1 shows Ray's and Tune's own messages and status tables, 2 and 3 Tune's more detailed ones."""
+    level = sum(_VERBOSE.get(a, 0) for a in argv)
+    return [a for a in argv if a not in _VERBOSE], level
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items()]
@@ -124,6 +137,7 @@ def _usage() -> str:
         "usage: raydistill [-h] [--version] COMMAND ...", "",
         __doc__.splitlines()[0], "", "commands:", *lines, "",
         "raydistill COMMAND --help shows a command's options; every command takes --config FILE.",
+        "-v (anywhere): Ray's and Tune's own messages too (-vv: more); by default only raydistill's.",
     ])  # fmt: skip
 
 

@@ -200,3 +200,27 @@ def export_run(args: argparse.Namespace) -> int:
         val, test = pct(r.val_acc, "%"), pct(r.test_acc, "%")
         print(f"{r.cell}: {r.path}  params {r.params:,}  val {val}  test {test}  ({r.note})")
     return 0
+
+
+# ---------------------------------------------------------------- status
+def status(dir: str, storage: str | None = None) -> int:
+    """a running or finished search's (or study's) progress: per cell, trials done / running /
+    pending, best val/acc so far, ETA
+
+    Args:
+        dir: search or study directory (--out of search / reproduce)
+        storage: the search's --storage (s3://, gs://, a path): read from there, e.g. on another machine
+    """
+    return execute(None, status_run, locals())
+
+
+def status_run(args: argparse.Namespace) -> int:
+    from raydistill.search.status import cell_status, format_status, load_settings, search_dirs
+
+    for i, (d, storage) in enumerate(search_dirs(args.dir, args.storage)):
+        settings = load_settings(d, storage)
+        print(
+            ("\n" if i else "")
+            + format_status(f"{d} ({settings.experiment})", cell_status(settings))
+        )
+    return 0

@@ -6,11 +6,17 @@ local Ray on this machine, `num_cpus` of its cores), "auto" or "host:port" (join
 cluster). `env_vars`: environment variables of every Ray worker this start-up starts (e.g.
 WANDB_MODE for W&B inside trials; a cluster already running keeps its own). A missing cluster
 is a one-line UserError.
+
+Ray's console messages show only at `raydistill -v` (`raydistill.core.env.verbosity`): below it
+the "ray" logger (Ray's Python logger, Tune's included) passes errors only, so Ray's warnings
+(token authentication turned on, Tune's restore advice, its metrics look-ups on Ctrl-C) stay off
+the console; the token authentication itself is Ray's default, unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -27,10 +33,12 @@ def init_ray(
 
     if ray.is_initialized():
         return False
+    local = address in ("local", "", None)
+    quiet_ray()
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if env_vars:
         kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
-    if address in ("local", "", None):
+    if local:
         kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)
     else:
         kwargs.update(address=address)
@@ -42,6 +50,14 @@ def init_ray(
             "start one with `ray start --head` or use --address local"
         ) from None
     return True
+
+
+def quiet_ray() -> None:
+    """Below `raydistill -v`: Ray's logger (and Tune's, its child) passes errors only."""
+    from raydistill.core.env import verbosity
+
+    if verbosity() == 0:
+        logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,9 @@
-"""Process environment variables set for the duration of a block (the one implementation)."""
+"""Process environment variables set for the duration of a block (the one implementation), and
+the console's verbosity (`RAYDISTILL_VERBOSE`: 0 by default, 1 with `raydistill -v`, 2 with `-vv`).
+
+At verbosity 0 the console shows raydistill's own lines and progress bars only; Ray's and
+Tune's messages (their INFO and WARNING logs, Tune's status tables) appear from 1 on.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +28,14 @@ def scoped_env(values: Mapping[str, str], *, override: bool = True) -> Iterator[
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+VERBOSITY_ENV = "RAYDISTILL_VERBOSE"
+
+
+def verbosity() -> int:
+    """The console verbosity: `RAYDISTILL_VERBOSE` as an integer ≥ 0 (0 when unset or invalid)."""
+    try:
+        return max(0, int(os.environ.get(VERBOSITY_ENV, "0")))
+    except ValueError:
+        return 0

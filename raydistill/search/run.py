@@ -54,7 +54,7 @@ from raydistill.search.settings import (
     storage_path,
 )
 from raydistill.search.sizing import resident_bytes, trial_resources
-from raydistill.search.table import load_trials, summarize, write_outputs
+from raydistill.search.table import load_trials, publish, summarize, write_outputs
 from raydistill.search.trainable import train_trial
 from raydistill.students import data_spec_keys
 from raydistill.tracking.tracker import make_tracker
@@ -207,6 +207,7 @@ def _execute(
     """Run (or restore) the newest run of `settings`, then write the outputs."""
     run = settings.runs[-1]
     probe(settings.storage)
+    publish(settings)  # search.json in the storage: `raydistill status --storage` from elsewhere
     with ray_session(settings.address), _tune_env(settings, run):
         check_gpu_request(least_request(settings.gpus_per_trial), settings.address,
                           "--gpus-per-trial")  # fmt: skip
@@ -281,13 +282,21 @@ def _new_tuner(
             reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=run["name"], storage_path=settings.storage, verbose=verbose,
+            name=run["name"], storage_path=settings.storage, verbose=tune_verbosity(verbose),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            progress_reporter=_reporter(cells) if verbose else None,
+            progress_reporter=_reporter(cells) if tune_verbosity(verbose) else None,
             callbacks=[SearchProgress(run_total(settings, run), run["name"])] if verbose else None,
         ),
     )  # fmt: skip
+
+
+def tune_verbosity(verbose: int) -> int:
+    """Tune's console verbosity (0–3): its status tables only at `raydistill -v` and above
+    (`raydistill.core.env.verbosity`); our progress bar (`SearchProgress`) shows either way."""
+    from raydistill.core.env import verbosity
+
+    return min(verbosity(), 3) if verbose else 0
 
 
 def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:

@@ -37,25 +37,32 @@ from raydistill.tracking.context import describe_dataset, describe_transfer
 def write_outputs(settings: SearchSettings, splits: Any, ts: Any) -> pd.DataFrame:
     """trials.parquet (every run), best/<cell>.json and manifest.json in DIR."""
     out = Path(settings.out)
-    rows = []
-    for run in settings.runs:
-        try:
-            analysis = tune.ExperimentAnalysis(settings.run_path(run))
-        except ValueError:
-            continue  # a run that never started
-        rows += [_trial_row(settings, run, t, analysis.trial_dataframes.get(t.trial_id))
-                 for t in analysis.trials]  # fmt: skip
+    rows = [row for _, row in trial_rows(settings)]
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
     with atomic_path(out / TRIALS_FILE) as tmp:
         pq.write_table(table, tmp)
     frame = table.to_pandas()
     _write_best(out, frame)
     _write_manifest(settings, frame, splits, ts)
-    _publish(settings)
+    publish(settings)
     return frame
 
 
-def _publish(settings: SearchSettings) -> None:
+def trial_rows(settings: SearchSettings) -> list[tuple[Any, dict[str, Any]]]:
+    """(Tune trial, its trials-table row) of every run, read from the search's Tune storage
+    (also while the search runs: `raydistill status`)."""
+    out = []
+    for run in settings.runs:
+        try:
+            analysis = tune.ExperimentAnalysis(settings.run_path(run))
+        except ValueError:
+            continue  # a run that never started
+        frames = analysis.trial_dataframes
+        out += [(t, _trial_row(settings, run, t, frames.get(t.trial_id))) for t in analysis.trials]
+    return out
+
+
+def publish(settings: SearchSettings) -> None:
     """DIR's small outputs to `<storage>/_search/` when the storage is not DIR/tune."""
     out = Path(settings.out)
     if settings.storage == str(out / "tune"):
