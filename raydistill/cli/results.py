@@ -215,12 +215,11 @@ def status(dir: str, storage: str | None = None) -> int:
 
 
 def status_run(args: argparse.Namespace) -> int:
-    from raydistill.search.status import cell_status, format_status, load_settings, search_dirs
+    from raydistill.search import status as st
 
-    for i, (d, storage) in enumerate(search_dirs(args.dir, args.storage)):
-        settings = load_settings(d, storage)
-        print(
-            ("\n" if i else "")
-            + format_status(f"{d} ({settings.experiment})", cell_status(settings))
-        )
+    for i, (d, storage) in enumerate(st.search_dirs(args.dir, args.storage)):
+        settings = st.load_settings(d, storage)
+        table = st.format_status(f"{d} ({settings.experiment})", st.cell_status(settings),
+                                 st.planned_total(settings))  # fmt: skip
+        print(("\n" if i else "") + table)
     return 0

@@ -155,9 +155,17 @@ def _known(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def format_status(title: str, cells: list[CellStatus]) -> str:
+def planned_total(settings: SearchSettings) -> int:
+    """Trials the search hands out in all (adaptive allocation: its total, moved between cells
+    as it runs, so the cells' own counts are their first shares)."""
+    from raydistill.search.settings import run_total
+
+    return sum(run_total(settings, run) for run in settings.runs)
+
+
+def format_status(title: str, cells: list[CellStatus], total: int | None = None) -> str:
     """The console table of one search."""
-    total = sum(c.planned for c in cells)
+    total = total if total is not None else sum(c.planned for c in cells)
     done = sum(c.done for c in cells)
     etas = [c.eta_s for c in cells]
     eta = "unknown" if None in etas else _duration(max(etas, default=0.0))
