@@ -31,7 +31,13 @@ from raydistill.data import (
     sample_aug,
     to_float,
 )
-from raydistill.data.augment import aug_grid, aug_theta, hsv_jitter
+from raydistill.data.augment import (
+    _warp,
+    _whole_pixels,
+    aug_grid,
+    aug_theta,
+    hsv_jitter,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -183,6 +189,22 @@ def test_translate_shifts_with_zero_fill_on_raw_floats():
     torch.testing.assert_close(out[1, :, 1:, :-2], x[1, :, :-1, 2:], atol=1e-5, rtol=0)
     assert out[1, :, 0, :].abs().max() == 0 and out[1, :, :, -2:].abs().max() == 0
     torch.testing.assert_close(out[2, :, :-4, :], x[2, :, 4:, :], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(32, 32), (16, 32), (24, 32), (32, 20)])
+def test_whole_pixel_views_are_the_grid_samples(h, w):
+    """Mirror + translate views (the flip_translate transfer set) take a gather instead of
+    grid_sample on the CPU: bit for bit grid_sample's views at power-of-two sides (CIFAR's 32),
+    within its float rounding elsewhere; views that crop still go through grid_sample."""
+    cfg = AugConfig(mirror=True, crop_min=max(h, w), crop_max=max(h, w), translate=4)
+    p = sample_aug(96, _gen(11), cfg)
+    x = torch.randn(96, 3, h, w, generator=_gen(12)) + 2.0  # finite values of either sign
+    assert _whole_pixels(x, p) and p["tx"].abs().max() == 4 and p["flip"].any()
+    if h & (h - 1) == 0 and w & (w - 1) == 0:  # pixel centres exact in binary
+        assert torch.equal(apply_aug(x, p), _warp(x, p))
+    torch.testing.assert_close(apply_aug(x, p), _warp(x, p), atol=1e-5, rtol=0)
+    cropped = sample_aug(96, _gen(13), AugConfig(mirror=True, crop_min=h - 4, crop_max=h))
+    assert not _whole_pixels(x, cropped)
 
 
 def test_separable_grid_equals_affine_grid_of_theta():

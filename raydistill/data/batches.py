@@ -222,7 +222,7 @@ def iterate(
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
-        x = to_float(split.x[idx])
+        x = to_float(split.x.index_select(0, idx))  # not split.x[idx]: ~50x slower on CPU
         if any(parts):
             view = {k: v[start : start + batch_size] for k, v in params.items()}
             x = apply_aug(x, view, geometric=parts[0], color=parts[1])

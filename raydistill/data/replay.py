@@ -52,7 +52,9 @@ def replay_batch(
     `images` (N, C, H, W) is a split resident on the device; `index` (B,) and `params[k]` (B,)
     are on the same device. `geometric` / `color`: skip the parts known to be identity
     (`TransferSet.aug_parts`); None works it out from the params (a host sync)."""
-    return apply_aug(to_float(images[index]), params, geometric=geometric, color=color)
+    # index_select, not images[index]: the same rows, ~50x faster for uint8 on the CPU
+    x = to_float(images.index_select(0, index))
+    return apply_aug(x, params, geometric=geometric, color=color)
 
 
 def replay_epoch(
