@@ -27,7 +27,7 @@ from raydistill.search import allocation as al
 from raydistill.search import spaces as sp
 from raydistill.search.settings import METRIC, MODE
 from raydistill.search.trainable import OBJECTIVE, objective, solve_trial
-from raydistill.students.budget import format_budget
+from raydistill.students.budget import format_budget, solve_budget
 
 
 @dataclass
@@ -343,3 +343,25 @@ def _fit_points(
     paired = zip(points, rewards if rewards is not None else [None] * len(points), strict=True)
     kept = [({k: p[k] for k in dists}, r) for p, r in paired if set(dists) <= set(p)]
     return [p for p, _ in kept], [r for _, r in kept] if rewards is not None else None
+
+
+def longest_first(
+    cells: Sequence[tuple[sp.Cell, sp.SearchSpace, int]], data_keys: Mapping[str, Any]
+) -> list[tuple[sp.Cell, sp.SearchSpace, int]]:
+    """The cells, costliest trial first (one image's forward FLOPs at the cell's budget, equal
+    width ratios unless the space fixes them; `data_keys`: `data_spec_keys` of the data).
+    `CellSearcher`'s round robin then starts the longest trials first, so a run does not end on
+    one long trial while the other workers idle (longest-processing-time-first scheduling)."""
+    from raydistill.students.registry import forward_flops
+
+    def cost(item: tuple[sp.Cell, sp.SearchSpace, int]) -> int:
+        cell, space = item[0], item[1]
+        fixed = {k: p.value for k, p in space.spec.items() if not p.searched}
+        ratios = None
+        if not space.width_ratios.searched:
+            ratios = [float(space.width_ratios.value)] * len(space.ratio_names(cell.depth))
+        sol = solve_budget(cell.family, cell.depth, cell.budget, ratios, **fixed, **data_keys)
+        return forward_flops(sol.spec)
+
+    costs = [cost(c) for c in cells]
+    return [cells[i] for i in sorted(range(len(cells)), key=lambda i: -costs[i])]

@@ -30,6 +30,7 @@ from raydistill.search.cells import (
     CellScheduler,
     CellSearcher,
     describe_plan,
+    longest_first,
     trial_dirname,
     trial_id_from_dirname,
     trial_name,
@@ -216,7 +217,7 @@ def _execute(
         if restore and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
         else:  # a fresh run, or one stopped before Tune saved any state
-            tuner = _new_tuner(settings, run, trainable, ts, verbose)
+            tuner = _new_tuner(settings, run, trainable, ts, verbose, data_spec_keys(splits))
         t0 = time.time()
         grid = tuner.fit()
         run["wall_s"] = run.get("wall_s", 0.0) + time.time() - t0
@@ -256,10 +257,15 @@ def _tune_env(
 
 
 def _new_tuner(
-    settings: SearchSettings, run: Mapping[str, Any], trainable: Any, ts: Any, verbose: int
+    settings: SearchSettings,
+    run: Mapping[str, Any],
+    trainable: Any,
+    ts: Any,
+    verbose: int,
+    data_keys: Mapping[str, Any],
 ) -> Any:
     plans = {c.id: (c, s) for c, s in settings.cell_plans()}
-    cells = [(*plans[cid], n) for cid, n in run["cells"].items()]
+    cells = longest_first([(*plans[cid], n) for cid, n in run["cells"].items()], data_keys)
     warm = _warm_start(settings, run["cells"]) if run["index"] > 0 else None
     first = run["index"] == 0  # --extend runs: the N trials asked for, in every named cell
     searcher = CellSearcher(

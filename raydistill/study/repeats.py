@@ -17,6 +17,7 @@ read from a worker's disk. Results: one row per run in
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,24 @@ def repeat_jobs(trials: pd.DataFrame, seeds: int) -> list[dict[str, Any]]:
                 "depth": int(best["depth"]), "budget": int(best["budget"]),
                 "twin": bool(best["twin"]), "trial_id": best["trial_id"],
                 "spec": json.loads(best["spec"]), "train": json.loads(best["train"]),
-                "seed": SEED_OFFSET + k,
+                "seed": SEED_OFFSET + k, "epoch_s": _epoch_seconds(best),
             })  # fmt: skip
     return jobs
+
+
+def _epoch_seconds(trial: pd.Series) -> float:
+    """The search's measured seconds per epoch of a trial; inf when not recorded."""
+    wall, epochs = trial.get("wall_s"), trial.get("epochs")
+    if wall is None or epochs is None or pd.isna(wall) or pd.isna(epochs) or epochs < 1:
+        return math.inf
+    return float(wall) / float(epochs)
+
+
+def longest_first(jobs: Sequence[dict[str, Any]]) -> list[int]:
+    """Job positions, the longest run first (the search's seconds per epoch of the job's
+    configuration; unmeasured first): submitted in this order, the last tasks to start are the
+    short ones, so no worker idles while one long repeat finishes (LPT scheduling)."""
+    return sorted(range(len(jobs)), key=lambda i: -jobs[i].get("epoch_s", math.inf))
 
 
 def run_job(
@@ -103,9 +119,9 @@ def run_repeats(
         check_gpu_request(least_request(gpus_per_trial), address, "--gpus-per-trial")
         task = ray.remote(max_retries=1)(run_job)
         data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
-        pending = {task.options(**task_options(g, cpus_per_trial)).remote(
-                       j, data_ref, transfer_ref, storage): i
-                   for i, (j, g) in enumerate(zip(jobs, shares, strict=True))}  # fmt: skip
+        pending = {task.options(**task_options(shares[i], cpus_per_trial)).remote(
+                       jobs[i], data_ref, transfer_ref, storage): i
+                   for i in longest_first(jobs)}  # fmt: skip
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
