@@ -82,11 +82,15 @@ def main() -> None:
     shape = f"x ({a.batch}, {a.channels}, {a.size}, {a.size}), {a.channels}→{a.channels}, {a.kernel}×{a.kernel}"
     print(f"{shape}, {a.threads} CPU threads")
     for kind, r in res.items():
-        print(f"  {kind:5s}: forward {r['forward_s'] * 1e3:9.1f} ms   forward+backward "
-              f"{r['fwd_bwd_s'] * 1e3:9.1f} ms   peak extra RSS {r['peak_extra_mb']:7.1f} MB")  # fmt: skip
+        print(
+            f"  {kind:5s}: forward {r['forward_s'] * 1e3:9.1f} ms   forward+backward "
+            f"{r['fwd_bwd_s'] * 1e3:9.1f} ms   peak extra RSS {r['peak_extra_mb']:7.1f} MB"
+        )
     c, d = res["conv"], res["adder"]
-    print(f"  adder / conv: forward {d['forward_s'] / c['forward_s']:.1f}×, forward+backward "
-          f"{d['fwd_bwd_s'] / c['fwd_bwd_s']:.1f}×")  # fmt: skip
+    print(
+        f"  adder / conv: forward {d['forward_s'] / c['forward_s']:.1f}×, forward+backward "
+        f"{d['fwd_bwd_s'] / c['fwd_bwd_s']:.1f}×"
+    )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,12 @@ def run_variant(name: str, base, splits, out: Path, **change) -> dict:
     wall = time.perf_counter() - t0
     saved = json.loads((where / "search.json").read_text())
     rows = load_trials(where)
-    return {"name": name, "rows": rows, "wall_s": sum(r.get("wall_s", 0) for r in saved["runs"]),
-            "this_call_s": wall}  # fmt: skip
+    return {
+        "name": name,
+        "rows": rows,
+        "wall_s": sum(r.get("wall_s", 0) for r in saved["runs"]),
+        "this_call_s": wall,
+    }
 
 
 def main() -> None:
@@ -109,9 +113,16 @@ def main() -> None:
     runs = [
         run_variant("uniform", base, splits, out, allocate="uniform", warm_start=False),
         run_variant("adaptive", base, splits, out, allocate="adaptive", warm_start=True),
-        run_variant(f"adaptive-{round(100 * args.fraction)}", base, splits, out,
-                    allocate="adaptive", warm_start=True, total_trials=reduced),
-    ]  # fmt: skip
+        run_variant(
+            f"adaptive-{round(100 * args.fraction)}",
+            base,
+            splits,
+            out,
+            allocate="adaptive",
+            warm_start=True,
+            total_trials=reduced,
+        ),
+    ]
     n_val = len(splits.val_y)
     target = fronts(runs[0]["rows"])
     print(f"\n{sc.name}: {cells} cells, uniform {total} trials, n_val {n_val}")

@@ -67,12 +67,14 @@ class ArrayDataset(torch.utils.data.Dataset):
         from torchvision import transforms as T
 
         self.x, self.y = x_nhwc, y
-        self.tf = T.Compose([
-            T.RandomCrop(32, padding=4),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(CIFAR_MEAN, CIFAR_STD),
-        ])  # fmt: skip
+        self.tf = T.Compose(
+            [
+                T.RandomCrop(32, padding=4),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(CIFAR_MEAN, CIFAR_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.y)

@@ -80,9 +80,14 @@ def dataloader_loop(spec: dict, splits: Splits, device: str, epochs: int, worker
     class Images(Dataset):
         def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
             self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-            self.tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
-                                  v2.ToDtype(torch.float32, scale=True),
-                                  v2.Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])])  # fmt: skip
+            self.tf = v2.Compose(
+                [
+                    v2.RandomCrop(32, padding=4),
+                    v2.RandomHorizontalFlip(),
+                    v2.ToDtype(torch.float32, scale=True),
+                    v2.Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]),
+                ]
+            )
 
         def __len__(self) -> int:
             return len(self.y)
@@ -93,9 +98,14 @@ def dataloader_loop(spec: dict, splits: Splits, device: str, epochs: int, worker
     dev = resolve_device(device)
     model = build(spec).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    loader = DataLoader(Images(splits.train_x, splits.train_y), batch_size=256, shuffle=True,
-                        num_workers=workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=workers > 0)  # fmt: skip
+    loader = DataLoader(
+        Images(splits.train_x, splits.train_y),
+        batch_size=256,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
     def epoch() -> None:
         for x, y in loader:
@@ -143,9 +153,11 @@ def section_a(args: argparse.Namespace, say: Callable[[str], None]) -> None:
         ours = our_loop(spec, splits, args.device, epochs)
         base = dataloader_loop(spec, splits, args.device, epochs, workers)
         top = ceiling(spec, splits, args.device, steps)
-        say(f"(a) {family}-d{depth}@{budget:,}: ours {ours:,.0f} img/s, DataLoader "
+        say(
+            f"(a) {family}-d{depth}@{budget:,}: ours {ours:,.0f} img/s, DataLoader "
             f"({workers} workers) {base:,.0f} img/s, compute ceiling {top:,.0f} img/s; "
-            f"ours/DataLoader {ours / base:.2f}x, ours/ceiling {ours / top:.2f}")  # fmt: skip
+            f"ours/DataLoader {ours / base:.2f}x, ours/ceiling {ours / top:.2f}"
+        )
 
 
 def _trial(spec: dict, splits: Splits, epochs: int) -> tuple[float, float]:
@@ -176,8 +188,10 @@ def section_b(args: argparse.Namespace, say: Callable[[str], None]) -> None:
             done = ray.get([task.remote(spec, ref, 2) for _ in range(k * gpus)])
             rate = sum(n for n, _ in done) / (time.perf_counter() - t0)
             base = base or rate
-            say(f"(b) {k} trials/GPU: {rate:,.0f} img/s over {k * gpus} trials "
-                f"({rate / base:.2f}x of 1 trial/GPU)")  # fmt: skip
+            say(
+                f"(b) {k} trials/GPU: {rate:,.0f} img/s over {k * gpus} trials "
+                f"({rate / base:.2f}x of 1 trial/GPU)"
+            )
     finally:
         ray.shutdown()
 
@@ -201,14 +215,20 @@ def section_c(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     configs = [member_config("airbench", epochs, s, **train) for s in range(4)]
     t0 = time.perf_counter()
     results = [train_member(spec, splits, c.to_dict()) for c in configs]
-    ensemble = make_ensemble(spec, [r["weights"] for r in results],
-                             make_preprocess(configs[0].preprocess, splits), device=args.device)  # fmt: skip
+    ensemble = make_ensemble(
+        spec,
+        [r["weights"] for r in results],
+        make_preprocess(configs[0].preprocess, splits),
+        device=args.device,
+    )
     _, overall = evaluate_members(ensemble, splits)
     wall = time.perf_counter() - t0
     members = ", ".join(f"{100 * r['test_acc']:.2f}%" for r in results)
-    say(f"(c) airbench x4 on {splits.name} ({len(splits.train_y)} train, {epochs} epochs): "
+    say(
+        f"(c) airbench x4 on {splits.name} ({len(splits.train_y)} train, {epochs} epochs): "
         f"ensemble test {100 * overall['test/acc']:.2f}% (members {members}) in {wall:.1f} s "
-        f"(goal: ≥ 94 % in ≤ 60 s)")  # fmt: skip
+        f"(goal: ≥ 94 % in ≤ 60 s)"
+    )
 
 
 def section_cl(args: argparse.Namespace, say: Callable[[str], None]) -> None:
@@ -222,14 +242,24 @@ def section_cl(args: argparse.Namespace, say: Callable[[str], None]) -> None:
         rates: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(rounds):
             for cl in (False, True):
-                rates[cl].append(our_loop(spec, splits, args.device, 1, channels_last=cl,
-                                          batch_size=128))  # fmt: skip
+                rates[cl].append(
+                    our_loop(spec, splits, args.device, 1, channels_last=cl, batch_size=128)
+                )
         med = {cl: float(np.median(r)) for cl, r in rates.items()}
-        losses = [Trainer(spec, splits, None, TrainConfig(loss="hard", device=args.device,
-                          channels_last=cl, max_epochs=1)).train_epoch(0) for cl in (False, True)]  # fmt: skip
-        say(f"(cl) cnn-d{spec['depth']} {spec['widths']} BN: NCHW {med[False]:,.0f} img/s, "
+        losses = [
+            Trainer(
+                spec,
+                splits,
+                None,
+                TrainConfig(loss="hard", device=args.device, channels_last=cl, max_epochs=1),
+            ).train_epoch(0)
+            for cl in (False, True)
+        ]
+        say(
+            f"(cl) cnn-d{spec['depth']} {spec['widths']} BN: NCHW {med[False]:,.0f} img/s, "
             f"channels_last {med[True]:,.0f} img/s ({med[True] / med[False]:.2f}x, median of "
-            f"{rounds}); epoch-0 loss {losses[0]:.6f} vs {losses[1]:.6f}")  # fmt: skip
+            f"{rounds}); epoch-0 loss {losses[0]:.6f} vs {losses[1]:.6f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

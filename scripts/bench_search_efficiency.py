@@ -90,15 +90,28 @@ def main() -> None:
         target = max(rand)
         tpe = run_searcher(args.searcher, seed, args.max_trials, cell, space, evaluate, target)
         needed = len(tpe) if max(tpe) >= target else None
-        rows.append({"seed": seed, "random_best": target, "needed": needed,
-                     "tpe_best": max(tpe), "random": rand, "tpe": tpe})  # fmt: skip
+        rows.append(
+            {
+                "seed": seed,
+                "random_best": target,
+                "needed": needed,
+                "tpe_best": max(tpe),
+                "random": rand,
+                "tpe": tpe,
+            }
+        )
         shown = needed if needed is not None else f">{args.max_trials}"
-        print(f"seed {seed}: random best of {args.random_trials} = {target:.4f}; "
-              f"{args.searcher} reached it at trial {shown} (its best {max(tpe):.4f})", flush=True)  # fmt: skip
+        print(
+            f"seed {seed}: random best of {args.random_trials} = {target:.4f}; "
+            f"{args.searcher} reached it at trial {shown} (its best {max(tpe):.4f})",
+            flush=True,
+        )
     counts = [r["needed"] if r["needed"] is not None else args.max_trials + 1 for r in rows]
     median = statistics.median(counts)
-    print(f"median trials {args.searcher} needs to match random@{args.random_trials}: {median} "
-          f"(target ≤ 12); {len(cost)} trials, {statistics.mean(cost):.1f} s each")  # fmt: skip
+    print(
+        f"median trials {args.searcher} needs to match random@{args.random_trials}: {median} "
+        f"(target ≤ 12); {len(cost)} trials, {statistics.mean(cost):.1f} s each"
+    )
     Path(args.out).write_text(
         json.dumps({"args": vars(args), "rows": rows, "median": median}, indent=2)
     )

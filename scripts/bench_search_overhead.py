@@ -77,10 +77,18 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-overhead-")) / "search"
     t0 = time.perf_counter()
     settings = SearchSettings(
-        spaces=[args.space], budgets=args.budget, depths=[args.depth], trials=args.trials,
-        out=str(out), searcher="random", cpus_per_trial=1, max_concurrent=1,
-        max_epochs=args.epochs, device="cpu", wandb="off",
-    )  # fmt: skip
+        spaces=[args.space],
+        budgets=args.budget,
+        depths=[args.depth],
+        trials=args.trials,
+        out=str(out),
+        searcher="random",
+        cpus_per_trial=1,
+        max_concurrent=1,
+        max_epochs=args.epochs,
+        device="cpu",
+        wandb="off",
+    )
     run_search(settings, data=data, verbose=0)
     search_wall = time.perf_counter() - t0
     load.append(os.getloadavg()[0])
@@ -92,19 +100,27 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     ref = (before + after) / 2
 
-    print(f"{args.trials} trials of {args.space}-d{args.depth}@{args.budget}, {args.epochs} epochs "
-          f"on {len(data.train_y)} images, 1 CPU each, one at a time")  # fmt: skip
+    print(
+        f"{args.trials} trials of {args.space}-d{args.depth}@{args.budget}, {args.epochs} epochs "
+        f"on {len(data.train_y)} images, 1 CPU each, one at a time"
+    )
     print(
         f"{'trial':10s} {'search s':>9s} {'loop1 s':>8s} {'loop2 s':>8s} {'val/acc':>8s} {'loop':>7s}"
     )
     for (_, row), (s1, acc), (s2, _) in zip(trials.iterrows(), rows, rows2, strict=True):
-        print(f"{row['trial_id']:10s} {row['wall_s']:9.1f} {s1:8.1f} {s2:8.1f} "
-              f"{row['val/acc']:8.4f} {acc:7.4f}")  # fmt: skip
-    print(f"loop before {before:.1f} s | search {search_wall:.1f} s (Tune loop {tune_wall:.1f} s; "
-          f"the rest is Ray start/stop and outputs) | loop after {after:.1f} s")  # fmt: skip
-    print(f"ratio search / mean loop: {search_wall / ref:.3f} (Tune loop only: "
-          f"{tune_wall / ref:.3f}); mean trial {ref / len(configs):.1f} s; "
-          f"1-min load average at the phase boundaries {[round(x, 1) for x in load]}")  # fmt: skip
+        print(
+            f"{row['trial_id']:10s} {row['wall_s']:9.1f} {s1:8.1f} {s2:8.1f} "
+            f"{row['val/acc']:8.4f} {acc:7.4f}"
+        )
+    print(
+        f"loop before {before:.1f} s | search {search_wall:.1f} s (Tune loop {tune_wall:.1f} s; "
+        f"the rest is Ray start/stop and outputs) | loop after {after:.1f} s"
+    )
+    print(
+        f"ratio search / mean loop: {search_wall / ref:.3f} (Tune loop only: "
+        f"{tune_wall / ref:.3f}); mean trial {ref / len(configs):.1f} s; "
+        f"1-min load average at the phase boundaries {[round(x, 1) for x in load]}"
+    )
 
 
 if __name__ == "__main__":

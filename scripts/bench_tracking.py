@@ -32,23 +32,42 @@ def trial(mode: str, root: Path, trial_id: str, epochs: int, work_s: float = 0.0
     from raydistill.tracking.tracker import make_tracker
 
     config = {"lr": 0.01, "widths": [64, 128, 512], "params": 998_123}
-    tracker = make_tracker(mode, root=root, experiment="bench", cell="cnn-d2@1M",
-                           trial_id=trial_id, config=config, tags=["bench"])  # fmt: skip
+    tracker = make_tracker(
+        mode,
+        root=root,
+        experiment="bench",
+        cell="cnn-d2@1M",
+        trial_id=trial_id,
+        config=config,
+        tags=["bench"],
+    )
     a = torch.randn(64, 64)
     for epoch in range(1, epochs + 1):
         t_epoch = time.perf_counter() + work_s
         loss = float((a @ a).mean())  # the "training"
         while time.perf_counter() < t_epoch:
             loss = float((a @ a).mean())
-        tracker.log({"train/loss": loss, "val/acc": 0.5, "val/loss": 1.0, "lr": 0.01,
-                     "best/val/acc": 0.5, "params": 998_123, "status": "running"}, step=epoch)  # fmt: skip
+        tracker.log(
+            {
+                "train/loss": loss,
+                "val/acc": 0.5,
+                "val/loss": 1.0,
+                "lr": 0.01,
+                "best/val/acc": 0.5,
+                "params": 998_123,
+                "status": "running",
+            },
+            step=epoch,
+        )
     tracker.finish({"best/val/acc": 0.5, "test/acc": 0.5}, status="finished")
     return time.perf_counter() - t0
 
 
 def cold(mode: str, root: Path, epochs: int, work_s: float, i: int) -> float:
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_tracking as b;"
-            f"from pathlib import Path; print(b.trial({mode!r}, Path({str(root)!r}), 'cold{i}', {epochs}, {work_s}))")  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_tracking as b;"
+        f"from pathlib import Path; print(b.trial({mode!r}, Path({str(root)!r}), 'cold{i}', {epochs}, {work_s}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -47,8 +47,16 @@ DEFAULT_DATA = (
     / "datasets"
     / "cifar10-jpeg.parquet"
 )
-STUDENTS = ("cnn-d1@10k", "cnn-d2@10k", "cnn-d3@10k", "cnn-d1@30k", "cnn-d2@30k", "cnn-d3@30k",
-            "mlp-d1@10k", "mlp-d1@30k")  # fmt: skip
+STUDENTS = (
+    "cnn-d1@10k",
+    "cnn-d2@10k",
+    "cnn-d3@10k",
+    "cnn-d1@30k",
+    "cnn-d2@30k",
+    "cnn-d3@30k",
+    "mlp-d1@10k",
+    "mlp-d1@30k",
+)
 VARIANTS = ("ours", "dataloader", "ceiling")
 VAL_SIZE, EPOCH_VIEWS = 5000, 45_000  # the tiny study's validation split and epoch
 
@@ -64,8 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant (median)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--workers", type=int, default=1, help="DataLoader num_workers")
-    p.add_argument("--pairs", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run two copies side by side")  # fmt: skip
+    p.add_argument(
+        "--pairs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run two copies side by side",
+    )
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -122,10 +134,21 @@ def bench_transfer(splits: Any, views: int, epochs: int) -> Any:
     index = np.concatenate([o[:views].numpy() for o, _ in plans])
     params = {k: np.concatenate([p[k][:views].numpy() for _, p in plans]) for k in plans[0][1]}
     logits = np.random.default_rng(0).normal(size=(len(index), splits.num_classes))
-    meta = {"epochs": epochs, "views_per_epoch": views, "num_classes": splits.num_classes,
-            "aug": aug.to_dict(), "image_size": int(min(splits.image_shape[1:]))}  # fmt: skip
-    return TransferSet(path=Path("bench"), index=index, epoch=np.repeat(np.arange(epochs), views),
-                       params=params, logits=logits.astype(np.float32), meta=meta)  # fmt: skip
+    meta = {
+        "epochs": epochs,
+        "views_per_epoch": views,
+        "num_classes": splits.num_classes,
+        "aug": aug.to_dict(),
+        "image_size": int(min(splits.image_shape[1:])),
+    }
+    return TransferSet(
+        path=Path("bench"),
+        index=index,
+        epoch=np.repeat(np.arange(epochs), views),
+        params=params,
+        logits=logits.astype(np.float32),
+        meta=meta,
+    )
 
 
 def _trainer(name: str, steps: int, bs: int, epochs: int = 2) -> Any:
@@ -134,8 +157,16 @@ def _trainer(name: str, steps: int, bs: int, epochs: int = 2) -> Any:
 
     splits = _STATE["splits"]
     ts = bench_transfer(splits, steps * bs, epochs)
-    cfg = TrainConfig(lr=0.005, momentum=0.9, batch_size=bs, schedule="cosine",
-                      warmup_epochs=0.3, loss="l2_logits", device="cpu", seed=0)  # fmt: skip
+    cfg = TrainConfig(
+        lr=0.005,
+        momentum=0.9,
+        batch_size=bs,
+        schedule="cosine",
+        warmup_epochs=0.3,
+        loss="l2_logits",
+        device="cpu",
+        seed=0,
+    )
     return Trainer(student_spec(name, splits), splits, ts, cfg)
 
 
@@ -182,9 +213,14 @@ class Images:
         from torchvision.transforms import v2
 
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-        self.tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
-                              v2.ToDtype(torch.float32, scale=True),
-                              v2.Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])])  # fmt: skip
+        self.tf = v2.Compose(
+            [
+                v2.RandomCrop(32, padding=4),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.y)
@@ -202,9 +238,14 @@ def run_dataloader(name: str, steps: int, bs: int, workers: int = 1, **_: Any) -
     tr = _trainer(name, 1, bs)  # the same model, init and layout as ours
     model, opt, cl = tr.model, tr.opt, tr.channels_last
 
-    loader = DataLoader(Images(splits.train_x, splits.train_y), batch_size=bs, shuffle=True,
-                        num_workers=workers, persistent_workers=workers > 0,
-                        multiprocessing_context="fork" if workers > 0 else None)  # fmt: skip
+    loader = DataLoader(
+        Images(splits.train_x, splits.train_y),
+        batch_size=bs,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        multiprocessing_context="fork" if workers > 0 else None,
+    )
 
     def run(n: int) -> None:
         for _, (x, y) in zip(range(n), loader, strict=False):
@@ -251,13 +292,25 @@ def _line(name: str, mode: str, runs: dict[str, list[dict[str, float]]]) -> dict
     ours, dl, ceil = (_median(runs[v], "img_s") for v in VARIANTS)
     epoch = _median(runs["ours"], "epoch_img_s")
     load = statistics.median(r["load1"] for v in VARIANTS for r in runs[v])
-    print(f"{name:11s} {mode:6s} ours {ours:7,.0f}  ours+val {epoch:7,.0f}  DataLoader {dl:7,.0f}  "
-          f"ceiling {ceil:7,.0f} img/s | ours/ceiling {ours / ceil:5.2f}  ours+val/ceiling "
-          f"{epoch / ceil:5.2f}  ours/DataLoader {ours / dl:5.2f} | load {load:.1f}",
-          flush=True)  # fmt: skip
-    return {"student": name, "mode": mode, "ours": ours, "ours_val": epoch, "dataloader": dl,
-            "ceiling": ceil, "ours/ceiling": ours / ceil, "ours_val/ceiling": epoch / ceil,
-            "ours/dataloader": ours / dl, "load1": load, "runs": runs}  # fmt: skip
+    print(
+        f"{name:11s} {mode:6s} ours {ours:7,.0f}  ours+val {epoch:7,.0f}  DataLoader {dl:7,.0f}  "
+        f"ceiling {ceil:7,.0f} img/s | ours/ceiling {ours / ceil:5.2f}  ours+val/ceiling "
+        f"{epoch / ceil:5.2f}  ours/DataLoader {ours / dl:5.2f} | load {load:.1f}",
+        flush=True,
+    )
+    return {
+        "student": name,
+        "mode": mode,
+        "ours": ours,
+        "ours_val": epoch,
+        "dataloader": dl,
+        "ceiling": ceil,
+        "ours/ceiling": ours / ceil,
+        "ours_val/ceiling": epoch / ceil,
+        "ours/dataloader": ours / dl,
+        "load1": load,
+        "runs": runs,
+    }
 
 
 def _run(inboxes: list, outbox: Any, task: tuple) -> dict[str, float]:
@@ -281,16 +334,23 @@ def main(argv: list[str] | None = None) -> None:
     ctx = mp.get_context("spawn")
     barrier, outbox = ctx.Barrier(2), ctx.Queue()
     inboxes = [ctx.Queue() for _ in range(2)]
-    procs = [ctx.Process(target=_serve, args=(args.data, args.cache_dir, args.threads, barrier,
-                                              q, outbox)) for q in inboxes]  # fmt: skip
+    procs = [
+        ctx.Process(
+            target=_serve, args=(args.data, args.cache_dir, args.threads, barrier, q, outbox)
+        )
+        for q in inboxes
+    ]
     for proc in procs:
         proc.start()
     for _ in procs:
         if (msg := outbox.get()) != "ready":
             raise SystemExit(f"a benchmark worker failed to start: {msg}")
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
-    print(f"{args.steps} steps × {args.batch_size} per measurement, {args.threads} torch thread(s) "
-          f"per process, DataLoader workers {args.workers}, median of {args.repeats}", flush=True)  # fmt: skip
+    print(
+        f"{args.steps} steps × {args.batch_size} per measurement, {args.threads} torch thread(s) "
+        f"per process, DataLoader workers {args.workers}, median of {args.repeats}",
+        flush=True,
+    )
     results = []
     try:
         for mode in ["single", "pair"] if args.pairs else ["single"]:

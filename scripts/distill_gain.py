@@ -49,9 +49,12 @@ def train_accuracy(r: TrainResult, splits: Any, cfg: TrainConfig) -> float:
     """Accuracy (%) of r's best-validation weights on the (unaugmented) training images."""
     model = build(r.spec)
     model.load_state_dict(r.state_dict)
-    acc, _ = evaluate(model, DeviceSplit.from_splits(splits, "train"),
-                      preprocess=make_preprocess(cfg.preprocess, splits),
-                      input_scale=cfg.input_scale)  # fmt: skip
+    acc, _ = evaluate(
+        model,
+        DeviceSplit.from_splits(splits, "train"),
+        preprocess=make_preprocess(cfg.preprocess, splits),
+        input_scale=cfg.input_scale,
+    )
     return 100 * acc
 
 
@@ -84,10 +87,15 @@ def transfer_for(args: argparse.Namespace, splits: Any, tmp: Path) -> Path:
         return args.transfer or args.run / "transfer.parquet"
     aug = load_transfer_set(args.run / "transfer.parquet").aug
     path = tmp / f"transfer-{args.train_subset}.parquet"
-    epochs = args.epochs or json.loads((args.run / "search" / "best" / f"{args.cell}.json")
-                                       .read_text())["train"]["max_epochs"]  # fmt: skip
-    write_transfer_set(path, load_ensemble(args.run / "teacher"), splits, epochs, aug=aug,
-                       log=print)  # fmt: skip
+    epochs = (
+        args.epochs
+        or json.loads((args.run / "search" / "best" / f"{args.cell}.json").read_text())["train"][
+            "max_epochs"
+        ]
+    )
+    write_transfer_set(
+        path, load_ensemble(args.run / "teacher"), splits, epochs, aug=aug, log=print
+    )
     return path
 
 
@@ -108,8 +116,12 @@ def main() -> None:
     torch.set_num_threads(1)  # one core per process: run two cells side by side on 2 cores
     config = json.loads((args.run / "teacher" / "manifest.json").read_text())["config"]
     split = config["split"]
-    splits = load_dataset(config["data"], val_size=split["val_size"], seed=split["seed"],
-                          train_subset=args.train_subset)  # fmt: skip
+    splits = load_dataset(
+        config["data"],
+        val_size=split["val_size"],
+        seed=split["seed"],
+        train_subset=args.train_subset,
+    )
     accs = {}
     with tempfile.TemporaryDirectory() as tmp:
         ts = load_transfer_set(transfer_for(args, splits, Path(tmp)), splits=splits)
@@ -118,8 +130,10 @@ def main() -> None:
             accs[best["train"]["loss"]] = retrain(best, splits, ts, args)
     (distilled, d), (hard, h) = accs.items()
     gain = statistics.mean(d) - statistics.mean(h)
-    print(f"{args.cell}: {distilled} {statistics.mean(d):.2f} %, {hard} {statistics.mean(h):.2f} %"
-          f" over seeds {args.seeds}: gain {gain:+.2f} points")  # fmt: skip
+    print(
+        f"{args.cell}: {distilled} {statistics.mean(d):.2f} %, {hard} {statistics.mean(h):.2f} %"
+        f" over seeds {args.seeds}: gain {gain:+.2f} points"
+    )
 
 
 if __name__ == "__main__":

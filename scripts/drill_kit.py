@@ -139,8 +139,10 @@ def _address(hex_addr: str) -> str:
     else:  # four little-endian 32-bit words
         words = [bytes.fromhex(host[i : i + 8])[::-1].hex() for i in range(0, 32, 8)]
         ip = ":".join(w[i : i + 4] for w in words for i in (0, 4))
-        ip = {"0000:0000:0000:0000:0000:ffff:7f00:0001": "127.0.0.1",
-              "0000:0000:0000:0000:0000:0000:0000:0001": "::1"}.get(ip, ip)  # fmt: skip
+        ip = {
+            "0000:0000:0000:0000:0000:ffff:7f00:0001": "127.0.0.1",
+            "0000:0000:0000:0000:0000:0000:0000:0001": "::1",
+        }.get(ip, ip)
     return f"{ip}:{int(port, 16)}"
 
 
@@ -163,8 +165,16 @@ class Watcher:
     result.json on a restore) and maps each reporting worker pid to its node via its parent,
     the node's raylet; `on_poll(self)` runs after each poll (the drills' fault injectors)."""
 
-    KEEP = ("epoch", "status", "training_iteration", "iterations_since_restore", "pid",
-            "reported_at", "time_this_iter_s", "trial_id")  # fmt: skip
+    KEEP = (
+        "epoch",
+        "status",
+        "training_iteration",
+        "iterations_since_restore",
+        "pid",
+        "reported_at",
+        "time_this_iter_s",
+        "trial_id",
+    )
 
     def __init__(self, exp_dir: Path, raylets: dict[int, str], on_poll: Any = None) -> None:
         self.exp_dir, self.raylets, self.on_poll = exp_dir, raylets, on_poll
@@ -287,9 +297,11 @@ def restart_times(
         if not after:
             continue
         first = min(after, key=lambda r: r["reported_at"])
-        out[name] = {"to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
-                     "to_first_epoch": first["reported_at"] - killed_at,
-                     "first_epoch": first["epoch"]}  # fmt: skip
+        out[name] = {
+            "to_start": first["reported_at"] - first["time_this_iter_s"] - killed_at,
+            "to_first_epoch": first["reported_at"] - killed_at,
+            "first_epoch": first["epoch"],
+        }
         stamps = failure_times(exp_dir / name / "error.txt")
         if stamps:
             out[name]["to_detect_max"] = stamps[0] + 1.0 - killed_at

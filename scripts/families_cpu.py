@@ -32,8 +32,14 @@ from raydistill.training.config import TrainConfig
 from raydistill.training.loop import train_student
 
 DATA = "/work/shared/datasets/cifar10-jpeg.parquet"
-RECIPE = {"schedule": "cosine", "warmup_epochs": 0.3, "batch_size": 128, "momentum": 0.9,
-          "loss": "l2_logits", "device": "cpu"}  # fmt: skip
+RECIPE = {
+    "schedule": "cosine",
+    "warmup_epochs": 0.3,
+    "batch_size": 128,
+    "momentum": 0.9,
+    "loss": "l2_logits",
+    "device": "cpu",
+}
 
 
 def one_run(name: str, a: argparse.Namespace, splits, transfer, seed: int) -> dict:
@@ -43,9 +49,14 @@ def one_run(name: str, a: argparse.Namespace, splits, transfer, seed: int) -> di
         from raydistill.export.prune import prune_to_budget
 
         k = int(name.split(":")[2]) if name.count(":") == 2 else 0
-        res = prune_to_budget(Path(a.teacher) / f"member-{k}.safetensors", a.budget,
-                              data=splits, transfer=transfer, config=cfg,
-                              out_dir=Path(a.out).with_suffix("") / f"{name}-s{seed}")  # fmt: skip
+        res = prune_to_budget(
+            Path(a.teacher) / f"member-{k}.safetensors",
+            a.budget,
+            data=splits,
+            transfer=transfer,
+            config=cfg,
+            out_dir=Path(a.out).with_suffix("") / f"{name}-s{seed}",
+        )
         spec, tr = res.spec, res.train
     else:
         fixed = {"dropout": 0.0, "num_classes": splits.num_classes}
@@ -83,8 +94,14 @@ def main() -> None:
 
         ts_path = Path(a.out).with_name(f"transfer-sub{a.train_subset}.parquet")
         if not ts_path.is_file():
-            write_transfer_set(ts_path, load_ensemble(a.teacher), splits, a.epochs, seed=0,
-                               aug=transfer_aug("flip_translate", splits))  # fmt: skip
+            write_transfer_set(
+                ts_path,
+                load_ensemble(a.teacher),
+                splits,
+                a.epochs,
+                seed=0,
+                aug=transfer_aug("flip_translate", splits),
+            )
     transfer = load_transfer_set(ts_path, splits=splits)
     for name in a.families.split(","):
         for seed in range(a.seeds):

@@ -150,9 +150,13 @@ def node_kill(out: Path, tag: str, epochs: int, trials: int) -> dict[str, Any]:
 def _finish(
     record: dict[str, Any], w: Watcher, out: Path, cells: int, trials: int
 ) -> dict[str, Any]:
-    record.update(results=w.seen, pid_node={str(k): v for k, v in w.pid_node.items()},
-                  watcher_error=w.error, counts=counts(out, cells, trials),
-                  tune_failures=tune_failures(w.exp_dir))  # fmt: skip
+    record.update(
+        results=w.seen,
+        pid_node={str(k): v for k, v in w.pid_node.items()},
+        watcher_error=w.error,
+        counts=counts(out, cells, trials),
+        tune_failures=tune_failures(w.exp_dir),
+    )
     record["restart_s"] = restart_times(
         w.seen, record.get("killed_at"), record.get("victims"), w.exp_dir
     )
@@ -162,8 +166,13 @@ def _finish(
 # ---------------------------------------------------------------- trial-kill
 def trial_kill(out: Path, tag: str, epochs: int, trials: int, max_failures: int) -> dict[str, Any]:
     """SIGKILL one trial's worker after each attempt reports an epoch, max_failures + 1 times."""
-    record: dict[str, Any] = {"drill": "trial-kill", "tag": tag, "epochs": epochs,
-                              "max_failures": max_failures, "kills": []}  # fmt: skip
+    record: dict[str, Any] = {
+        "drill": "trial-kill",
+        "tag": tag,
+        "epochs": epochs,
+        "max_failures": max_failures,
+        "kills": [],
+    }
     space = write_space(out.parent / "cnn.yaml", epochs)
     with two_node_cluster(record) as (_, _, raylets):
 
@@ -194,12 +203,19 @@ def attempts(rows: list[dict[str, Any]], kills: list[dict[str, Any]]) -> list[di
     cuts = [k["at"] for k in kills] + [float("inf")]
     out, start = [], 0.0
     for end in cuts:
-        part = sorted((r for r in rows if start < r["reported_at"] <= end),
-                      key=lambda r: r["reported_at"])  # fmt: skip
+        part = sorted(
+            (r for r in rows if start < r["reported_at"] <= end), key=lambda r: r["reported_at"]
+        )
         if part:
-            out.append({"pids": sorted({r["pid"] for r in part}), "first": part[0]["epoch"],
-                        "last": part[-1]["epoch"], "status": part[-1]["status"],
-                        "since_restore": part[0]["iterations_since_restore"]})  # fmt: skip
+            out.append(
+                {
+                    "pids": sorted({r["pid"] for r in part}),
+                    "first": part[0]["epoch"],
+                    "last": part[-1]["epoch"],
+                    "status": part[-1]["status"],
+                    "since_restore": part[0]["iterations_since_restore"],
+                }
+            )
         start = end
     return out
 
@@ -277,8 +293,12 @@ def watch_orphans(tag: str, wait_s: float, w: Watcher) -> dict[str, Any]:
         w.poll()
         time.sleep(0.1)
     lived = {f"{n} ({p})": ended.get(p) for p, n in first.items()}
-    return {"lived_s": lived, "reports_after_kill": sum(
-        1 for rows in w.seen.values() for r in rows if r["reported_at"] > w.killed_at)}  # fmt: skip
+    return {
+        "lived_s": lived,
+        "reports_after_kill": sum(
+            1 for rows in w.seen.values() for r in rows if r["reported_at"] > w.killed_at
+        ),
+    }
 
 
 def _mid_search(w: Watcher, epochs: int) -> dict[str, list[str]]:
@@ -330,11 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.clear()  # no RAY_* / WANDB_* of the caller's; set before Ray is imported
     os.environ.update(env)
     out = root / "search"
-    drills = {"node-kill": lambda: node_kill(out, tag, args.epochs, args.trials),
-              "trial-kill": lambda: trial_kill(out, tag, args.epochs, args.trials,
-                                               args.max_failures),
-              "driver-kill": lambda: driver_kill(out, tag, args.epochs, args.trials,
-                                                 args.timeout, args.orphan_wait)}  # fmt: skip
+    drills = {
+        "node-kill": lambda: node_kill(out, tag, args.epochs, args.trials),
+        "trial-kill": lambda: trial_kill(out, tag, args.epochs, args.trials, args.max_failures),
+        "driver-kill": lambda: driver_kill(
+            out, tag, args.epochs, args.trials, args.timeout, args.orphan_wait
+        ),
+    }
     try:
         record = drills[args.drill]()
     finally:
@@ -347,9 +369,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def figures(record: dict[str, Any]) -> dict[str, Any]:
-    keep = ("drill", "cluster_start_s", "search_s", "search_interrupted", "remove_node_s",
-            "resume_s", "restart_s", "victims_restart_s", "attempts", "counts", "orphans",
-            "left_after_kill", "left_after_shutdown")  # fmt: skip
+    keep = (
+        "drill",
+        "cluster_start_s",
+        "search_s",
+        "search_interrupted",
+        "remove_node_s",
+        "resume_s",
+        "restart_s",
+        "victims_restart_s",
+        "attempts",
+        "counts",
+        "orphans",
+        "left_after_kill",
+        "left_after_shutdown",
+    )
     return {k: record[k] for k in keep if k in record}
 
 

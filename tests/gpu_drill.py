@@ -42,11 +42,25 @@ def _repeats(address: str, gpus: float) -> list[dict]:
 
     splits = drill_splits()
     spec = complete_spec({"family": "mlp", "depth": 1, "widths": [4, 4]}, splits)
-    job = {"row": "mlp-d1", "cell": "mlp-d1@1k", "family": "mlp", "depth": 1, "budget": 1000,
-           "twin": False, "trial_id": "t0", "spec": spec,
-           "train": {"loss": "hard", "max_epochs": 1, "batch_size": 64, "augment": "none"}}  # fmt: skip
-    rows = run_repeats([{**job, "seed": 1000}], splits, None, address=address,
-                       gpus_per_trial=gpus, log=lambda _: None)  # fmt: skip
+    job = {
+        "row": "mlp-d1",
+        "cell": "mlp-d1@1k",
+        "family": "mlp",
+        "depth": 1,
+        "budget": 1000,
+        "twin": False,
+        "trial_id": "t0",
+        "spec": spec,
+        "train": {"loss": "hard", "max_epochs": 1, "batch_size": 64, "augment": "none"},
+    }
+    rows = run_repeats(
+        [{**job, "seed": 1000}],
+        splits,
+        None,
+        address=address,
+        gpus_per_trial=gpus,
+        log=lambda _: None,
+    )
     return rows[["gpu_ids", "status"]].to_dict("records")
 
 

@@ -23,8 +23,14 @@ def drill_splits():
 
 
 def space(family: str) -> dict:
-    train = {"lr": {"log_float": [0.002, 0.02]}, "momentum": 0.9, "batch_size": 64,
-             "max_epochs": EPOCHS, "schedule": "cosine", "augment": "none"}  # fmt: skip
+    train = {
+        "lr": {"log_float": [0.002, 0.02]},
+        "momentum": 0.9,
+        "batch_size": 64,
+        "max_epochs": EPOCHS,
+        "schedule": "cosine",
+        "augment": "none",
+    }
     return {"family": family, "depths": [1], "train": train}
 
 
@@ -45,10 +51,17 @@ def main(out: str, storage: str) -> None:
         nodes = sum(1 for n in ray.nodes() if n["Alive"])
         t1 = time.perf_counter()
         settings = SearchSettings(
-            spaces=[space("cnn"), space("mlp")], budgets="20k", trials=TRIALS, out=out,
-            storage=storage, address=cluster.address, device="cpu", wandb="off",
-            cpus_per_trial=1, checkpoint_every=CHECKPOINT_EVERY,
-        )  # fmt: skip
+            spaces=[space("cnn"), space("mlp")],
+            budgets="20k",
+            trials=TRIALS,
+            out=out,
+            storage=storage,
+            address=cluster.address,
+            device="cpu",
+            wandb="off",
+            cpus_per_trial=1,
+            checkpoint_every=CHECKPOINT_EVERY,
+        )
         run_search(settings, data=drill_splits(), verbose=0)
         search_s = time.perf_counter() - t1
         settings = SearchSettings.load(out)
@@ -58,9 +71,13 @@ def main(out: str, storage: str) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    figures = {"nodes": nodes, "trial_nodes": len(trial_nodes), "repeats": repeats,
-               "search_s": round(search_s, 1),
-               "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    figures = {
+        "nodes": nodes,
+        "trial_nodes": len(trial_nodes),
+        "repeats": repeats,
+        "search_s": round(search_s, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
     print("FIGURES " + json.dumps(figures), flush=True)
 
 
@@ -70,8 +87,9 @@ def _repeats(out: str, storage: str, address: str) -> list[dict]:
 
     trials = load_trials(out).assign(row=lambda d: d["cell"], twin=False)
     jobs = repeat_jobs(trials, 1)
-    runs = run_repeats(jobs, drill_splits(), None, address=address, storage=storage,
-                       log=lambda _: None)  # fmt: skip
+    runs = run_repeats(
+        jobs, drill_splits(), None, address=address, storage=storage, log=lambda _: None
+    )
     return runs[["trial_id", "seed", "status"]].to_dict("records")
 
 

@@ -20,8 +20,12 @@ def view(cid: str, size: float, scores=(), given=None, ended=None, frozen=False)
 
 
 def test_dominated_cells_keep_what_they_ran_and_the_rest_goes_to_the_front() -> None:
-    cells = [view("mlp-d1@10k", 1e4, [0.40]), view("mlp-d2@10k", 1e4, [0.41]),
-             view("cnn-d1@10k", 1e4, [0.60]), view("cnn-d2@10k", 1e4, [0.62])]  # fmt: skip
+    cells = [
+        view("mlp-d1@10k", 1e4, [0.40]),
+        view("mlp-d2@10k", 1e4, [0.41]),
+        view("cnn-d1@10k", 1e4, [0.60]),
+        view("cnn-d2@10k", 1e4, [0.62]),
+    ]
     # One trial each: no measured spread yet, so the prior (5 points, 2 σ): MLPs 20 points under.
     assert al.dominated(cells) == {"mlp-d1@10k", "mlp-d2@10k"}
     q = al.quotas(cells, total=12)
@@ -45,8 +49,12 @@ def test_measured_spread_replaces_the_prior() -> None:
 def test_the_front_is_accuracy_against_size() -> None:
     # A big cell worse than a smaller one is off the front; a small cell is never judged
     # against a bigger one, however good that one is.
-    cells = [view("cnn@10k", 1e4, [0.60]), view("mlp@30k", 3e4, [0.45]), view("mlp@10k", 1e4, [0.50]),
-             view("cnn@30k", 3e4, [0.90])]  # fmt: skip
+    cells = [
+        view("cnn@10k", 1e4, [0.60]),
+        view("mlp@30k", 3e4, [0.45]),
+        view("mlp@10k", 1e4, [0.50]),
+        view("cnn@30k", 3e4, [0.90]),
+    ]
     assert al.dominated(cells) == {"mlp@30k"}
     assert al.front(cells, cells[2]) == 0.60 and math.isinf(al.front([cells[0]], cells[0]))
 
@@ -69,13 +77,24 @@ def test_rounds_and_predecessors() -> None:
     ahead = view("a@1", 1.0, [0.5], given=1, ended=1)  # its round 1 done; another cell's not
     assert not al.ready(ahead, quota=5, rounds=1, slowest=0)
     assert al.ready(ahead, quota=5, rounds=1, slowest=1) and al.ready(ahead, quota=5, rounds=1)
-    cells = [("cnn-d1@30k", "cnn", 1, 3e4), ("cnn-d1@10k", "cnn", 1, 1e4),
-             ("cnn-d1@100k", "cnn", 1, 1e5), ("mlp-d1@30k", "mlp", 1, 3e4)]  # fmt: skip
+    cells = [
+        ("cnn-d1@30k", "cnn", 1, 3e4),
+        ("cnn-d1@10k", "cnn", 1, 1e4),
+        ("cnn-d1@100k", "cnn", 1, 1e5),
+        ("mlp-d1@30k", "mlp", 1, 3e4),
+    ]
     assert al.predecessors(cells) == {"cnn-d1@30k": "cnn-d1@10k", "cnn-d1@100k": "cnn-d1@30k"}
 
 
-SPACE = {"family": "mlp", "depths": [1], "train": {"lr": {"log_float": [0.001, 0.1]},
-         "momentum": {"float": [0.8, 0.95]}, "max_epochs": 1}}  # fmt: skip
+SPACE = {
+    "family": "mlp",
+    "depths": [1],
+    "train": {
+        "lr": {"log_float": [0.001, 0.1]},
+        "momentum": {"float": [0.8, 0.95]},
+        "max_epochs": 1,
+    },
+}
 
 
 def plans(budgets, families=("mlp", "cnn")):
@@ -105,8 +124,9 @@ def drive(searcher: CellSearcher, score, limit: int = 200) -> list[tuple[str, st
             searcher.on_trial_complete(tid, None if acc is None else result, error=acc is None)
     for tid, cfg in pending:
         acc = score(cfg)
-        searcher.on_trial_complete(tid, {"status": "finished", "best/val/acc": acc,
-                                         "test/acc": acc, "objective": acc})  # fmt: skip
+        searcher.on_trial_complete(
+            tid, {"status": "finished", "best/val/acc": acc, "test/acc": acc, "objective": acc}
+        )
     return order
 
 
@@ -177,9 +197,18 @@ def test_a_failed_smaller_cell_leaves_the_larger_one_cold(tmp_path) -> None:
 
 # ---------------------------------------------------------------- real searches (local Ray)
 def _space(family: str, lr: tuple[float, float], epochs: int) -> dict:
-    return {"family": family, "depths": [1],
-            "train": {"lr": {"log_float": list(lr)}, "momentum": 0.9, "batch_size": 64,
-                      "max_epochs": epochs, "schedule": "cosine", "augment": "none"}}  # fmt: skip
+    return {
+        "family": family,
+        "depths": [1],
+        "train": {
+            "lr": {"log_float": list(lr)},
+            "momentum": 0.9,
+            "batch_size": 64,
+            "max_epochs": epochs,
+            "schedule": "cosine",
+            "augment": "none",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +224,15 @@ def _search(tmp_path, name: str, splits, **kw):
     from raydistill.search import SearchSettings, load_trials, run_search
 
     spaces = [_space("mlp", (3e-4, 6e-4), 2), _space("cnn", (0.02, 0.05), 6)]
-    settings = SearchSettings(spaces=spaces, budgets=kw.pop("budgets", [5000]), trials=3,
-                              out=str(tmp_path / name), device="cpu", wandb="off", **kw)  # fmt: skip
+    settings = SearchSettings(
+        spaces=spaces,
+        budgets=kw.pop("budgets", [5000]),
+        trials=3,
+        out=str(tmp_path / name),
+        device="cpu",
+        wandb="off",
+        **kw,
+    )
     out = run_search(settings, data=splits, verbose=0)
     return out, load_trials(out)
 
@@ -222,8 +258,9 @@ def test_warm_started_cell_runs_the_smaller_cells_best_first(ray_local, sep_spli
     from raydistill.core import results
     from raydistill.report import make_report
 
-    out, df = _search(tmp_path, "warm", sep_splits, budgets=[4000, 8000], warm_start=True,
-                      depths=None)  # fmt: skip
+    out, df = _search(
+        tmp_path, "warm", sep_splits, budgets=[4000, 8000], warm_start=True, depths=None
+    )
     for fam in ("mlp", "cnn"):
         small = df[df["cell"] == f"{fam}-d1@4k"]
         big = df[df["cell"] == f"{fam}-d1@8k"].sort_values("started_at")

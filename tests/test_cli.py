@@ -26,8 +26,13 @@ HEAVY = re.compile(r"\|\s+(torch|ray)(\.|$)")
 def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, float, bool]:
     """(exit status, stdout, stderr without import times, seconds, whether torch/ray loaded)."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "raydistill", *argv],
-                         capture_output=True, text=True, cwd=cwd, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "raydistill", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
     wall = time.perf_counter() - t0
     lines = res.stderr.splitlines()
     heavy = any(HEAVY.search(line) for line in lines if line.startswith("import time:"))
@@ -83,8 +88,11 @@ def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_broken_pipe_is_quiet() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "raydistill", "families"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raydistill", "families"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # `raydistill families | head -0`
     assert proc.wait(timeout=60) == 141
     assert proc.stderr.read() == b""
@@ -99,16 +107,32 @@ def test_the_family_index_is_the_registry() -> None:
     for name, fam in registry.items():
         got = index[name]
         assert (got.kind, got.depths, got.spec_keys, got.summary) == (
-            fam.kind, fam.depths, fam.spec_keys, fam.summary,
-        )  # fmt: skip
+            fam.kind,
+            fam.depths,
+            fam.spec_keys,
+            fam.summary,
+        )
 
 
 def test_budget_option_accepts_what_parse_budget_accepts() -> None:
     from raydistill.cli import parse
     from raydistill.students.budget import parse_budget
 
-    for text in ("300k", "1M", "3.16M", "250000", "1e6", " 2 K", ".5M", "abc", "1MM", "-1", "0",
-                 "-5k", "-0.5M"):  # fmt: skip
+    for text in (
+        "300k",
+        "1M",
+        "3.16M",
+        "250000",
+        "1e6",
+        " 2 K",
+        ".5M",
+        "abc",
+        "1MM",
+        "-1",
+        "0",
+        "-5k",
+        "-0.5M",
+    ):
         try:
             want = parse_budget(text)
         except UserError:
@@ -131,9 +155,11 @@ def test_key_values_are_yaml_everywhere() -> None:
 
 def test_wrong_types_and_unknown_keys_are_refused(capsys, tmp_path: Path) -> None:
     base = ["--family", "mlp", "--depth", "1", "--budget", "10k", "--data", "synthetic-sep:64"]
-    for sets, message in ((["lr=abc"], "--set lr='abc' is invalid: expected a float like 0.005"),
-                          (["nesterov=3"], "expected a bool"),
-                          (["lr_typo=1"], "--set lr_typo: unknown key; valid: lr, momentum")):  # fmt: skip
+    for sets, message in (
+        (["lr=abc"], "--set lr='abc' is invalid: expected a float like 0.005"),
+        (["nesterov=3"], "expected a bool"),
+        (["lr_typo=1"], "--set lr_typo: unknown key; valid: lr, momentum"),
+    ):
         argv = ["train", *base, *(x for s in sets for x in ("--set", s))]
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -149,9 +175,21 @@ def test_refused_export_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
 
     search = tmp_path / "search"
     search.mkdir()
-    row = {"experiment": "e", "cell": "mlp-d1@10k", "family": "mlp", "depth": 1, "budget": 10_000,
-           "trial_id": "t", "status": "finished", "val/acc": 0.5, "test/acc": 0.5, "params": 9_000,
-           "twin": False, "loss": "hard", "checkpoint": str(tmp_path / "gone")}  # fmt: skip
+    row = {
+        "experiment": "e",
+        "cell": "mlp-d1@10k",
+        "family": "mlp",
+        "depth": 1,
+        "budget": 10_000,
+        "trial_id": "t",
+        "status": "finished",
+        "val/acc": 0.5,
+        "test/acc": 0.5,
+        "params": 9_000,
+        "twin": False,
+        "loss": "hard",
+        "checkpoint": str(tmp_path / "gone"),
+    }
     pq.write_table(pa.Table.from_pylist([row]), search / "trials.parquet")
     out = tmp_path / "export"
     assert main(["export", str(search), "--all", "--out", str(out), "--no-verify-test"]) == 2
@@ -204,8 +242,20 @@ def test_refused_search_leaves_no_out_directory(tmp_path: Path, capsys) -> None:
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     out = tmp_path / "search"
-    argv = ["search", "mlp", "--budgets", "10k", "--data", "synthetic-sep:64", "--transfer",
-            str(junk), "--out", str(out), "--wandb", "off"]  # fmt: skip
+    argv = [
+        "search",
+        "mlp",
+        "--budgets",
+        "10k",
+        "--data",
+        "synthetic-sep:64",
+        "--transfer",
+        str(junk),
+        "--out",
+        str(out),
+        "--wandb",
+        "off",
+    ]
     assert main(argv) == 2  # refused after the search wrote its settings into --out
     assert "is not a Parquet file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.parquet"]
@@ -220,10 +270,17 @@ def test_every_command_takes_a_config_file(tmp_path: Path, capsys) -> None:
     assert main(["budget", "--config", str(cfg), "--budget", "20k"]) == 0  # typed options win
     assert json.loads(capsys.readouterr().out)["budget"] == 20_000
     search = tmp_path / "search.yaml"
-    search.write_text("spaces: [mlp]\nbudgets: [10k, 1M]\ndepths: [1, 2]\ndry-run: true\n"
-                      "set: {lr: 0.01, loss: kd}\nval_size: 5\n")  # fmt: skip
+    search.write_text(
+        "spaces: [mlp]\nbudgets: [10k, 1M]\ndepths: [1, 2]\ndry-run: true\n"
+        "set: {lr: 0.01, loss: kd}\nval_size: 5\n"
+    )
     _, got = parse(["search", "--config", str(search), "--set", "momentum=0.5", "--val-size", "7"])
-    assert (got["spaces"], got["budgets"], got["depths"], got["dry_run"]) == (["mlp"], "10k,1M", [1, 2], True)  # fmt: skip
+    assert (got["spaces"], got["budgets"], got["depths"], got["dry_run"]) == (
+        ["mlp"],
+        "10k,1M",
+        [1, 2],
+        True,
+    )
     assert got["set"] == ["lr=0.01", 'loss="kd"', "momentum=0.5"]  # repeatable: both apply
     assert got["dataset"].val_size == 7  # typed options win (a field of the data-options group)
     cfg.write_text("family: mlp\nbudgett: 10k\n")

@@ -23,8 +23,13 @@ DATA = "synthetic-sep:256:8"  # 256 training images of 3×8×8, 2 classes
 
 def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, bool]:
     """(exit status, stdout, stderr without import times, whether torch/ray was imported)."""
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "raydistill", *argv],
-                         capture_output=True, text=True, cwd=cwd, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "raydistill", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
     lines = res.stderr.splitlines()
     heavy = any(HEAVY.search(line) for line in lines if line.startswith("import time:"))
     err = "\n".join(line for line in lines if not line.startswith("import time:"))
@@ -34,8 +39,11 @@ def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, bool]:
 def call_keywords(func, callee: str) -> set[str]:
     """The keyword names `func`'s source passes to `callee(...)` (read with ast, not run)."""
     tree = ast.parse(inspect.getsource(func))
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and getattr(n.func, "id", None) == callee]  # fmt: skip
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == callee
+    ]
     assert len(calls) == 1, callee
     return {k.arg for k in calls[0].keywords}
 
@@ -50,8 +58,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from raydistill.training.loop import train_student
 
     splits = load_dataset(DATA, val_size=64)
-    spec = solve_budget("mlp", 1, 20_000, in_shape=list(splits.image_shape),
-                        num_classes=splits.num_classes).spec  # fmt: skip
+    spec = solve_budget(
+        "mlp", 1, 20_000, in_shape=list(splits.image_shape), num_classes=splits.num_classes
+    ).spec
     cfg = TrainConfig(max_epochs=1, batch_size=64, lr=0.01, loss="hard", device="cpu")
     trained = train_student(spec, splits, None, cfg, evaluate_test=False)
     d = tmp_path_factory.mktemp("source") / "ckpt"
@@ -115,7 +124,7 @@ def test_prune_fine_tunes_writes_and_appends_to_trials(source: Path, tmp_path: P
     assert not [p.name for p in trials.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
     # Without --data: prune only; the row is appended to the same table.
-    code, stdout, err, _ = run_cli("prune", str(source), "--budget", "8k", "--trials", str(trials))  # fmt: skip
+    code, stdout, err, _ = run_cli("prune", str(source), "--budget", "8k", "--trials", str(trials))
     assert code == 0, err
     assert "prune-mlp-d1@8k" in stdout and "test/acc" not in stdout  # nothing was measured
     rows = pq.read_table(trials).to_pylist()
@@ -139,8 +148,9 @@ def test_prune_refusals_are_one_line_and_write_nothing(source: Path, tmp_path: P
         "num_classes": 2,
     }
     other = build({**spec, "widths": [16, 17]}).state_dict()
-    save_checkpoint(mismatched, meta={"spec": spec, "status": "finished"}, model=other,
-                    best=other, optim={})  # fmt: skip
+    save_checkpoint(
+        mismatched, meta={"spec": spec, "status": "finished"}, model=other, best=other, optim={}
+    )
     outs = ["--out", "out", "--trials", "t/trials.parquet"]
     cases = [
         (["prune", str(source), "--budget", above, *outs], "is above the network's size", True),
@@ -186,8 +196,19 @@ def test_study_arguments_reach_the_function(tmp_path: Path) -> None:
 
     assert {k: {n: list(v) for n, v in g.items()} for k, g in se.GRIDS.items()} == GRIDS
     assert CONV_FAMILIES == se.CONV_FAMILIES
-    _, kwargs = parse(["study", "sample-efficiency", "--out", str(tmp_path / "s"),
-                       "--grid", "large", "--ns", "64,128", "--quiet"])  # fmt: skip
+    _, kwargs = parse(
+        [
+            "study",
+            "sample-efficiency",
+            "--out",
+            str(tmp_path / "s"),
+            "--grid",
+            "large",
+            "--ns",
+            "64,128",
+            "--quiet",
+        ]
+    )
     args = Namespace(**kwargs)
     assert study_check(args) == [(tmp_path / "s", False)] and not (tmp_path / "s").exists()
     assert (args.sizes, args.ns, args.seeds) == ([3, 4, 6, 8], [64, 128], [0, 1, 2, 3, 4])

@@ -62,8 +62,12 @@ def write_cifar_batches(folder: Path, train, test) -> Path:
     (tx, ty), (vx, vy) = train, test
     parts = np.array_split(np.arange(len(ty)), 5)
     for i, rows in enumerate(parts, start=1):
-        batch = {"batch_label": f"training batch {i} of 5", "labels": ty[rows].tolist(),
-                 "data": tx[rows].reshape(len(rows), -1), "filenames": [f"{r}.png" for r in rows]}  # fmt: skip
+        batch = {
+            "batch_label": f"training batch {i} of 5",
+            "labels": ty[rows].tolist(),
+            "data": tx[rows].reshape(len(rows), -1),
+            "filenames": [f"{r}.png" for r in rows],
+        }
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2 if i % 2 else 5))
     test_batch = {"labels": vy.tolist(), "data": vx.reshape(len(vy), -1)}
     (folder / "test_batch").write_bytes(pickle.dumps(test_batch, protocol=2))
@@ -345,8 +349,13 @@ def test_mixed_image_sizes_are_refused_in_one_line(tmp_path):
     small = np.ascontiguousarray(x[:1, :, :16, :16])
     blobs = [_png(img) for img in x] + [_png(small[0])]
     path = tmp_path / "mixed.parquet"
-    table = pa.table({"split": ["train"] * len(blobs) + ["test"], "label": [*y.tolist(), 0, 0],
-                      "png": pa.array([*blobs, blobs[0]], pa.binary())})  # fmt: skip
+    table = pa.table(
+        {
+            "split": ["train"] * len(blobs) + ["test"],
+            "label": [*y.tolist(), 0, 0],
+            "png": pa.array([*blobs, blobs[0]], pa.binary()),
+        }
+    )
     pq.write_table(table, path)
     msg = _one_line_error(path, tmp_path / "cache", "mixed sizes")
     assert "image 0 is 32×32 px" in msg and "16×16 px" in msg

@@ -68,14 +68,21 @@ def write_search_dir(d: Path, rows: list[dict], fingerprint: str, data: dict | N
     """trials.parquet (pyarrow, the search's schema) + manifest.json, as the search writes them."""
     d.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
-    table = table.set_column(table.schema.get_field_index("widths"), "widths",
-                             pa.array([r["widths"] for r in rows], pa.list_(pa.int32())))  # fmt: skip
+    table = table.set_column(
+        table.schema.get_field_index("widths"),
+        "widths",
+        pa.array([r["widths"] for r in rows], pa.list_(pa.int32())),
+    )
     pq.write_table(table, d / "trials.parquet")
     config = {"data": data} if data else {}
     manifest = build_manifest(
-        "search", config, seeds=[0], dataset_fingerprint=fingerprint,
-        teacher_fingerprints=["t" * 16], extra={"teacher": {"val_acc": 0.9, "test_acc": 0.91}},
-    )  # fmt: skip
+        "search",
+        config,
+        seeds=[0],
+        dataset_fingerprint=fingerprint,
+        teacher_fingerprints=["t" * 16],
+        extra={"teacher": {"val_acc": 0.9, "test_acc": 0.91}},
+    )
     write_manifest(d, manifest)
     return d
 
@@ -275,8 +282,12 @@ def image_export(tmp_path_factory) -> tuple[Path, object]:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 60)
     x = np.clip(rng.normal(60 + 50 * y[:, None, None, None], 40, (len(y), 1, 20, 20)), 0, 255)
-    arrays = {"train_x": x[::2].astype(np.uint8), "train_y": y[::2],
-              "test_x": x[1::2].astype(np.uint8), "test_y": y[1::2]}  # fmt: skip
+    arrays = {
+        "train_x": x[::2].astype(np.uint8),
+        "train_y": y[::2],
+        "test_x": x[1::2].astype(np.uint8),
+        "test_y": y[1::2],
+    }
     decoded = Decoded(classes=("a", "b", "c"), content=content_hash("abc", arrays), **arrays)
     splits = split_decoded("gray", decoded, val_size=18, seed=0, train_subset=None)
     d = tmp_path_factory.mktemp("images")

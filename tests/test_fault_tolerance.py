@@ -75,8 +75,14 @@ def run_drill(root: Path, name: str, *args: str, timeout: float) -> Drill:
     env = kit.drill_env(tag, ray_tmp)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, str(DRILL), name, "--out", str(root), *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -141,8 +147,14 @@ def node_kill(tmp_path_factory) -> Drill:
 @pytest.fixture(scope="module")
 def trial_kill(tmp_path_factory) -> Drill:
     root = tmp_path_factory.mktemp("trial-kill")
-    args = ("--epochs", str(EPOCHS["trial-kill"]), "--trials", str(TRIALS),
-            "--max-failures", str(MAX_FAILURES))  # fmt: skip
+    args = (
+        "--epochs",
+        str(EPOCHS["trial-kill"]),
+        "--trials",
+        str(TRIALS),
+        "--max-failures",
+        str(MAX_FAILURES),
+    )
     return run_drill(root, "trial-kill", *args, timeout=420)
 
 
@@ -254,8 +266,11 @@ def check_wandb_runs(out: Path, df: Any, resumed: set[str], after: dict[str, lis
         tid: run_id("drill", cell, tid)
         for cell, tid in zip(df["cell"], df["trial_id"], strict=True)
     }
-    on_disk = {m[1] for p in (out / "wandb").iterdir()
-               if (m := re.match(r"^offline-run-\d{8}_\d{6}-([0-9a-f]{24})-a\d+$", p.name))}  # fmt: skip
+    on_disk = {
+        m[1]
+        for p in (out / "wandb").iterdir()
+        if (m := re.match(r"^offline-run-\d{8}_\d{6}-([0-9a-f]{24})-a\d+$", p.name))
+    }
     assert on_disk == set(rids.values())
     lost = {}
     for name in resumed:

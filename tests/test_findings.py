@@ -15,8 +15,18 @@ def _cells(rows: list[tuple[str, float, float]], n: int = 2, budget: int = 100_0
     out = []
     for row, mean, std in rows:
         fam, depth = row.split("-d")[0], int(row.split("-d")[1].split(" ")[0])
-        out.append({"row": row, "family": fam, "depth": depth, "budget": budget,
-                    "twin": row.endswith("(hard)"), "n": n, "mean": mean, "std": std})  # fmt: skip
+        out.append(
+            {
+                "row": row,
+                "family": fam,
+                "depth": depth,
+                "budget": budget,
+                "twin": row.endswith("(hard)"),
+                "n": n,
+                "mean": mean,
+                "std": std,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -123,8 +133,12 @@ def test_table2_counts_only_eligible_trials(tmp_path) -> None:
 def test_repeats_use_the_best_trial_and_summarise_mean_and_std(tmp_path) -> None:
     jobs = repeat_jobs(_trials(tmp_path), seeds=2)
     assert [(j["trial_id"], j["seed"]) for j in jobs] == [("t2", 1000), ("t2", 1001)]
-    runs = pd.DataFrame([{**{k: jobs[0][k] for k in ("row", "family", "depth", "budget", "twin")},
-                          "test_acc": a} for a in (0.60, 0.64)])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {**{k: jobs[0][k] for k in ("row", "family", "depth", "budget", "twin")}, "test_acc": a}
+            for a in (0.60, 0.64)
+        ]
+    )
     s = summarize(runs).iloc[0]
     assert (s["n"], s["mean"]) == (2, pytest.approx(0.62))
     assert s["std"] == pytest.approx(0.0282842712, rel=1e-6)

@@ -15,8 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "raydistill"
-LAYERS = ["core", "data", "students", "training", "tracking", "distill", "search", "report",
-          "export", "study", "cli"]  # fmt: skip
+LAYERS = [
+    "core",
+    "data",
+    "students",
+    "training",
+    "tracking",
+    "distill",
+    "search",
+    "report",
+    "export",
+    "study",
+    "cli",
+]
 # Modules outside the folders: `raydistill/__init__` is the facade (its public names load on
 # first use and it imports nothing of the package statically, so anything may read
 # `raydistill.__version__`); `__main__` runs the CLI.
@@ -200,7 +211,9 @@ def test_every_name_is_imported_from_its_definition():
             continue
         missing = sorted(set(i.names) - defined_names(i.module) - {"*"})
         if missing:
-            bad.append(f"{i.importer}:{i.line} imports {missing} from {i.module}, which does not define them")  # fmt: skip
+            bad.append(
+                f"{i.importer}:{i.line} imports {missing} from {i.module}, which does not define them"
+            )
     assert not bad, "names imported from a module that does not define them:\n" + "\n".join(bad)
 
 
@@ -219,9 +232,11 @@ def test_package_inits_export_only_their_own_package():
         bad += [
             f"{i.importer}:{i.line} exports {sorted(set(i.names) & exported)} from {i.module}"
             for i in IMPORTS
-            if i.importer == package and not i.lazy and set(i.names) & exported
+            if i.importer == package
+            and not i.lazy
+            and set(i.names) & exported
             and not i.module.startswith(package + ".")
-        ]  # fmt: skip
+        ]
     assert not bad, "\n".join(bad)
 
 

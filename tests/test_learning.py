@@ -48,9 +48,11 @@ def exact_ensemble() -> Ensemble:
     member = RedMinusBlue().eval()
     member.unused = nn.Parameter(torch.zeros(1))  # Ensemble.device reads a parameter's device
     return Ensemble(
-        members=[member], preprocess=Preprocess("none"), fingerprints=["exact"],
+        members=[member],
+        preprocess=Preprocess("none"),
+        fingerprints=["exact"],
         spec={"num_classes": 2, "in_shape": [3, 32, 32]},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,17 @@ def test_a_student_learns_well_above_chance(setup, loss: str) -> None:
     ts = load_transfer_set(path, splits=splits)
     spec = {"family": "cnn", "depth": 1, "widths": [8, 8, 8]}
     lr = 0.003 if loss == "l2_logits" else 0.05  # L2's gradients are larger: (s − t), not p − y
-    cfg = TrainConfig(loss=loss, lr=lr, momentum=0.9, batch_size=64, max_epochs=4,
-                      schedule="cosine", warmup_epochs=1, seed=0, device="cpu")  # fmt: skip
+    cfg = TrainConfig(
+        loss=loss,
+        lr=lr,
+        momentum=0.9,
+        batch_size=64,
+        max_epochs=4,
+        schedule="cosine",
+        warmup_epochs=1,
+        seed=0,
+        device="cpu",
+    )
     res = train_student(spec, splits, ts, cfg)
     assert res.status == "finished"
     assert res.test_acc > 0.85, res.history  # chance is 0.5

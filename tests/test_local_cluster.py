@@ -171,8 +171,19 @@ def test_status_and_stop_of_a_cluster_never_started(tmp_path):
 
 # ---------------------------------------------------------------- submit.sh
 SECRETS = {"WANDB_API_KEY": "wandb-secret-8d1f", "RAY_AUTH_TOKEN": "ray-token-5c2e"}
-SEARCH = ["search_spaces/cnn.yaml", "--budgets", "1M", "--depths", "1,2", "--trials", "4",
-          "--storage", "s3://bucket/raydistill/tune", "--out", "/tmp/runs/cnn"]  # fmt: skip
+SEARCH = [
+    "search_spaces/cnn.yaml",
+    "--budgets",
+    "1M",
+    "--depths",
+    "1,2",
+    "--trials",
+    "4",
+    "--storage",
+    "s3://bucket/raydistill/tune",
+    "--out",
+    "/tmp/runs/cnn",
+]
 
 
 def _submit(*args: object, **env: str) -> subprocess.CompletedProcess:

@@ -12,9 +12,19 @@ from raydistill.core.numbers import MISSING, finite, jsonable, optional_int, pct
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0.5, 0.5), ("0.25", 0.25), (3, 3.0), (np.float32(0.5), 0.5), (None, None),
-     (math.nan, None), (math.inf, None), (-math.inf, None), ("abc", None), ([1], None)],
-)  # fmt: skip
+    [
+        (0.5, 0.5),
+        ("0.25", 0.25),
+        (3, 3.0),
+        (np.float32(0.5), 0.5),
+        (None, None),
+        (math.nan, None),
+        (math.inf, None),
+        (-math.inf, None),
+        ("abc", None),
+        ([1], None),
+    ],
+)
 def test_finite(value, expected):
     assert finite(value) == expected
 

@@ -28,8 +28,15 @@ def _spec(family: str, depth: int) -> dict:
 
 @pytest.mark.parametrize(("family", "depth"), CASES, ids=[f"{f}-d{d}" for f, d in CASES])
 def test_every_family_trains_a_step_under_bf16_autocast(family, depth, tiny_splits) -> None:
-    cfg = TrainConfig(loss="hard", device="cpu", amp="bf16", batch_size=8, max_epochs=1,
-                      augment="flip_translate", init="default")  # fmt: skip
+    cfg = TrainConfig(
+        loss="hard",
+        device="cpu",
+        amp="bf16",
+        batch_size=8,
+        max_epochs=1,
+        augment="flip_translate",
+        init="default",
+    )
     tr = Trainer(_spec(family, depth), tiny_splits, None, cfg)
     x, y, _ = next(tr._batches(0))
     with autocast(tr.device, tr.amp):
@@ -103,8 +110,9 @@ def test_export_self_check_passes_after_a_bf16_training(ray_local, tiny_splits, 
              "train": {"lr": 0.05, "momentum": 0.9, "batch_size": 64, "max_epochs": 4,
                        "warmup_epochs": 1, "schedule": "cosine", "augment": "none",
                        "amp": "bf16"}}  # fmt: skip
-    settings = SearchSettings(spaces=[space], budgets="20k", trials=1, out=str(tmp_path / "s"),
-                              device="cpu", wandb="off")  # fmt: skip
+    settings = SearchSettings(
+        spaces=[space], budgets="20k", trials=1, out=str(tmp_path / "s"), device="cpu", wandb="off"
+    )
     out = run_search(settings, data=tiny_splits, verbose=0)
     results = export_cells(out, None, tmp_path / "export", splits=tiny_splits)
     assert [r.test_verified for r in results] == [True], [r.note for r in results]

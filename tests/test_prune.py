@@ -95,9 +95,13 @@ def test_prune_and_fine_tune_on_a_transfer_set(tmp_path: Path, tiny_splits) -> N
     transfer = load_transfer_set(ts_path, splits=tiny_splits)
     out = tmp_path / "pruned"
     res = prune_to_budget(
-        source, "50k", data=tiny_splits, transfer=transfer,
-        config=TrainConfig(**FAST, loss="l2_logits"), out_dir=out,
-    )  # fmt: skip
+        source,
+        "50k",
+        data=tiny_splits,
+        transfer=transfer,
+        config=TrainConfig(**FAST, loss="l2_logits"),
+        out_dir=out,
+    )
     assert res.cell == "prune-cnn-d2@50k"
     assert 0.99 * 50_000 <= res.params <= 50_000
     assert res.train is not None and res.train.status == "finished" and res.train.epochs == 2

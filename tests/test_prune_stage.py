@@ -67,8 +67,13 @@ def _study(tmp_path: Path, splits) -> tuple[Path, Path, dict]:
     cfg = TrainConfig(batch_size=64, max_epochs=1, lr=0.01, loss="hard", device="cpu")
     tr = train_student(spec, splits, None, cfg)
     ckpt = tmp_path / "out" / "search" / "cnn-d2_20k_t0"
-    save_checkpoint(ckpt, meta={"spec": tr.spec, "status": "finished"}, model=tr.state_dict,
-                    best=tr.state_dict, optim={})  # fmt: skip
+    save_checkpoint(
+        ckpt,
+        meta={"spec": tr.spec, "status": "finished"},
+        model=tr.state_dict,
+        best=tr.state_dict,
+        optim={},
+    )
     row = {"experiment": "t-search", "run": "r0", "cell": "cnn-d2@20k", "family": "cnn",
            "depth": 2, "budget": 20_000, "trial_id": "t0", "status": "finished",
            "spec": json.dumps(tr.spec), "params": tr.params, "val/acc": tr.best_val_acc,
@@ -133,16 +138,28 @@ def test_a_budget_above_the_teacher_is_refused_before_any_run(tmp_path: Path) ->
     from raydistill.study.prune_stage import prune_stage
 
     splits = make_synthetic_sep(n_train=64, n_val=32, n_test=32, seed=0)
-    spec = {"family": "cnn", "depth": 2, "widths": [8, 8, 16], "in_shape": [3, 32, 32],
-            "num_classes": 2}  # fmt: skip
+    spec = {
+        "family": "cnn",
+        "depth": 2,
+        "widths": [8, 8, 16],
+        "in_shape": [3, 32, 32],
+        "num_classes": 2,
+    }
     teacher = tmp_path / "out" / "teacher"
     teacher.mkdir(parents=True)
     (teacher / "manifest.json").write_text(json.dumps({"kind": "teacher", "spec": spec}))
     for k in (0, 1):
         save_file(build(spec).state_dict(), teacher / f"member-{k}.safetensors")
-    raw = {**copy.deepcopy(EXTENDED), "prune": {"source": "teacher", "train": {"lr": 0.01},
-                                                "budgets": ["1k", count_params(spec) + 1]}}  # fmt: skip
+    raw = {
+        **copy.deepcopy(EXTENDED),
+        "prune": {
+            "source": "teacher",
+            "train": {"lr": 0.01},
+            "budgets": ["1k", count_params(spec) + 1],
+        },
+    }
     with pytest.raises(UserError, match="above the network's size") as info:
-        prune_stage(parse_scale(raw, "t.yaml"), tmp_path / "out", splits, tmp_path / "ts",
-                    pd.DataFrame())  # fmt: skip
+        prune_stage(
+            parse_scale(raw, "t.yaml"), tmp_path / "out", splits, tmp_path / "ts", pd.DataFrame()
+        )
     assert "\n" not in str(info.value) and not (tmp_path / "out" / "prune").exists()

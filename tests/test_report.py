@@ -151,8 +151,13 @@ def test_best_configs_and_pareto_front(search_dir: Path) -> None:
     on = {(r.cell, bool(r.on_front)) for r in front.itertuples()}
     # cnn by params: d2@1M (998k, 80%) front; d1@1M (999k, 85%) front; d2@3.16M (88%) front;
     # d1@3.16M (83%) dominated. The hard twin is no point of the front.
-    assert on == {("cnn-d2@1M", True), ("cnn-d1@1M", True), ("cnn-d1@3.16M", False),
-                  ("cnn-d2@3.16M", True), ("mlp-d1@1M", True)}  # fmt: skip
+    assert on == {
+        ("cnn-d2@1M", True),
+        ("cnn-d1@1M", True),
+        ("cnn-d1@3.16M", False),
+        ("cnn-d2@3.16M", True),
+        ("mlp-d1@1M", True),
+    }
 
 
 def test_figures_are_small_valid_pngs(search_dir: Path) -> None:
@@ -204,8 +209,10 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"trials\.parquet does not exist"):
         make_report(tmp_path)
     rows = results_rows()
-    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "val/acc"} for r in rows]),
-                   tmp_path / "trials.parquet")  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist([{k: v for k, v in r.items() if k != "val/acc"} for r in rows]),
+        tmp_path / "trials.parquet",
+    )
     with pytest.raises(UserError, match=r"lacks column\(s\) \['val/acc'\]"):
         make_report(tmp_path)
     rows[0]["status"] = "paused"

@@ -80,14 +80,34 @@ def test_command_line_overrides_reach_the_scale() -> None:
 @pytest.mark.slow
 def test_demo_study_end_to_end_students_learn(tmp_path: Path) -> None:
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "raydistill", "reproduce", "--scale", "demo", "--out", str(out),
-           "--wandb", "off"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "raydistill",
+        "reproduce",
+        "--scale",
+        "demo",
+        "--out",
+        str(out),
+        "--wandb",
+        "off",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for rel in ["REPORT.md", "timings.json", "transfer.parquet", "teacher/manifest.json",
-                "search/trials.parquet", "twins/trials.parquet", "study/trials.parquet",
-                "study/seeds.csv", "study/repeats.csv", "study/report/table2.md",
-                "study/report/figure1.png", "study/report/compare_paper.md"]:  # fmt: skip
+    for rel in [
+        "REPORT.md",
+        "timings.json",
+        "transfer.parquet",
+        "teacher/manifest.json",
+        "search/trials.parquet",
+        "twins/trials.parquet",
+        "study/trials.parquet",
+        "study/seeds.csv",
+        "study/repeats.csv",
+        "study/report/table2.md",
+        "study/report/figure1.png",
+        "study/report/compare_paper.md",
+    ]:
         assert (out / rel).is_file(), rel
     repeats = pd.read_csv(out / "study" / "repeats.csv")
     assert (repeats["n"] == 2).all()

@@ -72,21 +72,61 @@ def _refused(argv: list[str], capsys, match: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["teach", "--data", "synthetic-sep:64", "--family", "vgg8", "--epochs", "1",
-          "--gpu-fraction", "2"], "--gpu-fraction 2 asks for more GPUs per task than a local Ray has"),
-        (["search", "SPACE", "--budgets", "1k", "--data", "synthetic-sep:64",
-          "--gpus-per-trial", "2"], "--gpus-per-trial 2 asks for more GPUs per task"),
-        (["search", "SPACE", "--budgets", "1k", "--data", "synthetic-sep:64",
-          "--device", "cuda"], "--device 'cuda': no CUDA GPU is visible here"),
-        (["transfer", "--teacher", "TEACHER", "--epochs", "1", "--device", "cuda"],
-         "--device 'cuda': no CUDA GPU is visible here"),
-        (["transfer", "--teacher", "TEACHER", "--epochs", "1", "--gpus", "2"],
-         "--gpus 2 asks for more GPUs per task than a local Ray has"),
-        (["prune", "SOURCE", "--budget", "1k", "--device", "cuda:0"],
-         "--device 'cuda:0': no CUDA GPU is visible here"),
+        (
+            [
+                "teach",
+                "--data",
+                "synthetic-sep:64",
+                "--family",
+                "vgg8",
+                "--epochs",
+                "1",
+                "--gpu-fraction",
+                "2",
+            ],
+            "--gpu-fraction 2 asks for more GPUs per task than a local Ray has",
+        ),
+        (
+            [
+                "search",
+                "SPACE",
+                "--budgets",
+                "1k",
+                "--data",
+                "synthetic-sep:64",
+                "--gpus-per-trial",
+                "2",
+            ],
+            "--gpus-per-trial 2 asks for more GPUs per task",
+        ),
+        (
+            [
+                "search",
+                "SPACE",
+                "--budgets",
+                "1k",
+                "--data",
+                "synthetic-sep:64",
+                "--device",
+                "cuda",
+            ],
+            "--device 'cuda': no CUDA GPU is visible here",
+        ),
+        (
+            ["transfer", "--teacher", "TEACHER", "--epochs", "1", "--device", "cuda"],
+            "--device 'cuda': no CUDA GPU is visible here",
+        ),
+        (
+            ["transfer", "--teacher", "TEACHER", "--epochs", "1", "--gpus", "2"],
+            "--gpus 2 asks for more GPUs per task than a local Ray has",
+        ),
+        (
+            ["prune", "SOURCE", "--budget", "1k", "--device", "cuda:0"],
+            "--device 'cuda:0': no CUDA GPU is visible here",
+        ),
     ],
     ids=["teach", "search-gpus", "search-device", "transfer-device", "transfer-gpus", "prune"],
-)  # fmt: skip
+)
 def test_gpu_options_on_a_machine_without_a_gpu_are_one_line(argv, match, tmp_path, capsys):
     """Issue 23.3: every command that takes a GPU option refuses what this machine (a local
     Ray: it never gains a GPU) cannot serve, in one line, exit 2, before anything starts."""
@@ -116,10 +156,27 @@ def test_teach_gpu_fraction_one_without_a_gpu_does_not_hang(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["CUDA_VISIBLE_DEVICES"] = ""  # this machine, as one without a GPU
     proc = subprocess.run(
-        [sys.executable, "-m", "raydistill", "teach", "--data", "synthetic-sep:64", "--family",
-         "vgg8", "--epochs", "1", "--gpu-fraction", "1", "--out", str(tmp_path / "t")],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "raydistill",
+            "teach",
+            "--data",
+            "synthetic-sep:64",
+            "--family",
+            "vgg8",
+            "--epochs",
+            "1",
+            "--gpu-fraction",
+            "1",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         "raydistill: error: --gpu-fraction 1 asks for more GPUs per task than a local Ray has "
@@ -137,9 +194,20 @@ def test_multi_node_run_on_local_storage_is_refused(tmp_path, capsys) -> None:
         check_shared(None, "auto")
     space = tmp_path / "mlp.yaml"
     space.write_text("family: mlp\ndepths: [1]\ntrain: {lr: 0.01}\n")
-    argv = ["search", str(space), "--budgets", "1k", "--data", "synthetic-sep:64",
-            "--address", "127.0.0.1:1", "--storage", str(tmp_path / "st"),
-            "--out", str(tmp_path / "s")]  # fmt: skip
+    argv = [
+        "search",
+        str(space),
+        "--budgets",
+        "1k",
+        "--data",
+        "synthetic-sep:64",
+        "--address",
+        "127.0.0.1:1",
+        "--storage",
+        str(tmp_path / "st"),
+        "--out",
+        str(tmp_path / "s"),
+    ]
     _refused(argv, capsys, f"--storage {tmp_path / 'st'} is a path on this machine's disk")
     assert not (tmp_path / "s").exists() and not (tmp_path / "st").exists()
 
@@ -153,8 +221,14 @@ def test_gpu_tasks_wait_for_a_gpu_node_and_cpu_tasks_do_not(tmp_path) -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(REPO)
     try:
-        proc = subprocess.run([sys.executable, str(DRILL)], env=env, text=True,
-                              capture_output=True, timeout=400, start_new_session=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(DRILL)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=400,
+            start_new_session=True,
+        )
     finally:
         left = fd.lingering(tag, grace_s=20.0)  # Ray's workers exit after shutdown
         fd.stop_pids(left)
@@ -171,5 +245,7 @@ def test_gpu_tasks_wait_for_a_gpu_node_and_cpu_tasks_do_not(tmp_path) -> None:
     assert [m["gpu_ids"] for m in fig["gpu_members"]] == [["0"], ["0"]], fig
     assert [r["gpu_ids"] for r in fig["gpu_repeats"]] == ["0"], fig
     assert {m["status"] for m in fig["gpu_members"] + fig["gpu_repeats"]} == {"finished"}
-    print(f"\nFIGURES gpu drill: {fig['total_s']} s in all, CPU tasks {fig['cpu_s']} s, "
-          f"GPU tasks {fig['gpu_s']} s after the GPU node joined")  # fmt: skip
+    print(
+        f"\nFIGURES gpu drill: {fig['total_s']} s in all, CPU tasks {fig['cpu_s']} s, "
+        f"GPU tasks {fig['gpu_s']} s after the GPU node joined"
+    )

@@ -24,8 +24,10 @@ def synthetic_results(exponents: dict[str, float], *, seeds: int = 4, noise: flo
             for seed in range(seeds):
                 scale = 30.0 * d**b * math.exp(noise * rng.standard_normal())  # per-seed jitter
                 acc = 1 - 0.5 * np.exp(-ns / scale)
-                rows += [{"family": fam, "d": d, "n": int(n), "seed": seed, "test_acc": a}
-                         for n, a in zip(ns, acc, strict=True)]  # fmt: skip
+                rows += [
+                    {"family": fam, "d": d, "n": int(n), "seed": seed, "test_acc": a}
+                    for n, a in zip(ns, acc, strict=True)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -73,8 +75,13 @@ def test_crossing_censoring_and_judge():
 def test_study_validates_arguments(tmp_path):
     from raydistill.study.sample_efficiency.run import sample_efficiency_study
 
-    for kw in ({"sizes": [4]}, {"ns": [64]}, {"families": ["mlp", "cnn"]}, {"target": 0.4},
-               {"wandb": "maybe"}):  # fmt: skip
+    for kw in (
+        {"sizes": [4]},
+        {"ns": [64]},
+        {"families": ["mlp", "cnn"]},
+        {"target": 0.4},
+        {"wandb": "maybe"},
+    ):
         with pytest.raises(UserError):
             sample_efficiency_study(tmp_path / "x", **kw)
 
@@ -88,8 +95,16 @@ def test_two_by_two_grid_end_to_end(ray_local, tmp_path):
     from raydistill.tracking.tracker import run_id
 
     out = tmp_path / "se"
-    kw = {"sizes": (3, 4), "ns": (32, 64), "seeds": (0,), "epochs": 1, "min_samples": 0,
-          "families": ("cnn", "mlp"), "budget": "5k", "verbose": 0}  # fmt: skip
+    kw = {
+        "sizes": (3, 4),
+        "ns": (32, 64),
+        "seeds": (0,),
+        "epochs": 1,
+        "min_samples": 0,
+        "families": ("cnn", "mlp"),
+        "budget": "5k",
+        "verbose": 0,
+    }
     report = sample_efficiency_study(out, wandb="offline", **kw)
     assert report == out.resolve() / "REPORT.md"
     results = pd.read_csv(out / "results.csv")

@@ -36,9 +36,26 @@ def diverging(ray_local, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     space = d / "mlp.yaml"
     train = {"lr": 1.0e30, "batch_size": 32, "max_epochs": 1, "augment": "none"}  # NaN at once
     space.write_text(yaml.safe_dump({"family": "mlp", "depths": [1, 2], "train": train}))
-    argv = ["search", str(space), "--budgets", "5k", "--depths", "1,2", "--trials", "1",
-            "--data", DATA, "--val-size", "16", "--out", str(d / "s"), "--wandb", "off",
-            "--device", "cpu"]  # fmt: skip
+    argv = [
+        "search",
+        str(space),
+        "--budgets",
+        "5k",
+        "--depths",
+        "1,2",
+        "--trials",
+        "1",
+        "--data",
+        DATA,
+        "--val-size",
+        "16",
+        "--out",
+        str(d / "s"),
+        "--wandb",
+        "off",
+        "--device",
+        "cpu",
+    ]
     return d / "s", argv
 
 

@@ -28,8 +28,18 @@ def law_table(rows: dict[str, tuple[float, float, float]], sizes=SIZES, std=0.00
             err = a * (s / sizes[0]) ** (-b) + c
             if noise is not None:
                 err += noise.normal(0, std / np.sqrt(n))
-            out.append({"row": row, "family": fam, "depth": int(depth), "twin": False,
-                        "budget": s, "n": n, "mean": 1 - err, "std": std})  # fmt: skip
+            out.append(
+                {
+                    "row": row,
+                    "family": fam,
+                    "depth": int(depth),
+                    "twin": False,
+                    "budget": s,
+                    "n": n,
+                    "mean": 1 - err,
+                    "std": std,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -101,12 +111,17 @@ def test_two_budget_rows_borrow_the_family_exponent_not_their_own_largest() -> N
 def test_law_markdown_predicts_the_next_budget_and_places_the_paper() -> None:
     # Rows near the paper's CIFAR-10 numbers at 1M-10M: the paper's 31.6M is inside the
     # interval for cnn-d2 (drawn from a law through it) and above it for an MLP far below.
-    table = law_table({"cnn-d2": (0.04, 0.35, 0.09), "mlp-d1": (0.10, 0.30, 0.50)},
-                      sizes=[1_000_000, 3_160_000, 10_000_000])  # fmt: skip
+    table = law_table(
+        {"cnn-d2": (0.04, 0.35, 0.09), "mlp-d1": (0.10, 0.30, 0.50)},
+        sizes=[1_000_000, 3_160_000, 10_000_000],
+    )
     md = law_markdown(points(table), paper=load_paper_table())
     assert "predicted at 31.6M" in md or "predicted at 31.5M" in md
-    rows = {ln.split("|")[1].strip() + "@" + ln.split("|")[2].strip(): ln
-            for ln in md.splitlines() if ln.startswith("| ") and "M |" in ln}  # fmt: skip
+    rows = {
+        ln.split("|")[1].strip() + "@" + ln.split("|")[2].strip(): ln
+        for ln in md.splitlines()
+        if ln.startswith("| ") and "M |" in ln
+    }
     assert rows["mlp-d1@31.6M"].rstrip(" |").endswith("above")
     assert "Leave-largest-out" in md and "own fit on 2 budgets" in md
     assert "paper's numbers against" not in law_markdown(points(table))  # not given: not placed
@@ -133,10 +148,10 @@ def test_study_report_gives_the_next_budget_and_the_paper_only_on_cifar10(
     from raydistill.study.scale import load_scale
 
     d = write_results(tmp_path / "study", results_rows())
-    repeats = law_table({"cnn-d1": (0.3, 0.4, 0.05), "cnn-d2": (0.25, 0.4, 0.04)},
-                        sizes=[1_000_000, 3_160_000])  # fmt: skip
-    rep = make_report(d, compare_with_paper=True, repeats=repeats,
-                      paper_task=is_paper_task(source))  # fmt: skip
+    repeats = law_table(
+        {"cnn-d1": (0.3, 0.4, 0.05), "cnn-d2": (0.25, 0.4, 0.04)}, sizes=[1_000_000, 3_160_000]
+    )
+    rep = make_report(d, compare_with_paper=True, repeats=repeats, paper_task=is_paper_task(source))
     text = report_markdown(load_scale("tiny"), rep, repeats, {"search": 1.0}, source, {})
     assert "seed repeats" in text and "predicted at 9.99M" in text
     line = next(ln for ln in text.splitlines() if ln.startswith("| cnn-d1 | power |"))

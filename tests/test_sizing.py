@@ -92,10 +92,14 @@ def test_each_trial_gets_its_share_on_logical_gpus(ray_local, tmp_path) -> None:
     res = trial_resources("auto", 0.5, DATA)
     tuner = tune.Tuner(
         tune.with_resources(_granted, res),
-        param_space={"budget": tune.grid_search([1_000_000, 31_600_000]), "family": "cnn",
-                     "depth": 2, "settings": {"ratios": None, "spec": {}, "train": {}}},
+        param_space={
+            "budget": tune.grid_search([1_000_000, 31_600_000]),
+            "family": "cnn",
+            "depth": 2,
+            "settings": {"ratios": None, "spec": {}, "train": {}},
+        },
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
-    )  # fmt: skip
+    )
     results = tuner.fit()
     granted = {r.config["budget"]: r.metrics["gpu"] for r in results}
     # the machine has 1 logical GPU (ray_local); the shares are the sized ones

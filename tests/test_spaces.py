@@ -183,8 +183,14 @@ def test_make_sampler_kinds():
 def test_plan_cells_ids_depths_and_budgets():
     cnn, mlp = sp.load_space("cnn"), sp.load_space("mlp")
     cells = sp.plan_cells([cnn, mlp], [20_000, 1_000_000], depths=[2, 5])
-    assert [c.id for c, _ in cells] == ["cnn-d2@20k", "cnn-d2@1M", "mlp-d2@20k", "mlp-d2@1M",
-                                        "mlp-d5@20k", "mlp-d5@1M"]  # fmt: skip
+    assert [c.id for c, _ in cells] == [
+        "cnn-d2@20k",
+        "cnn-d2@1M",
+        "mlp-d2@20k",
+        "mlp-d2@1M",
+        "mlp-d5@20k",
+        "mlp-d5@1M",
+    ]
     assert [c.id for c, _ in sp.plan_cells([cnn], [3_160_000])] == [
         f"cnn-d{d}@3.16M" for d in cnn.depths
     ]

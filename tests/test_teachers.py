@@ -188,7 +188,20 @@ def test_tampered_or_missing_member_is_refused(teacher_dir: Path, tmp_path: Path
 def test_cli_teach_rejects_a_student_family(capsys) -> None:
     from raydistill.cli import main
 
-    code = main(["teach", "--data", "synthetic-sep:64", "--family", "cnn", "--members", "1",
-                 "--epochs", "1", "--out", "/nonexistent/never-written"])  # fmt: skip
+    code = main(
+        [
+            "teach",
+            "--data",
+            "synthetic-sep:64",
+            "--family",
+            "cnn",
+            "--members",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            "/nonexistent/never-written",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "teacher families" in err

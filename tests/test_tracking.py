@@ -35,8 +35,15 @@ CONFIG = {"lr": 0.01, "widths": [64, 128, 512], "params": 998_123, "kd_temperatu
 
 
 def _tracker(root: Path, trial: str = "t0", mode: str = "offline", **kw) -> Tracker:
-    return make_tracker(mode, root=root, experiment="exp", cell="cnn-d2@1M", trial_id=trial,
-                        config={**CONFIG, **kw}, tags=["seed0"])  # fmt: skip
+    return make_tracker(
+        mode,
+        root=root,
+        experiment="exp",
+        cell="cnn-d2@1M",
+        trial_id=trial,
+        config={**CONFIG, **kw},
+        tags=["seed0"],
+    )
 
 
 @pytest.fixture()
@@ -138,8 +145,13 @@ def test_a_retried_trial_continues_its_own_run(tmp_path: Path) -> None:
 def test_no_secret_reaches_any_file(tmp_path: Path, monkeypatch) -> None:
     secret = "Zq" + "9" * 38  # looks like a 40-character W&B key
     monkeypatch.setenv("WANDB_API_KEY", secret)
-    tr = _tracker(tmp_path, mode="offline", wandb_api_key=secret, note=f"copied {secret} here",
-                  password="hunter2")  # fmt: skip
+    tr = _tracker(
+        tmp_path,
+        mode="offline",
+        wandb_api_key=secret,
+        note=f"copied {secret} here",
+        password="hunter2",
+    )
     tr.log({"val/acc": 0.5}, step=1)
     tr.finish({"token": secret, "remark": secret})
     run = read_offline_run(tmp_path, tr.run_id)
@@ -236,6 +248,7 @@ def test_a_run_folder_that_cannot_be_made_is_a_warning(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.warns(UserWarning, match="not logged"):
-        tr = make_tracker("offline", root=blocker, experiment="e", cell="mlp-d1@1k",
-                          trial_id="t", config={})  # fmt: skip
+        tr = make_tracker(
+            "offline", root=blocker, experiment="e", cell="mlp-d1@1k", trial_id="t", config={}
+        )
     assert isinstance(tr, NullTracker)

@@ -25,16 +25,60 @@ def stages(ray_local, tmp_path_factory) -> Path:
     """teach (2 members, 2 epochs), transfer (1 epoch), a 1-trial search and its report, all
     with --wandb offline."""
     root = tmp_path_factory.mktemp("runs")
-    teach = ["teach", *DATA, "--family", "resnet9", "--widths", "4,8,8,8", "--members", "2",
-             "--epochs", "2", "--batch-size", "64", "--out", str(root / "teach"),
-             "--wandb", "offline"]  # fmt: skip
+    teach = [
+        "teach",
+        *DATA,
+        "--family",
+        "resnet9",
+        "--widths",
+        "4,8,8,8",
+        "--members",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--out",
+        str(root / "teach"),
+        "--wandb",
+        "offline",
+    ]
     assert main(teach) == 0
-    transfer = ["transfer", "--teacher", str(root / "teach"), "--epochs", "1", "--device", "cpu",
-                "--out", str(root / "sets" / "ts.parquet"), "--wandb", "offline"]  # fmt: skip
+    transfer = [
+        "transfer",
+        "--teacher",
+        str(root / "teach"),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(root / "sets" / "ts.parquet"),
+        "--wandb",
+        "offline",
+    ]
     assert main(transfer) == 0
-    search = ["search", "mlp", "--budgets", "5k", "--depths", "1", "--trials", "1", *DATA,
-              "--transfer", str(root / "sets" / "ts.parquet"), "--max-epochs", "1",
-              "--device", "cpu", "--wandb", "offline", "--out", str(root / "search")]  # fmt: skip
+    search = [
+        "search",
+        "mlp",
+        "--budgets",
+        "5k",
+        "--depths",
+        "1",
+        "--trials",
+        "1",
+        *DATA,
+        "--transfer",
+        str(root / "sets" / "ts.parquet"),
+        "--max-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--wandb",
+        "offline",
+        "--out",
+        str(root / "search"),
+    ]
     assert main(search) == 0
     assert main(["report", str(root / "search"), "--wandb", "offline"]) == 0
     return root

@@ -24,8 +24,14 @@ FAST = {"batch_size": 64, "max_epochs": 4, "loss": "hard", "lr": 0.01, "device":
 
 def _run(splits, cfg: dict, **kwargs):
     seen: list[dict] = []
-    result = train_student(SPEC, splits, None, TrainConfig(**{**FAST, **cfg}),
-                           report=lambda m, save: seen.append(m), **kwargs)  # fmt: skip
+    result = train_student(
+        SPEC,
+        splits,
+        None,
+        TrainConfig(**{**FAST, **cfg}),
+        report=lambda m, save: seen.append(m),
+        **kwargs,
+    )
     return result, seen
 
 
@@ -38,9 +44,13 @@ def _accuracy(result, splits, split: str) -> float:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     x, y = splits.split(split)
-    acc, _ = evaluate(model, DeviceSplit.from_numpy(x, y, torch.device("cpu")),
-                      preprocess=make_preprocess(cfg.preprocess, splits),
-                      input_scale=cfg.input_scale, channels_last=channels_last)  # fmt: skip
+    acc, _ = evaluate(
+        model,
+        DeviceSplit.from_numpy(x, y, torch.device("cpu")),
+        preprocess=make_preprocess(cfg.preprocess, splits),
+        input_scale=cfg.input_scale,
+        channels_last=channels_last,
+    )
     return acc
 
 
@@ -93,17 +103,24 @@ def test_checkpoint_is_safetensors_and_json(tiny_splits, tmp_path: Path) -> None
         save(tmp_path / f"e{metrics['epoch']}")
         saved.append(tmp_path / f"e{metrics['epoch']}")
 
-    result = train_student(SPEC, tiny_splits, None, TrainConfig(**{**FAST, "max_epochs": 2}),
-                           report=keep)  # fmt: skip
+    result = train_student(
+        SPEC, tiny_splits, None, TrainConfig(**{**FAST, "max_epochs": 2}), report=keep
+    )
     first, last = saved
     # the optimizer's buffers only while the run can go on (epoch 1 of 2), not once it ended
     assert sorted(p.name for p in first.iterdir()) == [
-        "best.safetensors", "checkpoint.json", "model.safetensors", "optim.safetensors",
+        "best.safetensors",
+        "checkpoint.json",
+        "model.safetensors",
+        "optim.safetensors",
         "rng.safetensors",
-    ]  # fmt: skip
+    ]
     assert sorted(p.name for p in last.iterdir()) == [
-        "best.safetensors", "checkpoint.json", "model.safetensors", "rng.safetensors",
-    ]  # fmt: skip
+        "best.safetensors",
+        "checkpoint.json",
+        "model.safetensors",
+        "rng.safetensors",
+    ]
     meta = json.loads((last / "checkpoint.json").read_text())
     assert meta["status"] == "finished" and meta["epoch"] == 2
     spec, best = load_checkpoint_weights(last)
@@ -136,8 +153,9 @@ def test_resuming_an_ended_run_does_not_train_on(tiny_splits, tmp_path: Path) ->
     # A plateau run told to stop at once (stop_patience 1 after a flat start) saves "stopped".
     cfg = TrainConfig(**{**FAST, "lr": 1e-9, "stop_patience": 1, "max_epochs": 6})
     saved = []
-    first = train_student(SPEC, tiny_splits, None, cfg,
-                          report=lambda m, save: (save(tmp_path / "c"), saved.append(m)))  # fmt: skip
+    first = train_student(
+        SPEC, tiny_splits, None, cfg, report=lambda m, save: (save(tmp_path / "c"), saved.append(m))
+    )
     assert first.status == "stopped" and first.epochs < 6
     again = train_student(SPEC, tiny_splits, None, cfg, checkpoint=tmp_path / "c")
     assert again.status == "stopped" and again.epochs == first.epochs
@@ -206,9 +224,17 @@ def _class_sorted_splits() -> Splits:
     x = np.concatenate([smooth, rng.integers(0, 256, (1000, 3, 16, 16))]).astype(np.uint8)
     y = np.repeat(np.arange(2), [5000, 1000]).astype(np.int64)
     held = {"x": x[::50], "y": y[::50]}
-    return Splits(name="sorted", fingerprint="sorted", classes=("ramp", "noise"), train_x=x,
-                  train_y=y, val_x=held["x"], val_y=held["y"], test_x=held["x"],
-                  test_y=held["y"])  # fmt: skip
+    return Splits(
+        name="sorted",
+        fingerprint="sorted",
+        classes=("ramp", "noise"),
+        train_x=x,
+        train_y=y,
+        val_x=held["x"],
+        val_y=held["y"],
+        test_x=held["x"],
+        test_y=held["y"],
+    )
 
 
 def test_whitening_statistics_cover_every_class_of_a_class_sorted_split() -> None:

@@ -37,8 +37,13 @@ def uint8_splits(n_train: int = 192, n_eval: int = 48, seed: int = 0) -> Splits:
 
 
 def tiny_ensemble(splits: Splits, seeds=(0, 1), preprocess: str = "per_image"):
-    spec = {"family": "resnet9", "depth": 9, "widths": WIDTHS, "in_shape": [3, 32, 32],
-            "num_classes": splits.num_classes}  # fmt: skip
+    spec = {
+        "family": "resnet9",
+        "depth": 9,
+        "widths": WIDTHS,
+        "in_shape": [3, 32, 32],
+        "num_classes": splits.num_classes,
+    }
     cfg = member_config("resnet9", 1, 0, batch_size=64, augment="paper", preprocess=preprocess)
     results = [train_member(spec, splits, {**cfg.to_dict(), "seed": s}) for s in seeds]
     ens = make_ensemble(spec, [r["weights"] for r in results], make_preprocess(preprocess, splits))
@@ -110,8 +115,9 @@ def test_replayed_views_reproduce_the_stored_logits(ts_path: Path, ensemble, spl
     index = torch.as_tensor(ts.index[pick])
     params = {k: torch.as_tensor(v[pick]) for k, v in ts.params.items()}
     xb = replay_batch(images, index, params)
-    np.testing.assert_allclose(ensemble.logits(ensemble.preprocess(xb)).numpy(),
-                               ts.logits[pick], atol=1e-5, rtol=0)  # fmt: skip
+    np.testing.assert_allclose(
+        ensemble.logits(ensemble.preprocess(xb)).numpy(), ts.logits[pick], atol=1e-5, rtol=0
+    )
     # The views are augmented: not the raw images.
     raw = torch.as_tensor(splits.train_x[ts.index[rows]]).float() / 255
     assert (x - raw).abs().mean() > 0.01
@@ -189,10 +195,14 @@ def _rewrite(src: Path, dst: Path, *, table_fn=None, meta_fn=None) -> Path:
 
 def test_inconsistent_contents_are_refused(tmp_path: Path, ts_path: Path) -> None:
     n = pq.ParquetFile(ts_path).metadata.num_rows
-    _one_line_error(_rewrite(ts_path, tmp_path / "a.parquet", table_fn=lambda t: t.slice(0, n - 1)),
-                    "rows, expected epochs")  # fmt: skip
-    _one_line_error(_rewrite(ts_path, tmp_path / "b.parquet", table_fn=lambda t: t.drop(["hue"])),
-                    r"lacks columns \['hue'\]")  # fmt: skip
+    _one_line_error(
+        _rewrite(ts_path, tmp_path / "a.parquet", table_fn=lambda t: t.slice(0, n - 1)),
+        "rows, expected epochs",
+    )
+    _one_line_error(
+        _rewrite(ts_path, tmp_path / "b.parquet", table_fn=lambda t: t.drop(["hue"])),
+        r"lacks columns \['hue'\]",
+    )
     _one_line_error(
         _rewrite(ts_path, tmp_path / "c.parquet", meta_fn=lambda m: {**m, "num_classes": 3}),
         "column 'logits'",
@@ -214,12 +224,34 @@ def test_cli_transfer_from_a_teacher_directory(tmp_path: Path, capsys) -> None:
     splits = load_dataset(source, val_size=32)
     ens, results, configs = tiny_ensemble(splits, seeds=(0,))
     per_member = [{"val/acc": 0.5, "test/acc": 0.5}]
-    save_ensemble(tmp_path / "teacher", ens, results, per_member, {"val/acc": 0.5, "test/acc": 0.5},
-                  configs=configs, seeds=[0], splits=splits, wall_s=1.0,
-                  extra_config={"data": source, "split": {"val_size": 32, "seed": 0}})  # fmt: skip
+    save_ensemble(
+        tmp_path / "teacher",
+        ens,
+        results,
+        per_member,
+        {"val/acc": 0.5, "test/acc": 0.5},
+        configs=configs,
+        seeds=[0],
+        splits=splits,
+        wall_s=1.0,
+        extra_config={"data": source, "split": {"val_size": 32, "seed": 0}},
+    )
     out = tmp_path / "ts.parquet"
-    code = main(["transfer", "--teacher", str(tmp_path / "teacher"), "--epochs", "2",
-                 "--out", str(out), "--batch-size", "40", "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "transfer",
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--batch-size",
+            "40",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "2 epochs × 96 views" in capsys.readouterr().out
     ts = load_transfer_set(out, splits=splits, teacher_fingerprints=ens.fingerprints)
@@ -228,13 +260,35 @@ def test_cli_transfer_from_a_teacher_directory(tmp_path: Path, capsys) -> None:
     assert ts.meta["aug"] == named_aug("paper", 32).to_dict()
     # every name of the one vocabulary is accepted, e.g. the teachers' own augmentation
     out2 = tmp_path / "ts-ft.parquet"
-    code = main(["transfer", "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--out",
-                 str(out2), "--aug", "flip_translate", "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "transfer",
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--epochs",
+            "1",
+            "--out",
+            str(out2),
+            "--aug",
+            "flip_translate",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     ts2 = load_transfer_set(out2, splits=splits, teacher_fingerprints=ens.fingerprints)
     assert ts2.meta["aug"]["translate"] == 4 and ts2.meta["aug"]["crop_min"] == 32
-    code = main(["transfer", "--teacher", str(tmp_path / "nope"), "--epochs", "1", "--out",
-                 str(tmp_path / "x.parquet")])  # fmt: skip
+    code = main(
+        [
+            "transfer",
+            "--teacher",
+            str(tmp_path / "nope"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "x.parquet").exists()
 
 

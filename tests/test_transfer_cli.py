@@ -36,14 +36,38 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ens, results, configs = tiny_ensemble(splits, seeds=(0,))
     d = tmp_path_factory.mktemp("teacher")
     acc = {"val/acc": 0.5, "test/acc": 0.5}
-    save_ensemble(d, ens, results, [acc], acc, configs=configs, seeds=[0], splits=splits,
-                  wall_s=1.0, extra_config={"data": SOURCE, "split": {"val_size": 32, "seed": 0}})  # fmt: skip
+    save_ensemble(
+        d,
+        ens,
+        results,
+        [acc],
+        acc,
+        configs=configs,
+        seeds=[0],
+        splits=splits,
+        wall_s=1.0,
+        extra_config={"data": SOURCE, "split": {"val_size": 32, "seed": 0}},
+    )
     return d
 
 
 def transfer(teacher: Path, out: Path, *extra: str) -> int:
-    return main(["transfer", "--teacher", str(teacher), "--epochs", "1", "--out", str(out),
-                 "--device", "cpu", "--batch-size", "64", *extra])  # fmt: skip
+    return main(
+        [
+            "transfer",
+            "--teacher",
+            str(teacher),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "64",
+            *extra,
+        ]
+    )
 
 
 def one_line_error(capsys) -> str:
@@ -107,10 +131,26 @@ def test_teachers_for_other_classes_or_shapes_are_refused(
 def test_a_one_class_dataset_is_refused_before_torch(tmp_path: Path) -> None:
     one = image_folder(tmp_path / "one", ("cat",))
     res = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "raydistill", "teach", "--data", str(one),
-         "--family", "resnet9", "--epochs", "1", "--out", str(tmp_path / "t")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "raydistill",
+            "teach",
+            "--data",
+            str(one),
+            "--family",
+            "resnet9",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = res.stderr.splitlines()
     err = [line for line in lines if not line.startswith("import time:")]
     assert res.returncode == 2 and len(err) == 1, err
@@ -131,16 +171,42 @@ def test_a_split_mismatch_names_the_setting_and_the_flags_that_match(
     subset = load_dataset(SOURCE, val_size=32, train_subset=40)
     assert load_transfer_set(ts, splits=subset).views_per_epoch == 40
 
-    train = ["train", "--family", "mlp", "--depth", "1", "--budget", "5k", "--data", SOURCE,
-             "--transfer", str(ts), "--set", "max_epochs=1"]  # fmt: skip
+    train = [
+        "train",
+        "--family",
+        "mlp",
+        "--depth",
+        "1",
+        "--budget",
+        "5k",
+        "--data",
+        SOURCE,
+        "--transfer",
+        str(ts),
+        "--set",
+        "max_epochs=1",
+    ]
     assert main([*train, "--val-size", "16"]) == 2
     err = one_line_error(capsys)
     assert "other split settings of 'synthetic-sep'" in err
     assert "--val-size 32 (here 16), --train-subset 40 (here none)" in err, err
     assert "pass --val-size 32 --train-subset 40 to use it" in err, err
 
-    search = ["search", "mlp", "--budgets", "5k", "--depths", "1", "--data", SOURCE,
-              "--val-size", "32", "--transfer", str(ts), "--dry-run"]  # fmt: skip
+    search = [
+        "search",
+        "mlp",
+        "--budgets",
+        "5k",
+        "--depths",
+        "1",
+        "--data",
+        SOURCE,
+        "--val-size",
+        "32",
+        "--transfer",
+        str(ts),
+        "--dry-run",
+    ]
     assert main(search) == 2  # --dry-run checks the transfer set against the splits
     assert "--train-subset 40 (here none)" in one_line_error(capsys)
     assert main([*search, "--train-subset", "40"]) == 0
@@ -187,8 +253,25 @@ def test_teach_records_the_data_path_resolved(
     """A relative --data is recorded absolute: `transfer` run from elsewhere finds it."""
     image_folder(tmp_path / "pets", ("cat", "dog"), per_class=6)
     monkeypatch.chdir(tmp_path)
-    code = main(["teach", "--data", "pets", "--family", "resnet9", "--widths", "4,8,8,8",
-                 "--members", "1", "--epochs", "1", "--val-size", "2", "--out", "t"])  # fmt: skip
+    code = main(
+        [
+            "teach",
+            "--data",
+            "pets",
+            "--family",
+            "resnet9",
+            "--widths",
+            "4,8,8,8",
+            "--members",
+            "1",
+            "--epochs",
+            "1",
+            "--val-size",
+            "2",
+            "--out",
+            "t",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "t" / "manifest.json").read_text())["config"]
     assert config["data"] == str(tmp_path / "pets") and config["split"]["val_size"] == 2

@@ -32,8 +32,19 @@ def wheel(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, src / name)
     out = tmp_path_factory.mktemp("dist")
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-           "--no-index", "-q", "-w", str(out), str(src)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-q",
+        "-w",
+        str(out),
+        str(src),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     (whl,) = out.glob("raydistill-*.whl")
     return whl
@@ -57,8 +68,14 @@ def test_installed_wheel_finds_spaces_and_scales(wheel: Path, tmp_path: Path) ->
         "print(r.load_scale('tiny').name)"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
-                         capture_output=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     where, spaces, scale = res.stdout.splitlines()[-3:]
     assert Path(where) == site / "raydistill" / "search_spaces"

@@ -33,11 +33,21 @@ def build(name: str, fn: Callable[..., int], positionals: dict[str, str | None])
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     _fill_doc(fn)
-    parser = ArgumentParser(prog=f"raydistill {name}", description=summary(fn),
-                            exit_on_error=False, env_prefix=False, default_env=False,
-                            print_config=None, formatter_class=_formatter())  # fmt: skip
-    parser.add_argument("--config", metavar="FILE", action=ActionConfigFile,
-                        help="YAML mapping of this command's options (typed options win)")  # fmt: skip
+    parser = ArgumentParser(
+        prog=f"raydistill {name}",
+        description=summary(fn),
+        exit_on_error=False,
+        env_prefix=False,
+        default_env=False,
+        print_config=None,
+        formatter_class=_formatter(),
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        action=ActionConfigFile,
+        help="YAML mapping of this command's options (typed options win)",
+    )
     parser.add_function_arguments(fn, as_group=False, skip=set(positionals))
     docs = _param_docs(fn)
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -62,8 +72,9 @@ def option_groups(fn: Callable[..., Any]) -> dict[str, type]:
     return {p: h for p, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)}
 
 
-def parse(name: str, fn: Callable[..., int], positionals: dict[str, str | None],
-          argv: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def parse(
+    name: str, fn: Callable[..., int], positionals: dict[str, str | None], argv: Sequence[str]
+) -> dict[str, Any]:
     """`fn`'s keyword arguments from `argv` (the tokens after the command name)."""
     argv, config = split_config(argv)
     parser = build(name, fn, positionals)
@@ -158,8 +169,11 @@ def _dashed(parser: Any, argv: list[str], i: int) -> bool:
 def _dests(parser: Any) -> dict[str, str]:
     """{dest: how the user spells it} of every option and positional but --config/--help."""
     skip = {"config", "help"}
-    return {a.dest: (a.option_strings[0] if a.option_strings else a.dest)
-            for a in parser._actions if a.dest not in skip}  # fmt: skip
+    return {
+        a.dest: (a.option_strings[0] if a.option_strings else a.dest)
+        for a in parser._actions
+        if a.dest not in skip
+    }
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -106,16 +106,33 @@ def teach_run(args: argparse.Namespace) -> int:
 
     args.dataset.prepare()
     splits = args.dataset.load()
-    train = {"lr": args.lr, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
-             "label_smoothing": args.label_smoothing, "warmup_epochs": args.warmup_epochs,
-             "preprocess": args.preprocess, "augment": args.augment}  # fmt: skip
+    train = {
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "warmup_epochs": args.warmup_epochs,
+        "preprocess": args.preprocess,
+        "augment": args.augment,
+    }
     split = {**args.dataset.split(), "val_size": len(splits.val_y)}  # the resolved size
     ens = teach(
-        splits, args.family, args.members, args.epochs, args.out, widths=args.widths,
-        width_scale=args.width_scale or 1.0, spec_keys=args.spec_keys, train=train, seed=args.seed,
-        address=args.address, num_cpus=args.num_cpus, gpu_fraction=args.gpu_fraction,
-        data_source=recorded_source(args.dataset.data), split=split,
-    )  # fmt: skip
+        splits,
+        args.family,
+        args.members,
+        args.epochs,
+        args.out,
+        widths=args.widths,
+        width_scale=args.width_scale or 1.0,
+        spec_keys=args.spec_keys,
+        train=train,
+        seed=args.seed,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        gpu_fraction=args.gpu_fraction,
+        data_source=recorded_source(args.dataset.data),
+        split=split,
+    )
     print(f"wrote {args.out}/manifest.json")
     from raydistill.tracking.stages import log_teachers
 
@@ -169,7 +186,9 @@ def transfer(
 
 def transfer_check(args: argparse.Namespace) -> Outputs:
     if not (Path(args.teacher) / "manifest.json").is_file():
-        raise UserError(f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
+        raise UserError(
+            f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?"
+        )
     args.dataset.check()
     out = A.check_out(args.out, is_file=True)
     A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
@@ -207,16 +226,27 @@ def transfer_run(args: argparse.Namespace) -> int:
         print(_transfer_plan(args, ensemble, splits, aug))
         return 0
     t0 = time.perf_counter()
-    path = write_transfer_set(args.out, ensemble, splits, args.epochs, seed=args.seed, aug=aug,
-                              batch_size=args.batch_size, address=args.address, gpus=args.gpus,
-                              log=print)  # fmt: skip
+    path = write_transfer_set(
+        args.out,
+        ensemble,
+        splits,
+        args.epochs,
+        seed=args.seed,
+        aug=aug,
+        batch_size=args.batch_size,
+        address=args.address,
+        gpus=args.gpus,
+        log=print,
+    )
     wall = time.perf_counter() - t0
     ts = load_transfer_set(path, splits=splits, teacher_fingerprints=ensemble.fingerprints)
     m = ts.meta
-    print(f"wrote {path}: {ts.num_epochs} epochs × {ts.views_per_epoch} views, "
-          f"{size_summary(path)}, {wall:.1f}s; ensemble val {100 * m['ensemble_val_acc']:.2f}%, "
-          f"test {100 * m['ensemble_test_acc']:.2f}% on the images, "
-          f"{100 * m['ensemble_test_view_acc']:.2f}% on their views")  # fmt: skip
+    print(
+        f"wrote {path}: {ts.num_epochs} epochs × {ts.views_per_epoch} views, "
+        f"{size_summary(path)}, {wall:.1f}s; ensemble val {100 * m['ensemble_val_acc']:.2f}%, "
+        f"test {100 * m['ensemble_test_acc']:.2f}% on the images, "
+        f"{100 * m['ensemble_test_view_acc']:.2f}% on their views"
+    )
     print(f"students use it with: --data {ds.data} {_split_flags(splits)} --transfer {path}")
     from raydistill.tracking.stages import log_transfer
 
@@ -239,16 +269,18 @@ def _transfer_plan(args: argparse.Namespace, ensemble, splits, aug) -> str:
     own = teacher_augment(ensemble.manifest)
     name = resolve_aug_name(args.aug, splits, own)
     replaces = " (replaces the existing file)" if Path(args.out).exists() else ""
-    return "\n".join([
-        f"teachers  {args.teacher}: {len(ensemble.members)} × {ensemble.spec.get('family')}, "
-        f"{ensemble.num_classes} classes of {'×'.join(map(str, splits.image_shape))}, "
-        f"trained on augmentation {own or 'unknown'}",
-        f"data      {splits.name} ({args.dataset.data}): {len(splits.train_y)} train images; "
-        f"{_split_flags(splits)}",
-        f"views     {args.epochs} epochs × {len(splits.train_y)} = "
-        f"{args.epochs * len(splits.train_y):,} views, augmentation {name} "
-        f"({'mirror' if aug.mirror else 'no mirror'}, crops {aug.crop_min}–{aug.crop_max} px, "
-        f"shifts ≤ {aug.translate} px, {'HSV jitter' if aug.hsv else 'no colour jitter'})",
-        f"out       {args.out}{replaces}",
-        "dry run: nothing labelled, nothing written",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"teachers  {args.teacher}: {len(ensemble.members)} × {ensemble.spec.get('family')}, "
+            f"{ensemble.num_classes} classes of {'×'.join(map(str, splits.image_shape))}, "
+            f"trained on augmentation {own or 'unknown'}",
+            f"data      {splits.name} ({args.dataset.data}): {len(splits.train_y)} train images; "
+            f"{_split_flags(splits)}",
+            f"views     {args.epochs} epochs × {len(splits.train_y)} = "
+            f"{args.epochs * len(splits.train_y):,} views, augmentation {name} "
+            f"({'mirror' if aug.mirror else 'no mirror'}, crops {aug.crop_min}–{aug.crop_max} px, "
+            f"shifts ≤ {aug.translate} px, {'HSV jitter' if aug.hsv else 'no colour jitter'})",
+            f"out       {args.out}{replaces}",
+            "dry run: nothing labelled, nothing written",
+        ]
+    )

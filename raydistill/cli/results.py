@@ -40,8 +40,15 @@ def families_run(args: argparse.Namespace) -> int:
 
         fams = families(args.kind)
     if args.json:
-        rows = [{"name": f.name, "kind": f.kind, "depths": list(f.depths),
-                 "spec_keys": list(f.spec_keys)} for f in fams.values()]  # fmt: skip
+        rows = [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "depths": list(f.depths),
+                "spec_keys": list(f.spec_keys),
+            }
+            for f in fams.values()
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     for f in fams.values():
@@ -193,9 +200,15 @@ def export_run(args: argparse.Namespace) -> int:
     if ds.data:
         ds.prepare()
     ds.export_cache_root()  # the manifest's dataset is read there
-    results = export_cells(args.dir, None if args.all else args.cell, args.out, data=ds.data,
-                           verify_test=not args.no_verify_test, onnx=args.onnx,
-                           storage=args.storage)  # fmt: skip
+    results = export_cells(
+        args.dir,
+        None if args.all else args.cell,
+        args.out,
+        data=ds.data,
+        verify_test=not args.no_verify_test,
+        onnx=args.onnx,
+        storage=args.storage,
+    )
     for r in results:
         val, test = pct(r.val_acc, "%"), pct(r.test_acc, "%")
         print(f"{r.cell}: {r.path}  params {r.params:,}  val {val}  test {test}  ({r.note})")
@@ -219,7 +232,8 @@ def status_run(args: argparse.Namespace) -> int:
 
     for i, (d, storage) in enumerate(st.search_dirs(args.dir, args.storage)):
         settings = st.load_settings(d, storage)
-        table = st.format_status(f"{d} ({settings.experiment})", st.cell_status(settings),
-                                 st.planned_total(settings))  # fmt: skip
+        table = st.format_status(
+            f"{d} ({settings.experiment})", st.cell_status(settings), st.planned_total(settings)
+        )
         print(("\n" if i else "") + table)
     return 0

@@ -76,22 +76,35 @@ def train_run(args: argparse.Namespace) -> int:
         from raydistill.distill.transfer.format import load_transfer_set
 
         ts = load_transfer_set(args.transfer, splits=splits)
-    sol = solve_budget(args.family, args.depth, args.budget, args.ratios,
-                       in_shape=list(splits.image_shape), num_classes=splits.num_classes)  # fmt: skip
-    print(f"{args.family}-d{args.depth}: widths {sol.widths}, {sol.params:,} params "
-          f"({100 * sol.share:.2f}% of {sol.budget:,}); loss {cfg.loss}")  # fmt: skip
+    sol = solve_budget(
+        args.family,
+        args.depth,
+        args.budget,
+        args.ratios,
+        in_shape=list(splits.image_shape),
+        num_classes=splits.num_classes,
+    )
+    print(
+        f"{args.family}-d{args.depth}: widths {sol.widths}, {sol.params:,} params "
+        f"({100 * sol.share:.2f}% of {sol.budget:,}); loss {cfg.loss}"
+    )
     print(f"{'epoch':>5} {'train/loss':>11} {'val/acc':>8} {'val/loss':>9} {'lr':>9}")
 
     def show(m: dict, save) -> None:
-        print(f"{m['epoch']:>5} {m['train/loss']:>11.4f} {m.get('val/acc', float('nan')):>8.4f} "
-              f"{m.get('val/loss', float('nan')):>9.4f} {m['lr']:>9.2e}", flush=True)  # fmt: skip
+        print(
+            f"{m['epoch']:>5} {m['train/loss']:>11.4f} {m.get('val/acc', float('nan')):>8.4f} "
+            f"{m.get('val/loss', float('nan')):>9.4f} {m['lr']:>9.2e}",
+            flush=True,
+        )
         if args.checkpoint_dir:
             save(Path(args.checkpoint_dir))
 
     result = train_student(sol.spec, splits, ts, cfg, report=show, checkpoint=args.resume)
     test = "–" if result.test_acc is None else f"{result.test_acc:.4f}"
-    print(f"status {result.status}; best val/acc {result.best_val_acc:.4f} (epoch "
-          f"{result.best_epoch}); test/acc {test}; {result.wall_s:.1f} s")  # fmt: skip
+    print(
+        f"status {result.status}; best val/acc {result.best_val_acc:.4f} (epoch "
+        f"{result.best_epoch}); test/acc {test}; {result.wall_s:.1f} s"
+    )
     return 0 if result.status != "diverged" else 1
 
 
@@ -197,8 +210,12 @@ def search_check(args: argparse.Namespace) -> Outputs:
     from raydistill.core.storage import check_shared
 
     check_shared(args.storage, args.address)  # a multi-node run needs shared storage
-    A.check_gpu_options(device=args.device, address=args.address,
-                        gpus=least_request(args.gpus_per_trial), flag="--gpus-per-trial")  # fmt: skip
+    A.check_gpu_options(
+        device=args.device,
+        address=args.address,
+        gpus=least_request(args.gpus_per_trial),
+        flag="--gpus-per-trial",
+    )
     return outputs
 
 
@@ -287,10 +304,15 @@ def search_outcome(out: str | Path) -> int:
         return 0
     statuses = frame["status"].value_counts()
     counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
-    hint = ("lower the learning rate (the space's train.lr, or --set lr=...)" if "diverged" in
-            statuses else f"the trials' errors are in {out}/tune")  # fmt: skip
-    print(f"raydistill: error: no trial of {out} ended with a score ({counts}); {hint}",
-          file=sys.stderr)  # fmt: skip
+    hint = (
+        "lower the learning rate (the space's train.lr, or --set lr=...)"
+        if "diverged" in statuses
+        else f"the trials' errors are in {out}/tune"
+    )
+    print(
+        f"raydistill: error: no trial of {out} ended with a score ({counts}); {hint}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -337,8 +359,16 @@ def reproduce_run(args: argparse.Namespace) -> int:
 
     if args.dataset.data:
         args.dataset.prepare()
-    path = reproduce(args.scale, out=args.out, data=args.dataset.data, seeds=args.seeds, wandb=args.wandb,
-                     address=args.address, trials=args.trials, split_seed=args.seed,
-                     storage=args.storage)  # fmt: skip
+    path = reproduce(
+        args.scale,
+        out=args.out,
+        data=args.dataset.data,
+        seeds=args.seeds,
+        wandb=args.wandb,
+        address=args.address,
+        trials=args.trials,
+        split_seed=args.seed,
+        storage=args.storage,
+    )
     print(path.read_text())
     return 0

@@ -64,7 +64,9 @@ def prune_check(args: argparse.Namespace) -> Outputs:
     if args.transfer and not Path(args.transfer).is_file():
         raise UserError(f"--transfer {args.transfer!r} does not exist")
     if args.transfer and not args.dataset.data:
-        raise UserError("--transfer needs --data SOURCE (the dataset the transfer set was made from)")  # fmt: skip
+        raise UserError(
+            "--transfer needs --data SOURCE (the dataset the transfer set was made from)"
+        )
     if args.loss in ("l2_logits", "kd") and not args.transfer:
         raise UserError(f"--loss {args.loss} needs --transfer (the teacher's logits)")
     if args.dataset.data and not args.out:
@@ -135,12 +137,24 @@ def prune_run(args: argparse.Namespace) -> int:
             from raydistill.distill.transfer.format import load_transfer_set
 
             transfer = load_transfer_set(args.transfer, splits=data)
-        fields = {"max_epochs": args.max_epochs, "lr": args.lr, "seed": args.seed,
-                  "device": args.device, "loss": args.loss or ("l2_logits" if transfer else "hard")}  # fmt: skip
+        fields = {
+            "max_epochs": args.max_epochs,
+            "lr": args.lr,
+            "seed": args.seed,
+            "device": args.device,
+            "loss": args.loss or ("l2_logits" if transfer else "hard"),
+        }
         config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
     where = {"data": _resolved(ds.data), "data_options": {**ds.split(), "cache_dir": ds.cache_dir}}
-    result = prune_to_budget(args.source, budget, data=data, transfer=transfer, config=config,
-                             out_dir=args.out, data_config=where if data else None)  # fmt: skip
+    result = prune_to_budget(
+        args.source,
+        budget,
+        data=data,
+        transfer=transfer,
+        config=config,
+        out_dir=args.out,
+        data_config=where if data else None,
+    )
     row = trials_row(result)
     print(f"cell          {result.cell}")
     print(f"widths        {result.spec['widths']} (from {result.source_spec['widths']})")
@@ -150,8 +164,10 @@ def prune_run(args: argparse.Namespace) -> int:
         print(f"val/acc       {pct(row['val/acc'], '%')} (best epoch {row['best_epoch']})")
         print(f"test/acc      {pct(row['test/acc'], '%')} (re-verified on the exported student)")
     if args.out:
-        print(f"wrote {args.out}/: a student (load_student, spec.json, model.pt2), prune.json"
-              + (", checkpoint/" if result.train else ""))  # fmt: skip
+        print(
+            f"wrote {args.out}/: a student (load_student, spec.json, model.pt2), prune.json"
+            + (", checkpoint/" if result.train else "")
+        )
     if args.trials:
         rows = append_trials(Path(args.trials).expanduser(), row)
         print(f"appended {result.cell} to {args.trials} (now {rows} rows)")
@@ -237,8 +253,10 @@ def study_check(args: argparse.Namespace) -> Outputs:
         raise UserError(f"--target {args.target} is invalid; must be in (0.5, 1), e.g. 0.75")
     fams = args.families
     if len(fams) != 2 or fams[0] not in CONV_FAMILIES or fams[1] != "mlp":
-        raise UserError(f"--families {','.join(fams)}: expected CNN,mlp with CNN one of "
-                        f"{', '.join(CONV_FAMILIES)}, e.g. allconv,mlp")  # fmt: skip
+        raise UserError(
+            f"--families {','.join(fams)}: expected CNN,mlp with CNN one of "
+            f"{', '.join(CONV_FAMILIES)}, e.g. allconv,mlp"
+        )
     for fam in fams:
         check_family(fam, None, "student")
     A.check_gpu_options(device=args.device, address=args.address)
@@ -254,11 +272,22 @@ def study_run(args: argparse.Namespace) -> int:
 
         wandb = resolve_mode(None)
     path = sample_efficiency_study(
-        args.out, sizes=args.sizes, ns=args.ns, seeds=args.seeds, epochs=args.epochs,
-        min_samples=args.min_samples, families=args.families, budget=args.budget,
-        target=args.target, channels=args.channels, wandb=wandb, address=args.address,
-        device=args.device, num_cpus=args.num_cpus, verbose=0 if args.quiet else 1,
-    )  # fmt: skip
+        args.out,
+        sizes=args.sizes,
+        ns=args.ns,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        min_samples=args.min_samples,
+        families=args.families,
+        budget=args.budget,
+        target=args.target,
+        channels=args.channels,
+        wandb=wandb,
+        address=args.address,
+        device=args.device,
+        num_cpus=args.num_cpus,
+        verbose=0 if args.quiet else 1,
+    )
     print(f"report: {path}")
     print(path.read_text(), end="")
     return 0

@@ -24,9 +24,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserError(f"device {device!r}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use cpu or auto")  # fmt: skip
+            raise UserError(
+                f"device {device!r}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use cpu or auto"
+            )
         if dev.index is not None and dev.index >= count:
-            raise UserError(f"device {device!r}: only {count} CUDA GPU(s) are visible (cuda:0–cuda:{count - 1})")  # fmt: skip
+            raise UserError(
+                f"device {device!r}: only {count} CUDA GPU(s) are visible (cuda:0–cuda:{count - 1})"
+            )
     return dev
 
 
@@ -58,7 +62,9 @@ def check_local_gpus(gpus: float, address: str | None, flag: str) -> None:
     have = local_gpus()
     if gpus > have:
         where = "this machine has no GPU" if have == 0 else f"this machine has {have:g}"
-        raise UserError(f"{flag} {gpus:g} asks for more GPUs per task than a local Ray has ({where}); use {flag} 0 (CPUs), or --address of a cluster with GPU nodes")  # fmt: skip
+        raise UserError(
+            f"{flag} {gpus:g} asks for more GPUs per task than a local Ray has ({where}); use {flag} 0 (CPUs), or --address of a cluster with GPU nodes"
+        )
 
 
 def gpu_ids() -> list[str]:

@@ -39,9 +39,13 @@ def check_gpus(value: float, label: str) -> float:
     """A declared GPU count or share: ≥ 0, and a whole number above 1 (Ray refuses 1.5 GPUs)."""
     v = float(value)
     if not math.isfinite(v) or v < 0:
-        raise UserError(f"{label} {value!r} is invalid; valid: a share of one GPU in [0, 1], or a whole number of GPUs")  # fmt: skip
+        raise UserError(
+            f"{label} {value!r} is invalid; valid: a share of one GPU in [0, 1], or a whole number of GPUs"
+        )
     if v > 1 and not v.is_integer():
-        raise UserError(f"{label} {value!r} is invalid: a share above 1 must be a whole number of GPUs (Ray cannot split a task across GPUs); use {math.floor(v)} or {math.ceil(v)}")  # fmt: skip
+        raise UserError(
+            f"{label} {value!r} is invalid: a share above 1 must be a whole number of GPUs (Ray cannot split a task across GPUs); use {math.floor(v)} or {math.ceil(v)}"
+        )
     return v
 
 
@@ -92,8 +96,10 @@ def pending_cap(planned_trials: int, max_concurrent: int | None) -> int:
 
 def largest_node_gpus(nodes: list[Mapping[str, Any]]) -> float:
     """The most GPUs on one alive node (`ray.nodes()` entries)."""
-    return max((float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes if n.get("Alive")),
-               default=0.0)  # fmt: skip
+    return max(
+        (float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes if n.get("Alive")),
+        default=0.0,
+    )
 
 
 def is_local(address: str | None) -> bool:
@@ -116,8 +122,11 @@ def check_gpu_request(gpus: float, address: str | None, label: str) -> None:
     if gpus <= most:
         return
     if most == 0 and not is_local(address):
-        print(f"raydistill: no GPU node is up yet; {label} tasks wait for the autoscaler to "
-              f"add one with ≥ {gpus:g} GPUs", file=sys.stderr)  # fmt: skip
+        print(
+            f"raydistill: no GPU node is up yet; {label} tasks wait for the autoscaler to "
+            f"add one with ≥ {gpus:g} GPUs",
+            file=sys.stderr,
+        )
         return
     where = "this machine has no GPU" if most == 0 else f"the largest node has {most:g} GPUs"
     raise UserError(

@@ -37,8 +37,11 @@ def check_shared(storage: str | None, address: str | None) -> None:
     every node given as file:///PATH."""
     if address in ("local", "", None) or (storage is not None and is_uri(storage)):
         return
-    what = ("there is no --storage (the default, DIR/tune, is on this machine's disk)"
-            if storage is None else f"--storage {storage} is a path on this machine's disk")  # fmt: skip
+    what = (
+        "there is no --storage (the default, DIR/tune, is on this machine's disk)"
+        if storage is None
+        else f"--storage {storage} is a path on this machine's disk"
+    )
     raise UserError(
         f"--address {address}: a multi-node run needs storage every node reaches, but {what}; "
         "give --storage s3://BUCKET/PREFIX (or gs://...), or file:///PATH for a filesystem "
@@ -140,8 +143,12 @@ def fetch(location: str, names: list[str] | tuple[str, ...], local_dir: str | Pa
     for name in names:
         src = f"{path.rstrip('/')}/{name}"
         try:
-            pafs.copy_files(src, str(dest / name), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+            pafs.copy_files(
+                src,
+                str(dest / name),
+                source_filesystem=fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
         except (OSError, ValueError) as exc:
             raise UserError(f"{join(location, name)} cannot be read: {first_line(exc)}") from None
     return dest
@@ -156,8 +163,12 @@ def upload(local_dir: str | Path, names: list[str], location: str) -> str:
         dest = f"{path.rstrip('/')}/{name}"
         if fs.type_name == "local":
             fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(Path(local_dir) / name), dest, destination_filesystem=fs,
-                        source_filesystem=pafs.LocalFileSystem())  # fmt: skip
+        pafs.copy_files(
+            str(Path(local_dir) / name),
+            dest,
+            destination_filesystem=fs,
+            source_filesystem=pafs.LocalFileSystem(),
+        )
     return location
 
 
@@ -170,8 +181,9 @@ def download_tree(location: str, local_dir: str | Path) -> Path:
     if not _has_files(fs, path):
         raise UserError(f"{location} holds nothing to read")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, str(local_dir), source_filesystem=fs,
-                    destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    pafs.copy_files(
+        path, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
     return Path(local_dir)
 
 

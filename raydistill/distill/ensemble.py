@@ -79,16 +79,23 @@ class Ensemble:
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
         """Ensemble accuracy on raw images (uint8 or float, on any device), preprocessed here."""
-        logits = logits_over(self.logits, x, preprocess=self.preprocess, batch_size=batch_size,
-                             device=self.device)  # fmt: skip
+        logits = logits_over(
+            self.logits, x, preprocess=self.preprocess, batch_size=batch_size, device=self.device
+        )
         return accuracy_of(logits, y)
 
     @torch.no_grad()
     def member_logits(self, x: Tensor, batch_size: int = 1000) -> Tensor:
         """(M, N, C) float32 logits of each member for raw images x (N, C, H, W), on the
         ensemble's device: each member sees each image once."""
-        return logits_over(self.stacked, x, preprocess=self.preprocess, batch_size=batch_size,
-                           channels_last=self.channels_last, device=self.device)  # fmt: skip
+        return logits_over(
+            self.stacked,
+            x,
+            preprocess=self.preprocess,
+            batch_size=batch_size,
+            channels_last=self.channels_last,
+            device=self.device,
+        )
 
     def stacked(self, x: Tensor) -> Tensor:
         """(M, B, C) float32 logits of every member for preprocessed inputs x."""

@@ -56,8 +56,10 @@ def ensemble_payload(ensemble: Ensemble) -> dict[str, Any]:
     """What a task needs to rebuild `ensemble`: plain data (safetensors bytes per member)."""
     from safetensors.torch import save
 
-    blobs = [save({k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()})
-             for m in ensemble.members]  # fmt: skip
+    blobs = [
+        save({k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()})
+        for m in ensemble.members
+    ]
     return {"spec": ensemble.spec, "weights": blobs, "preprocess": ensemble.preprocess.to_dict()}
 
 
@@ -96,7 +98,9 @@ def member_logits(ensemble: Ensemble, x: Tensor, *, batch_size: int = 1000) -> T
     task = _remote(_member_logits_task)
     payload = ray.put(ensemble_payload(ensemble))
     xs = np.asarray(x.cpu())
-    refs = [task.remote(payload, xs[a:b], batch_size) for a, b in shard_bounds(len(xs), k, batch_size)]  # fmt: skip
+    refs = [
+        task.remote(payload, xs[a:b], batch_size) for a, b in shard_bounds(len(xs), k, batch_size)
+    ]
     return torch.from_numpy(np.concatenate(ray.get(refs), axis=1))
 
 
@@ -119,8 +123,10 @@ def epoch_logits(
     parts: tuple[bool, bool],
 ) -> np.ndarray:
     """(n, C) ensemble logits of one epoch's views (view p = image order[p], params[·][p])."""
-    out = [ensemble.logits(ensemble.preprocess(x)).float().cpu()
-           for _, _, x in replay_epoch(images, order, params, batch_size, parts=parts)]  # fmt: skip
+    out = [
+        ensemble.logits(ensemble.preprocess(x)).float().cpu()
+        for _, _, x in replay_epoch(images, order, params, batch_size, parts=parts)
+    ]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -142,17 +148,24 @@ def view_logits(
         images = DeviceSplit.from_numpy(x, np.zeros(n, np.int64), ensemble.device).x
         for e in epochs:
             order, params = epoch_plan(n, seed=seed, epoch=e, aug=aug)
-            logits = epoch_logits(ensemble, images, order, params, batch_size=batch_size,
-                                  parts=parts)  # fmt: skip
+            logits = epoch_logits(
+                ensemble, images, order, params, batch_size=batch_size, parts=parts
+            )
             yield e, order, params, logits
         return
     yield from _sharded_views(ensemble, x, seed, epochs, aug, batch_size, parts, k)
 
 
 def _sharded_views(
-    ensemble: Ensemble, x: np.ndarray, seed: int, epochs: range, aug: AugConfig,
-    batch_size: int, parts: tuple[bool, bool], k: int,
-) -> Iterator[tuple[int, Tensor, dict[str, Tensor], np.ndarray]]:  # fmt: skip
+    ensemble: Ensemble,
+    x: np.ndarray,
+    seed: int,
+    epochs: range,
+    aug: AugConfig,
+    batch_size: int,
+    parts: tuple[bool, bool],
+    k: int,
+) -> Iterator[tuple[int, Tensor, dict[str, Tensor], np.ndarray]]:
     import ray
 
     task = _remote(_view_logits_task)
@@ -160,8 +173,13 @@ def _sharded_views(
     bounds = shard_bounds(len(x), k, batch_size)
     chunks = [epochs[i : i + EPOCHS_PER_TASK] for i in range(0, len(epochs), EPOCHS_PER_TASK)]
     # Every task at once (their arguments are a few numbers); results come back in order.
-    refs = [[task.remote(payload, images, seed, list(c), aug.to_dict(), a, b, batch_size, parts)
-             for a, b in bounds] for c in chunks]  # fmt: skip
+    refs = [
+        [
+            task.remote(payload, images, seed, list(c), aug.to_dict(), a, b, batch_size, parts)
+            for a, b in bounds
+        ]
+        for c in chunks
+    ]
     for chunk, shard_refs in zip(chunks, refs, strict=True):
         shards = ray.get(shard_refs)  # [shard][epoch in chunk] → (n_shard, C)
         for j, e in enumerate(chunk):
@@ -170,9 +188,16 @@ def _sharded_views(
 
 
 def _view_logits_task(
-    payload: Mapping[str, Any], x: np.ndarray, seed: int, epochs: list[int], aug: dict,
-    start: int, stop: int, batch_size: int, parts: tuple[bool, bool],
-) -> list[np.ndarray]:  # fmt: skip
+    payload: Mapping[str, Any],
+    x: np.ndarray,
+    seed: int,
+    epochs: list[int],
+    aug: dict,
+    start: int,
+    stop: int,
+    batch_size: int,
+    parts: tuple[bool, bool],
+) -> list[np.ndarray]:
     """Rows start..stop of each epoch's views: only those images go to the device."""
     ens = _rebuild(payload)
     cfg = AugConfig.from_dict(aug)
@@ -183,6 +208,7 @@ def _view_logits_task(
         images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(ens.device)
         local = torch.arange(len(idx))  # view p of the shard is image p of `images`
         shard_params = {k: v[start:stop] for k, v in params.items()}
-        out.append(epoch_logits(ens, images, local, shard_params, batch_size=batch_size,
-                                parts=parts))  # fmt: skip
+        out.append(
+            epoch_logits(ens, images, local, shard_params, batch_size=batch_size, parts=parts)
+        )
     return out

@@ -274,9 +274,22 @@ def teach(
         ensemble.gpus = gpus_in_use(members, frac)  # its evaluation: on the members' GPUs
         per_member, overall = evaluate_members(ensemble, splits)
     ensemble.manifest = save_ensemble(
-        out, ensemble, results, per_member, overall, configs=configs, seeds=seeds,
-        splits=splits, wall_s=wall, extra_config={"address": address, "data": data_source, "split": dict(split or {}),
-                      "gpu_fraction": frac, "gpus": ensemble.gpus},
-    )  # fmt: skip
+        out,
+        ensemble,
+        results,
+        per_member,
+        overall,
+        configs=configs,
+        seeds=seeds,
+        splits=splits,
+        wall_s=wall,
+        extra_config={
+            "address": address,
+            "data": data_source,
+            "split": dict(split or {}),
+            "gpu_fraction": frac,
+            "gpus": ensemble.gpus,
+        },
+    )
     log(format_table(ensemble.manifest))
     return ensemble

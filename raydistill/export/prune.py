@@ -272,10 +272,15 @@ def prune_to_budget(
     source_spec, state = load_source(source)
     spec, pruned = prune_spec(source_spec, state, budget)
     result = PruneResult(
-        cell=pruned_cell(spec, budget), spec=spec, params=count_params(spec), budget=budget,
-        source=str(source), source_spec=source_spec, source_params=count_params(source_spec),
+        cell=pruned_cell(spec, budget),
+        spec=spec,
+        params=count_params(spec),
+        budget=budget,
+        source=str(source),
+        source_spec=source_spec,
+        source_params=count_params(source_spec),
         state_dict=pruned,
-    )  # fmt: skip
+    )
     if out_dir is None and data is None:
         return result
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="prune-"))
@@ -293,9 +298,12 @@ def prune_to_budget(
 
 
 def _write_pruned(
-    tmp: Path, result: PruneResult, source: str | Path, data: Splits | None,
+    tmp: Path,
+    result: PruneResult,
+    source: str | Path,
+    data: Splits | None,
     data_config: Mapping[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     """The export layout, prune.json and the manifest of a pruned student, into `tmp`."""
     from raydistill.core.manifest import atomic_write_text, build_manifest, write_manifest
     from raydistill.export.exporter import write_student
@@ -311,12 +319,19 @@ def _write_pruned(
     row["test/acc"] = check.test_acc if row["test/acc"] is None else row["test/acc"]
     atomic_write_text(tmp / "prune.json", json.dumps(prune_document(row), indent=2) + "\n")
     fingerprint = getattr(data, "fingerprint", None)
-    config = {"source": str(source), "budget": result.budget, **data_config,
-              "train": result.train.config if result.train else None}  # fmt: skip
-    manifest = build_manifest("prune", config,
-                              seeds=[row["seed"]] if row["seed"] is not None else None,
-                              dataset_fingerprint=fingerprint,
-                              extra={"cell": result.cell, "params": result.params})  # fmt: skip
+    config = {
+        "source": str(source),
+        "budget": result.budget,
+        **data_config,
+        "train": result.train.config if result.train else None,
+    }
+    manifest = build_manifest(
+        "prune",
+        config,
+        seeds=[row["seed"]] if row["seed"] is not None else None,
+        dataset_fingerprint=fingerprint,
+        extra={"cell": result.cell, "params": result.params},
+    )
     write_manifest(tmp, manifest)
 
 
@@ -333,8 +348,10 @@ def source_meta(source: str | Path) -> dict[str, Any]:
         config = {**(meta.get("train_config") or {}), "input_scale": inputs.get("input_scale", 1.0)}
         return {"config": config, "preprocess": inputs.get("preprocess")}
     manifest = json.loads((d.parent / "manifest.json").read_text())  # a teacher member
-    return {"config": (manifest.get("config") or {}).get("train") or {},
-            "preprocess": manifest.get("preprocess")}  # fmt: skip
+    return {
+        "config": (manifest.get("config") or {}).get("train") or {},
+        "preprocess": manifest.get("preprocess"),
+    }
 
 
 _JSON_COLUMNS = ("config", "spec", "train")  # trials-table columns that hold JSON text

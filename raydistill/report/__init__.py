@@ -131,8 +131,9 @@ def make_report(
         paths["compare_paper"] = atomic_write_text(
             out / "compare_paper.md", compare_paper(stats, load_paper_table())
         )
-    return Report(experiment, df, stats, wide, best_configs(df), front, teacher, md, paths,
-                  laws=law_md)  # fmt: skip
+    return Report(
+        experiment, df, stats, wide, best_configs(df), front, teacher, md, paths, laws=law_md
+    )
 
 
 def _data_source(directory: Path) -> str | None:

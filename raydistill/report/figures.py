@@ -46,8 +46,15 @@ def figure1(
         x = g["budget"].to_numpy(float)
         color = f"C{i % 10}"
         hard = row.endswith(f"({HARD})")
-        ax.plot(x, 100 * g["mean_test_acc"], ("x" if hard else "o") + ("--" if hard else "-"),
-                color=color, label=row, ms=5, lw=1.4)  # fmt: skip
+        ax.plot(
+            x,
+            100 * g["mean_test_acc"],
+            ("x" if hard else "o") + ("--" if hard else "-"),
+            color=color,
+            label=row,
+            ms=5,
+            lw=1.4,
+        )
         lo = 100 * np.minimum(g["best_test_acc"], g["kth_test_acc"])
         hi = 100 * np.maximum(g["best_test_acc"], g["kth_test_acc"])
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)

@@ -33,8 +33,9 @@ def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
         budgets = [str(b) for b in data["budgets"]]
-        rows = {row: dict(zip(budgets, accs, strict=True))
-                for row, accs in data["distilled"].items()}  # fmt: skip
+        rows = {
+            row: dict(zip(budgets, accs, strict=True)) for row, accs in data["distilled"].items()
+        }
         for row, acc in (data.get("hard_labels_10M") or {}).items():
             rows[f"{row} ({HARD})"] = {"10M": acc}
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -42,8 +43,13 @@ def load_paper_table(path: str | Path = PAPER_TABLE) -> dict[str, Any]:
             f"{path} is not a paper table (budgets, distilled rows, hard_labels_10M): {exc}"
         ) from None
     teacher = (data.get("teacher") or {}).get("ensemble_test_acc")
-    return {"source": data.get("source"), "unit": data.get("unit"), "rows": rows,
-            "teacher": teacher, "findings": data.get("findings") or []}  # fmt: skip
+    return {
+        "source": data.get("source"),
+        "unit": data.get("unit"),
+        "rows": rows,
+        "teacher": teacher,
+        "findings": data.get("findings") or [],
+    }
 
 
 def compare_paper(stats: pd.DataFrame, paper: dict[str, Any]) -> str:

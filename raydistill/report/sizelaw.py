@@ -108,8 +108,16 @@ def _saturating(
     c0 = max(float(err.min()) * 0.8, 0.0)
     p0 = [max(float(err.max()) - c0, 1e-3), 0.5, c0]
     try:
-        p, cov = curve_fit(f, x, err, p0=p0, sigma=se, absolute_sigma=True,
-                           bounds=([0.0, 0.0, 0.0], [10.0, 5.0, 1.0]), maxfev=20000)  # fmt: skip
+        p, cov = curve_fit(
+            f,
+            x,
+            err,
+            p0=p0,
+            sigma=se,
+            absolute_sigma=True,
+            bounds=([0.0, 0.0, 0.0], [10.0, 5.0, 1.0]),
+            maxfev=20000,
+        )
     except (RuntimeError, ValueError):
         return None  # no saturating law fits (e.g. error rising with size): the power law
     if not np.all(np.isfinite(cov)):
@@ -129,8 +137,9 @@ def _power(
     la, b = cov_log @ design.T @ (np.log(e) / sig)
     a = math.exp(la)
     jac = np.array([[a, 0.0], [0.0, 1.0]])  # d(a, b) / d(log a, b)
-    return SizeLaw(row, "power", a, float(b), 0.0, s0, jac @ cov_log @ jac.T, noise,
-                   tuple(x.tolist()))  # fmt: skip
+    return SizeLaw(
+        row, "power", a, float(b), 0.0, s0, jac @ cov_log @ jac.T, noise, tuple(x.tolist())
+    )
 
 
 def fit_all(pts: pd.DataFrame) -> dict[str, SizeLaw]:
@@ -175,15 +184,27 @@ def leave_largest_out(pts: pd.DataFrame) -> list[LeftOut]:
         if len(g) < 2:
             continue
         last, rest = g.iloc[-1], g.iloc[:-1]
-        law, how = fit(str(row), rest["budget"].tolist(), rest["mean"].tolist(),
-                       rest["se"].tolist()), f"own fit on {len(rest)} budgets"  # fmt: skip
+        law, how = (
+            fit(str(row), rest["budget"].tolist(), rest["mean"].tolist(), rest["se"].tolist()),
+            f"own fit on {len(rest)} budgets",
+        )
         if law is None:
             law, how = _family_exponent_law(pts, rest.iloc[0])
         if law is None:
             continue
         acc, lo, hi = law.predict(float(last["budget"]))
-        out.append(LeftOut(str(row), float(last["budget"]), float(last["mean"]), acc, lo, hi,
-                           float(last["sd"]), how))  # fmt: skip
+        out.append(
+            LeftOut(
+                str(row),
+                float(last["budget"]),
+                float(last["mean"]),
+                acc,
+                lo,
+                hi,
+                float(last["sd"]),
+                how,
+            )
+        )
     return out
 
 
@@ -191,8 +212,9 @@ def _family_exponent_law(pts: pd.DataFrame, only: pd.Series) -> tuple[SizeLaw | 
     """A power law through the row's one remaining point with the median exponent of the same
     family's other rows (same twin flag), each fitted on all its budgets."""
     fam, twin = only["family"], bool(only["twin"])
-    others = pts[(pts["family"] == fam) & (pts["twin"].astype(bool) == twin)
-                 & (pts["row"] != only["row"])]  # fmt: skip
+    others = pts[
+        (pts["family"] == fam) & (pts["twin"].astype(bool) == twin) & (pts["row"] != only["row"])
+    ]
     fitted = fit_all(others)
     if not fitted:
         return None, ""
@@ -200,8 +222,17 @@ def _family_exponent_law(pts: pd.DataFrame, only: pd.Series) -> tuple[SizeLaw | 
     var_b = float(np.median([f.cov[1, 1] for f in fitted.values()]))
     err, se = 1.0 - float(only["mean"]), float(only["se"])
     cov = np.diag([se**2, var_b])  # a is the point's error (s0 = its size), b borrowed
-    law = SizeLaw(str(only["row"]), "power", err, b, 0.0, float(only["budget"]), cov, se,
-                  (float(only["budget"]),))  # fmt: skip
+    law = SizeLaw(
+        str(only["row"]),
+        "power",
+        err,
+        b,
+        0.0,
+        float(only["budget"]),
+        cov,
+        se,
+        (float(only["budget"]),),
+    )
     return law, f"family exponent b={b:.2f} ({', '.join(sorted(fitted))})"
 
 
@@ -216,29 +247,42 @@ def law_markdown(
 
     laws = fit_all(pts)
     lines = [
-        "## Accuracy vs size: a law per row", "",
+        "## Accuracy vs size: a law per row",
+        "",
         f"Error = a·(size/s0)^−b + c (saturating, ≥ 3 budgets) or a·(size/s0)^−b (power, 2 "
         f"budgets), size in {kind}, fitted to each row's mean accuracy ({source}) weighted by "
         f"its standard error; intervals are ≈95 % prediction intervals "
-        "(`raydistill.report.sizelaw`).", "",
-    ]  # fmt: skip
+        "(`raydistill.report.sizelaw`).",
+        "",
+    ]
     nxt = next_budget(pts["budget"].tolist()) if len(pts) else None
     if not laws or nxt is None:
         return "\n".join([*lines, "No row has two budgets: no law to fit.", ""])
     label = format_budget(round(nxt))
-    lines += [f"| model | law | b | c (%) | predicted at {label} (%) | interval (%) |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| model | law | b | c (%) | predicted at {label} (%) | interval (%) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row, law in laws.items():
         acc, lo, hi = law.predict(nxt)
-        lines.append(f"| {row} | {law.kind} | {law.b:.2f} | {pct(law.c)} | {pct(acc)} | "
-                     f"{pct(lo)}–{pct(hi)} |")  # fmt: skip
-    lines += ["", "### Leave-largest-out: each row's largest budget predicted from its others",
-              "", "| model | budget | measured (%) | predicted (%) | interval (%) | error (points) "
-              "| std (points) | from |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {row} | {law.kind} | {law.b:.2f} | {pct(law.c)} | {pct(acc)} | "
+            f"{pct(lo)}–{pct(hi)} |"
+        )
+    lines += [
+        "",
+        "### Leave-largest-out: each row's largest budget predicted from its others",
+        "",
+        "| model | budget | measured (%) | predicted (%) | interval (%) | error (points) "
+        "| std (points) | from |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for lo_ in leave_largest_out(pts):
-        lines.append(f"| {lo_.row} | {format_budget(int(lo_.budget))} | {pct(lo_.measured)} | "
-                     f"{pct(lo_.predicted)} | {pct(lo_.low)}–{pct(lo_.high)} | "
-                     f"{lo_.error_points:+.2f} | {100 * lo_.sd:.2f} | {lo_.how} |")  # fmt: skip
+        lines.append(
+            f"| {lo_.row} | {format_budget(int(lo_.budget))} | {pct(lo_.measured)} | "
+            f"{pct(lo_.predicted)} | {pct(lo_.low)}–{pct(lo_.high)} | "
+            f"{lo_.error_points:+.2f} | {100 * lo_.sd:.2f} | {lo_.how} |"
+        )
     if paper is not None and kind == "params":
         lines += ["", *paper_lines(laws, paper)]
     return "\n".join(lines) + "\n"
@@ -249,14 +293,19 @@ def paper_lines(laws: dict[str, SizeLaw], paper: dict) -> list[str]:
     to its budget: inside, above or below the prediction interval."""
     from raydistill.students.budget import parse_budget
 
-    lines = ["### The paper's numbers against the laws (CIFAR-10, parameters)", "",
-             "| model | budget | paper (%) | our law (%) | interval (%) | the paper is |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "### The paper's numbers against the laws (CIFAR-10, parameters)",
+        "",
+        "| model | budget | paper (%) | our law (%) | interval (%) | the paper is |",
+        "|---|---|---|---|---|---|",
+    ]
     for row, law in laws.items():
         for budget, value in (paper["rows"].get(row) or {}).items():
             acc, lo, hi = law.predict(float(parse_budget(budget)))
             pub = float(value) / 100.0
             where = "inside" if lo <= pub <= hi else "above" if pub > hi else "below"
-            lines.append(f"| {row} | {budget} | {float(value):.2f} | {pct(acc)} | "
-                         f"{pct(lo)}–{pct(hi)} | {where} |")  # fmt: skip
+            lines.append(
+                f"| {row} | {budget} | {float(value):.2f} | {pct(acc)} | "
+                f"{pct(lo)}–{pct(hi)} | {where} |"
+            )
     return lines if len(lines) > 4 else [*lines[:2], "No row of the paper's table was fitted."]

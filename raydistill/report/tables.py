@@ -112,8 +112,16 @@ def cell_stats(df: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
     return out.sort_values(keys).reset_index(drop=True)
 
 
-_ACC_COLS = ("top_k", "mean_test_acc", "sd_test_acc", "best_test_acc", "kth_test_acc",
-             "best_val_acc", "best_trial", "best_params")  # fmt: skip
+_ACC_COLS = (
+    "top_k",
+    "mean_test_acc",
+    "sd_test_acc",
+    "best_test_acc",
+    "kth_test_acc",
+    "best_val_acc",
+    "best_trial",
+    "best_params",
+)
 
 
 def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
@@ -121,19 +129,43 @@ def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
     # the last row the k-th best (the lower edge of Figure 1's band).
     params = optional_int(top["params"].iloc[0]) if "params" in top else None
     return (
-        key[0], int(key[1]), len(top), float(top["test/acc"].mean()),
-        float(top["test/acc"].std()) if len(top) > 1 else 0.0, float(top["test/acc"].iloc[0]),
-        float(top["test/acc"].iloc[-1]), float(top["val/acc"].iloc[0]), str(top["trial_id"].iloc[0]),
+        key[0],
+        int(key[1]),
+        len(top),
+        float(top["test/acc"].mean()),
+        float(top["test/acc"].std()) if len(top) > 1 else 0.0,
+        float(top["test/acc"].iloc[0]),
+        float(top["test/acc"].iloc[-1]),
+        float(top["val/acc"].iloc[0]),
+        str(top["trial_id"].iloc[0]),
         params,
-    )  # fmt: skip
+    )
 
 
 def best_configs(df: pd.DataFrame) -> pd.DataFrame:
     """The best trial by validation accuracy of each (cell, loss): what export and W&B keep."""
     ranked = rank_done(df)
     best = ranked.groupby(["row", "budget"], sort=True).head(1)
-    cols = [c for c in ("cell", "row", "family", "depth", "budget", "loss", "twin", "trial_id", "val/acc",
-                        "test/acc", "params", "widths", "config", "checkpoint") if c in best]  # fmt: skip
+    cols = [
+        c
+        for c in (
+            "cell",
+            "row",
+            "family",
+            "depth",
+            "budget",
+            "loss",
+            "twin",
+            "trial_id",
+            "val/acc",
+            "test/acc",
+            "params",
+            "widths",
+            "config",
+            "checkpoint",
+        )
+        if c in best
+    ]
     out = best[cols].reset_index(drop=True)
     if "widths" in out:
         out["widths"] = [list(map(int, w)) if w is not None else None for w in out["widths"]]
@@ -275,20 +307,29 @@ def allocation_markdown(directory: str | Path) -> str:
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
             continue  # a journal from another version: the trials table still says it all
         warm = "warm start across budgets" if rec.get("warm_start") else "no warm start"
-        lines += [f"### Run `{path.stem}`: {rec.get('allocate')} allocation, {warm}, "
-                  f"{rec.get('total')} trials", "",
-                  "| cell | trials | state | best val (%) | optimistic (%) | front (%) | warm start |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### Run `{path.stem}`: {rec.get('allocate')} allocation, {warm}, "
+            f"{rec.get('total')} trials",
+            "",
+            "| cell | trials | state | best val (%) | optimistic (%) | front (%) | warm start |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for cid, c in sorted(cells.items()):
             note = c.get("note") or ("–" if not c.get("warm_from") else "waiting")
-            lines.append(f"| {cid} | {c['trials']} | {c['state']} | {pct(c.get('best'))} | "
-                         f"{pct(c.get('optimistic'))} | {pct(c.get('front'))} | {note} |")  # fmt: skip
+            lines.append(
+                f"| {cid} | {c['trials']} | {c['state']} | {pct(c.get('best'))} | "
+                f"{pct(c.get('optimistic'))} | {pct(c.get('front'))} | {note} |"
+            )
         lines.append("")
     if not lines:
         return ""
-    head = ["## Trials per cell and warm starts", "",
-            "`raydistill.search.allocation`: adaptive allocation stops a cell whose best "
-            "validation accuracy plus twice its spread is below the best of a cell no larger; "
-            "a warm-started cell's first trials are its next-smaller budget's best "
-            "configurations.", ""]  # fmt: skip
+    head = [
+        "## Trials per cell and warm starts",
+        "",
+        "`raydistill.search.allocation`: adaptive allocation stops a cell whose best "
+        "validation accuracy plus twice its spread is below the best of a cell no larger; "
+        "a warm-started cell's first trials are its next-smaller budget's best "
+        "configurations.",
+        "",
+    ]
     return "\n".join(head + lines)

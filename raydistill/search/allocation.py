@@ -159,8 +159,13 @@ def record(
     r = dict(result or {})
     status = "error" if error or not r else str(r.get("status", "error"))
     pruned = status == "running"  # ended while still running: stopped by ASHA
-    return {"trial_id": trial_id, "status": "stopped" if pruned else status, "pruned": pruned,
-            "val/acc": finite(r.get("best/val/acc")), "test/acc": finite(r.get("test/acc"))}  # fmt: skip
+    return {
+        "trial_id": trial_id,
+        "status": "stopped" if pruned else status,
+        "pruned": pruned,
+        "val/acc": finite(r.get("best/val/acc")),
+        "test/acc": finite(r.get("test/acc")),
+    }
 
 
 def scores(rows: Sequence[Mapping]) -> tuple[float, ...]:

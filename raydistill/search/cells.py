@@ -47,8 +47,14 @@ class _CellState:
     note: str | None = None  # warm start: where it was seeded from, or why it started cold
 
     def view(self) -> al.CellView:
-        return al.CellView(self.cell.id, float(self.cell.budget), self.scores,
-                           self.suggested, self.ended, self.frozen)  # fmt: skip
+        return al.CellView(
+            self.cell.id,
+            float(self.cell.budget),
+            self.scores,
+            self.suggested,
+            self.ended,
+            self.frozen,
+        )
 
 
 class CellSearcher(Searcher):
@@ -80,8 +86,11 @@ class CellSearcher(Searcher):
         self._states: dict[str, _CellState] = {}
         self._trial_cell: dict[str, str] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # trial id -> its sampled values
-        self._pred = (al.predecessors((c.id, c.family, c.depth, c.budget) for c, _, _ in cells)
-                      if warm_start else {})  # fmt: skip
+        self._pred = (
+            al.predecessors((c.id, c.family, c.depth, c.budget) for c, _, _ in cells)
+            if warm_start
+            else {}
+        )
         for cell, space, n in cells:
             state = self._states[cell.id] = _CellState(cell, space, int(n), started=False)
             if cell.id not in self._pred:
@@ -96,11 +105,15 @@ class CellSearcher(Searcher):
         points, rewards = _fit_points(dists, points, rewards)
         if dists:
             state.optuna = OptunaSearch(
-                space=dists, metric=OBJECTIVE, mode="max",
-                sampler=sp.make_sampler(self._kind, sp.cell_seed(self._seed, state.cell.id,
-                                                                 self._run_index)),
-                points_to_evaluate=points or None, evaluated_rewards=rewards or None,
-            )  # fmt: skip
+                space=dists,
+                metric=OBJECTIVE,
+                mode="max",
+                sampler=sp.make_sampler(
+                    self._kind, sp.cell_seed(self._seed, state.cell.id, self._run_index)
+                ),
+                points_to_evaluate=points or None,
+                evaluated_rewards=rewards or None,
+            )
         state.started = True
 
     def _warm_from_smaller(self, state: _CellState) -> None:
@@ -133,9 +146,14 @@ class CellSearcher(Searcher):
         if self._allocate != "adaptive":
             return None
         stopped = al.dominated([s.view() for s in self._states.values()])
-        live = [s.ended // self._rounds(s) for s in self._states.values()
-                if s.started and not s.frozen and s.cell.id not in stopped
-                and s.ended < quota[s.cell.id]]  # fmt: skip
+        live = [
+            s.ended // self._rounds(s)
+            for s in self._states.values()
+            if s.started
+            and not s.frozen
+            and s.cell.id not in stopped
+            and s.ended < quota[s.cell.id]
+        ]
         return min(live, default=None)
 
     def _ready(self, state: _CellState, quota: Mapping[str, int], slowest: int | None) -> bool:
@@ -165,8 +183,14 @@ class CellSearcher(Searcher):
         self._configs[trial_id] = dict(sampled)
         self._write_journal()
         cell, settings = state.cell, sp.settings(state.space, state.cell.depth, sampled)
-        return {"cell": cell.id, "family": cell.family, "depth": cell.depth,
-                "budget": cell.budget, **sampled, "settings": asdict(settings)}  # fmt: skip
+        return {
+            "cell": cell.id,
+            "family": cell.family,
+            "depth": cell.depth,
+            "budget": cell.budget,
+            **sampled,
+            "settings": asdict(settings),
+        }
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -201,16 +225,27 @@ class CellSearcher(Searcher):
         cells = {}
         for v in views:
             st = self._states[v.id]
-            state = ("stopped: dominated" if v.id in stopped and self._allocate == "adaptive"
-                     else "frozen" if st.frozen else "waiting" if not st.started else "open")  # fmt: skip
+            state = (
+                "stopped: dominated"
+                if v.id in stopped and self._allocate == "adaptive"
+                else "frozen"
+                if st.frozen
+                else "waiting"
+                if not st.started
+                else "open"
+            )
             cells[v.id] = {
                 "trials": v.given, "ended": v.ended, "quota": quota[v.id], "state": state,
                 "best": finite(v.best), "optimistic": finite(opt[v.id]),
                 "front": finite(al.front(views, v)), "warm_from": self._pred.get(v.id),
                 "seeds": list(st.seeds), "note": st.note,
             }  # fmt: skip
-        return {"allocate": self._allocate, "warm_start": bool(self._pred),
-                "total": self._total, "cells": cells}  # fmt: skip
+        return {
+            "allocate": self._allocate,
+            "warm_start": bool(self._pred),
+            "total": self._total,
+            "cells": cells,
+        }
 
     def _write_journal(self) -> None:
         if self._journal:
@@ -242,8 +277,11 @@ class CellScheduler(FIFOScheduler):
     def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3) -> None:
         super().__init__()
         self._metric, self._mode = METRIC, MODE
-        self._kw = {"max_t": max(1, max_t), "grace_period": max(1, min(grace_period, max_t)),
-                    "reduction_factor": reduction_factor}  # fmt: skip
+        self._kw = {
+            "max_t": max(1, max_t),
+            "grace_period": max(1, min(grace_period, max_t)),
+            "reduction_factor": reduction_factor,
+        }
         self._ashas: dict[str, AsyncHyperBandScheduler] = {}
         self._live: dict[str, set[str]] = {}  # cell -> trials added to its ASHA, not yet ended
         self._stopped: dict[str, int] = {}  # cell -> STOP decisions of its ASHA
@@ -313,19 +351,27 @@ def describe_plan(
     searcher: str = "tpe",
 ) -> str:
     """The --dry-run text: cells, and sample configs with their solved widths and params."""
-    lines = [f"{len(plans)} cells × {trials} trials = {len(plans) * trials} trials "
-             f"(searcher {searcher}; data {getattr(splits, 'name', '?')})"]  # fmt: skip
+    lines = [
+        f"{len(plans)} cells × {trials} trials = {len(plans) * trials} trials "
+        f"(searcher {searcher}; data {getattr(splits, 'name', '?')})"
+    ]
     for cell, space in plans:
         names = list(sp.to_optuna(space, cell.depth))
         lines.append(f"cell {cell.id}: {space.source}; searched: {', '.join(names) or '(none)'}")
         samples_ = sp.sample_configs(space, cell.depth, samples, sp.cell_seed(seed, cell.id))
         for i, sampled in enumerate(samples_):
-            config = {"family": cell.family, "depth": cell.depth, "budget": cell.budget,
-                      "settings": asdict(sp.settings(space, cell.depth, sampled))}  # fmt: skip
+            config = {
+                "family": cell.family,
+                "depth": cell.depth,
+                "budget": cell.budget,
+                "settings": asdict(sp.settings(space, cell.depth, sampled)),
+            }
             sol = solve_trial(config, splits)
             shown = " ".join(f"{k}={_fmt(v)}" for k, v in sampled.items())
-            lines.append(f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
-                         f"({100 * sol.share:.1f}% of {format_budget(cell.budget)}) {shown}")  # fmt: skip
+            lines.append(
+                f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
+                f"({100 * sol.share:.1f}% of {format_budget(cell.budget)}) {shown}"
+            )
     return "\n".join(lines)
 
 

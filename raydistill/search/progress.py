@@ -26,10 +26,18 @@ class SearchProgress(Callback):
     def setup(self, **info: Any) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="trial", file=sys.stderr,
-                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+        self.bar = tqdm(
+            total=self.total,
+            desc=self.desc,
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:  # fmt: skip
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         value = result.get(METRIC)
         if isinstance(value, int | float) and math.isfinite(value) and value > self.best:
             self.best = float(value)

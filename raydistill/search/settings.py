@@ -146,9 +146,11 @@ def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
 def check_choices(
     searcher: str, scheduler: str, wandb: str, trials: int, gpus: float | str, cpus: float
 ) -> None:
-    for label, value, valid in (("--searcher", searcher, SEARCHERS),
-                                ("--scheduler", scheduler, SCHEDULERS),
-                                ("--wandb", wandb, WANDB_MODES)):  # fmt: skip
+    for label, value, valid in (
+        ("--searcher", searcher, SEARCHERS),
+        ("--scheduler", scheduler, SCHEDULERS),
+        ("--wandb", wandb, WANDB_MODES),
+    ):
         if value not in valid:
             raise UserError(f"{label} {value!r} is invalid; valid: {', '.join(valid)}")
     if int(trials) < 1:

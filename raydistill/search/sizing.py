@@ -104,8 +104,14 @@ def trial_share(
     from raydistill.students.budget import solve_budget
 
     s = config["settings"]
-    sol = solve_budget(config["family"], int(config["depth"]), int(config["budget"]),
-                       s["ratios"], **s["spec"], **data_keys)  # fmt: skip
+    sol = solve_budget(
+        config["family"],
+        int(config["depth"]),
+        int(config["budget"]),
+        s["ratios"],
+        **s["spec"],
+        **data_keys,
+    )
     batch = int(s.get("train", {}).get("batch_size", DEFAULT_BATCH))
     return gpu_share({**sol.spec, **data_keys}, batch, gpu_memory_gib, resident_bytes)
 
@@ -116,9 +122,12 @@ def resident_bytes(splits: Any) -> float:
 
 
 def task_share(
-    gpus: float | str, spec: Mapping[str, Any], batch: int,
-    gpu_memory_gib: float | None = None, resident: float = 0.0,
-) -> float:  # fmt: skip
+    gpus: float | str,
+    spec: Mapping[str, Any],
+    batch: int,
+    gpu_memory_gib: float | None = None,
+    resident: float = 0.0,
+) -> float:
     """A training task's GPUs: the declared share, or for "auto" the student's `gpu_share`
     (repeats and pruning fine-tunes use this: the share their search trial got)."""
     if gpus == "auto":
@@ -127,9 +136,12 @@ def task_share(
 
 
 def trial_resources(
-    gpus_per_trial: float | str, cpus: float, data_keys: Mapping[str, Any],
-    gpu_memory_gib: float | None = None, resident: float = 0.0,
-) -> Any:  # fmt: skip
+    gpus_per_trial: float | str,
+    cpus: float,
+    data_keys: Mapping[str, Any],
+    gpu_memory_gib: float | None = None,
+    resident: float = 0.0,
+) -> Any:
     """The `resources` of `tune.with_resources`: a fixed dict, or for "auto" a function of the
     trial's config giving a placement group with that trial's `trial_share` of a GPU."""
     if gpus_per_trial != "auto":

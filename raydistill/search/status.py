@@ -104,8 +104,17 @@ def cell_status(settings: SearchSettings, now: float | None = None) -> list[Cell
         best = results.best(rows) if len(rows) else rows
         work = _remaining(running_rows, pending, pace, now)
         open_cells += work is None or work > 0
-        out.append(CellStatus(cid, n, done, len(running_rows), pending,
-                              float(best["val/acc"].iloc[0]) if len(best) else None, work))  # fmt: skip
+        out.append(
+            CellStatus(
+                cid,
+                n,
+                done,
+                len(running_rows),
+                pending,
+                float(best["val/acc"].iloc[0]) if len(best) else None,
+                work,
+            )
+        )
     slots = max(1, int(((df["status"] == "running") & ~df["pending"].astype(bool)).sum()))
     for c in out:  # remaining work → wall time with the slots shared among the open cells
         if c.eta_s is not None:
@@ -169,14 +178,18 @@ def format_status(title: str, cells: list[CellStatus], total: int | None = None)
     done = sum(c.done for c in cells)
     etas = [c.eta_s for c in cells]
     eta = "unknown" if None in etas else _duration(max(etas, default=0.0))
-    lines = [f"{title}: {done}/{total} trials done, "
-             f"{sum(c.running for c in cells)} running, {sum(c.pending for c in cells)} pending; "
-             f"ETA {eta}",
-             f"{'cell':22s} {'done':>9s} {'running':>7s} {'pending':>7s} {'best val/acc':>12s} {'ETA':>9s}"]  # fmt: skip
+    lines = [
+        f"{title}: {done}/{total} trials done, "
+        f"{sum(c.running for c in cells)} running, {sum(c.pending for c in cells)} pending; "
+        f"ETA {eta}",
+        f"{'cell':22s} {'done':>9s} {'running':>7s} {'pending':>7s} {'best val/acc':>12s} {'ETA':>9s}",
+    ]
     for c in cells:
         best = "–" if c.best_val is None else f"{100 * c.best_val:.2f}%"
-        lines.append(f"{c.cell:22s} {f'{c.done}/{c.planned}':>9s} {c.running:>7d} {c.pending:>7d} "
-                     f"{best:>12s} {_duration(c.eta_s):>9s}")  # fmt: skip
+        lines.append(
+            f"{c.cell:22s} {f'{c.done}/{c.planned}':>9s} {c.running:>7d} {c.pending:>7d} "
+            f"{best:>12s} {_duration(c.eta_s):>9s}"
+        )
     return "\n".join(lines)
 
 

@@ -70,8 +70,7 @@ def publish(settings: SearchSettings) -> None:
     best = sorted(f"best/{p.name}" for p in (out / "best").glob("*.json"))
     journals = sorted(f"{ALLOCATION_DIR}/{p.name}" for p in (out / ALLOCATION_DIR).glob("*.json"))
     names = [SEARCH_FILE, TRIALS_FILE, "manifest.json", *best, *journals]
-    upload(out, [n for n in names if (out / n).is_file()],
-           join(settings.storage, STORAGE_OUTPUTS))  # fmt: skip
+    upload(out, [n for n in names if (out / n).is_file()], join(settings.storage, STORAGE_OUTPUTS))
 
 
 TRIALS_SCHEMA = pa.schema([
@@ -204,9 +203,14 @@ def _write_manifest(settings: SearchSettings, frame: pd.DataFrame, splits: Any, 
         "outputs": {"trials": TRIALS_FILE, "best": "best/", "tune": settings.storage,
                     "allocation": f"{ALLOCATION_DIR}/"},
     }  # fmt: skip
-    manifest = build_manifest("search", config, seeds=[settings.seed],
-                              dataset_fingerprint=getattr(splits, "fingerprint", None),
-                              teacher_fingerprints=teachers, extra=extra)  # fmt: skip
+    manifest = build_manifest(
+        "search",
+        config,
+        seeds=[settings.seed],
+        dataset_fingerprint=getattr(splits, "fingerprint", None),
+        teacher_fingerprints=teachers,
+        extra=extra,
+    )
     write_manifest(settings.out, manifest)
 
 

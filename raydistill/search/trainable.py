@@ -83,9 +83,13 @@ def solve_trial(config: Mapping[str, Any], data: Splits) -> Any:
     """The budget solver's Solution for a trial (widths from its ratios, shape from the data)."""
     s = config["settings"]
     return solve_budget(
-        config["family"], int(config["depth"]), int(config["budget"]), s["ratios"], **s["spec"],
+        config["family"],
+        int(config["depth"]),
+        int(config["budget"]),
+        s["ratios"],
+        **s["spec"],
         **data_spec_keys(data),
-    )  # fmt: skip
+    )
 
 
 def train_trial(
@@ -103,10 +107,15 @@ def train_trial(
     trial_id = tune.get_context().get_trial_id() or "trial"
     factory = tracker_factory or make_tracker
     tracker = factory(
-        run["wandb"], root=run["root"], experiment=run["experiment"], cell=config["cell"],
-        trial_id=trial_id, config=_tracker_config(config, sol), tags=[],
+        run["wandb"],
+        root=run["root"],
+        experiment=run["experiment"],
+        cell=config["cell"],
+        trial_id=trial_id,
+        config=_tracker_config(config, sol),
+        tags=[],
         context=_context(run, data, transfer),
-    )  # fmt: skip
+    )
     report = _make_report(config, sol, tracker)
     status = "error"
     try:
@@ -141,9 +150,17 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
         if m.get("status") == "diverged" or finite(m.get("val/acc", 0.0)) is None:
             # This epoch's weights are not finite: score it 0 so ASHA and the searcher see it.
             m["val/acc"] = 0.0
-        m.update({"params": sol.params, "params/budget": sol.params / budget, "spec": spec_json,
-                  "started_at": started, "reported_at": time.time(),
-                  "gpu_ids": gpu_ids, "node_id": node_id})  # fmt: skip
+        m.update(
+            {
+                "params": sol.params,
+                "params/budget": sol.params / budget,
+                "spec": spec_json,
+                "started_at": started,
+                "reported_at": time.time(),
+                "gpu_ids": gpu_ids,
+                "node_id": node_id,
+            }
+        )
         m[OBJECTIVE] = objective(m) or 0.0
         tracker.log(m, step=int(m["epoch"]))
         if m.get("status", "running") == "running" and int(m["epoch"]) % every:

@@ -17,9 +17,16 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 _NOT_FAMILIES = {"__init__", "registry", "layers", "budget"}  # the package's other modules
 _PUBLIC = (
-    "Family", "build", "check_spec", "complete_spec", "data_spec_keys", "families",
-    "get_family", "has_conv", "register_family",
-)  # fmt: skip
+    "Family",
+    "build",
+    "check_spec",
+    "complete_spec",
+    "data_spec_keys",
+    "families",
+    "get_family",
+    "has_conv",
+    "register_family",
+)
 
 
 def family_modules() -> list[str]:

@@ -158,9 +158,14 @@ class AdderConv2d(nn.Module):
     """k×k adder layer (no bias: the BatchNorm that follows has the shift)."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
         eta: float | None = ETA,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = c_in, c_out, kernel
         self.stride, self.padding, self.eta = stride, padding, eta

@@ -108,9 +108,17 @@ def mlp_below_cnn(est: Mapping[tuple[str, int], Estimate], budgets: Iterable[int
         worst_cnn = min(cnn, key=lambda r: cnn[r].mean)
         state, margin, noise = compare(cnn[worst_cnn], mlp[best_mlp])
         states.append(state)
-        details.append(_line(f"{format_budget(b)}: worst CNN {worst_cnn} {100 * cnn[worst_cnn].mean:.2f} − best MLP {best_mlp} {100 * mlp[best_mlp].mean:.2f}", state, margin, noise))  # fmt: skip
-    return Finding("every MLP student below every CNN student at equal budget",
-                   _verdict(states), details)  # fmt: skip
+        details.append(
+            _line(
+                f"{format_budget(b)}: worst CNN {worst_cnn} {100 * cnn[worst_cnn].mean:.2f} − best MLP {best_mlp} {100 * mlp[best_mlp].mean:.2f}",
+                state,
+                margin,
+                noise,
+            )
+        )
+    return Finding(
+        "every MLP student below every CNN student at equal budget", _verdict(states), details
+    )
 
 
 def cnn_rises_with_depth(
@@ -127,7 +135,14 @@ def cnn_rises_with_depth(
         for d, lo, hi in zip(depths, rows, rows[1:], strict=False):
             state, margin, noise = compare(hi, lo)
             states.append(state)
-            details.append(_line(f"{format_budget(b)}: cnn-d{d + 1} {100 * hi.mean:.2f} − cnn-d{d} {100 * lo.mean:.2f}", state, margin, noise))  # fmt: skip
+            details.append(
+                _line(
+                    f"{format_budget(b)}: cnn-d{d + 1} {100 * hi.mean:.2f} − cnn-d{d} {100 * lo.mean:.2f}",
+                    state,
+                    margin,
+                    noise,
+                )
+            )
     claim = "CNN accuracy rises with conv depth " + " < ".join(map(str, depths))
     return Finding(claim, _verdict(states), details)
 
@@ -165,7 +180,14 @@ def distillation_helps_shallow_most(est: Mapping[tuple[str, int], Estimate]) -> 
                 continue
             state, margin, noise = compare(Estimate(g1, 0.0, 1), Estimate(g, 0.0, 1), se2=v1 + v)
             states.append(state)
-            details.append(_line(f"{where}: gain at d{shallow} ({100 * g1:+.2f}) − gain at d{d} ({100 * g:+.2f})", state, margin, noise))  # fmt: skip
+            details.append(
+                _line(
+                    f"{where}: gain at d{shallow} ({100 * g1:+.2f}) − gain at d{d} ({100 * g:+.2f})",
+                    state,
+                    margin,
+                    noise,
+                )
+            )
     return Finding(_CLAIM3, _verdict(states), details)
 
 

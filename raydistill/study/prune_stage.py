@@ -104,9 +104,16 @@ def _local_copy(row: Any, out: Path) -> Path:
 
 
 def _run(
-    sc: Scale, source: Path, budget: Any, seed: int, base: dict[str, Any], root: Path,
-    splits: Any, ts: Any, log: Callable[[str], None],
-) -> dict[str, Any]:  # fmt: skip
+    sc: Scale,
+    source: Path,
+    budget: Any,
+    seed: int,
+    base: dict[str, Any],
+    root: Path,
+    splits: Any,
+    ts: Any,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """One prune + fine-tune (or its earlier result): the trials row."""
     from raydistill.export.prune import (
         load_source,
@@ -130,12 +137,15 @@ def _run(
             return {**row, "experiment": f"{sc.name}-prune", "seed": seed}
     shutil.rmtree(where, ignore_errors=True)  # an interrupted run, or another source's
     epochs = p.max_epochs or sc.search.max_epochs
-    cfg = TrainConfig.from_dict({**base, **p.train, "max_epochs": epochs, "seed": seed,
-                                 "device": "auto"})  # fmt: skip
+    cfg = TrainConfig.from_dict(
+        {**base, **p.train, "max_epochs": epochs, "seed": seed, "device": "auto"}
+    )
     res = prune_to_budget(source, budget, data=splits, transfer=ts, config=cfg, out_dir=where)
     row = trials_row(res, experiment=f"{sc.name}-prune", seed=seed)
-    log(f"   {cell} ({res.params:,} params from {res.source_params:,} in {source.name}) seed {seed}: "
-        f"test {row['test/acc']}")  # fmt: skip
+    log(
+        f"   {cell} ({res.params:,} params from {res.source_params:,} in {source.name}) seed {seed}: "
+        f"test {row['test/acc']}"
+    )
     return row
 
 

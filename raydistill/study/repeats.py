@@ -72,9 +72,15 @@ def run_job(
     cfg = TrainConfig.from_dict({**job["train"], "seed": job["seed"], "device": "auto"})
     res = train_student(job["spec"], splits, transfer, cfg)
     keep = ("row", "cell", "family", "depth", "budget", "twin", "trial_id", "seed")
-    row = {**{k: job[k] for k in keep}, "status": res.status, "val_acc": res.best_val_acc,
-           "test_acc": res.test_acc, "epochs": res.epochs, "wall_s": res.wall_s,
-           "gpu_ids": ",".join(gpu_ids())}  # fmt: skip
+    row = {
+        **{k: job[k] for k in keep},
+        "status": res.status,
+        "val_acc": res.best_val_acc,
+        "test_acc": res.test_acc,
+        "epochs": res.epochs,
+        "wall_s": res.wall_s,
+        "gpu_ids": ",".join(gpu_ids()),
+    }
     if storage is None:
         return row
     from raydistill.core.storage import join, write_bytes
@@ -113,22 +119,35 @@ def run_repeats(
     from raydistill.search.sizing import resident_bytes, task_share
 
     resident = resident_bytes(splits)
-    shares = [task_share(gpus_per_trial, j["spec"], int(j["train"].get("batch_size", 128)),
-                         gpu_memory_gib, resident) for j in jobs]  # fmt: skip
+    shares = [
+        task_share(
+            gpus_per_trial,
+            j["spec"],
+            int(j["train"].get("batch_size", 128)),
+            gpu_memory_gib,
+            resident,
+        )
+        for j in jobs
+    ]
     with ray_session(address) as ray:
         check_gpu_request(least_request(gpus_per_trial), address, "--gpus-per-trial")
         task = ray.remote(max_retries=1)(run_job)
         data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
-        pending = {task.options(**task_options(shares[i], cpus_per_trial)).remote(
-                       jobs[i], data_ref, transfer_ref, storage): i
-                   for i in longest_first(jobs)}  # fmt: skip
+        pending = {
+            task.options(**task_options(shares[i], cpus_per_trial)).remote(
+                jobs[i], data_ref, transfer_ref, storage
+            ): i
+            for i in longest_first(jobs)
+        }
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             row = _row(ray.get(done[0]))
             rows[pending.pop(done[0])] = row
-            log(f"   seed repeat {len(jobs) - len(pending)}/{len(jobs)}: {row['row']} @ "
-                f"{row['budget']:,} seed {row['seed']}: test {pct(row['test_acc'], '%')}")  # fmt: skip
+            log(
+                f"   seed repeat {len(jobs) - len(pending)}/{len(jobs)}: {row['row']} @ "
+                f"{row['budget']:,} seed {row['seed']}: test {pct(row['test_acc'], '%')}"
+            )
     return pd.DataFrame(rows)
 
 

@@ -83,8 +83,11 @@ def _header(sc: Any, times: Mapping[str, float], source: str) -> list[str]:
 
 
 def _teacher_lines(teacher: Mapping[str, float]) -> list[str]:
-    names = {"ensemble_test_acc": "test set", "ensemble_test_view_acc":
-             "test images under the transfer set's augmentation", "ensemble_val_acc": "validation"}  # fmt: skip
+    names = {
+        "ensemble_test_acc": "test set",
+        "ensemble_test_view_acc": "test images under the transfer set's augmentation",
+        "ensemble_val_acc": "validation",
+    }
     parts = [f"{100 * v:.2f} % on the {names[k]}" for k, v in teacher.items() if k in names]
     return ["", "## Teacher ensemble", "", "- " + "; ".join(parts) if parts else "- (unknown)"]
 
@@ -115,8 +118,11 @@ def report_markdown(
     if getattr(rep, "laws", ""):
         lines += ["", rep.laws.rstrip("\n")]
         if "paper's numbers against" not in rep.laws:
-            lines += ["", "The paper's numbers are set against the laws only on its task "
-                      "(CIFAR-10, budgets in parameters); this study's is not."]  # fmt: skip
+            lines += [
+                "",
+                "The paper's numbers are set against the laws only on its task "
+                "(CIFAR-10, budgets in parameters); this study's is not.",
+            ]
     if "compare_paper" in rep.paths:
         text = rep.paths["compare_paper"].read_text()
         lines += ["", text.replace("# Ours vs", "## Ours vs", 1)]

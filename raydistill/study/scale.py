@@ -69,7 +69,9 @@ def _gpus(value: Any) -> float | str:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError("valid: a share of one GPU ≥ 0, or 'auto'")
     if value > 1 and not float(value).is_integer():
-        raise ValueError("a share above 1 must be a whole number of GPUs (Ray cannot split a task across GPUs)")  # fmt: skip
+        raise ValueError(
+            "a share above 1 must be a whole number of GPUs (Ray cannot split a task across GPUs)"
+        )
     return float(value)
 
 

@@ -19,8 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 _SPLIT_KEYS = {"val_size": "val_size", "seed": "split_seed", "train_subset": "train_subset"}
-_TRANSFER_KEYS = ("epochs", "views_per_epoch", "aug", "teacher_fingerprints",
-                  "ensemble_val_acc", "ensemble_test_acc", "ensemble_test_view_acc")  # fmt: skip
+_TRANSFER_KEYS = (
+    "epochs",
+    "views_per_epoch",
+    "aug",
+    "teacher_fingerprints",
+    "ensemble_val_acc",
+    "ensemble_test_acc",
+    "ensemble_test_view_acc",
+)
 
 
 def describe_dataset(
@@ -48,16 +55,21 @@ def describe_transfer(transfer: Any) -> dict[str, Any] | None:
     if transfer is None:
         return None
     meta = getattr(transfer, "meta", {}) or {}
-    return {"sha256": getattr(transfer, "fingerprint", None) or None,
-            **{k: meta[k] for k in _TRANSFER_KEYS if k in meta}}  # fmt: skip
+    return {
+        "sha256": getattr(transfer, "fingerprint", None) or None,
+        **{k: meta[k] for k in _TRANSFER_KEYS if k in meta},
+    }
 
 
 def run_context(
     experiment: str, dataset: Mapping[str, Any], transfer: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The context of every run of `experiment` (see the module docstring)."""
-    return {"experiment": str(experiment), "dataset": dict(dataset),
-            "transfer": dict(transfer) if transfer else None}  # fmt: skip
+    return {
+        "experiment": str(experiment),
+        "dataset": dict(dataset),
+        "transfer": dict(transfer) if transfer else None,
+    }
 
 
 def group_of(context: Mapping[str, Any]) -> str:

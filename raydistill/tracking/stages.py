@@ -23,8 +23,12 @@ from typing import Any
 
 from raydistill.tracking.tracker import make_tracker, resolve_mode
 
-_TRANSFER_SUMMARY = ("ensemble_val_acc", "ensemble_test_acc", "ensemble_test_view_acc",
-                     "ensemble_train_view_acc")  # fmt: skip
+_TRANSFER_SUMMARY = (
+    "ensemble_val_acc",
+    "ensemble_test_acc",
+    "ensemble_test_view_acc",
+    "ensemble_train_view_acc",
+)
 
 
 def log_teachers(
@@ -37,14 +41,25 @@ def log_teachers(
     ensemble = {f"ensemble/{k}": v for k, v in (manifest.get("ensemble") or {}).items()}
     ids = []
     for k, member in enumerate(manifest.get("members") or []):
-        config = {"stage": "teacher", "member": k, "seed": member.get("seed"),
-                  "spec": manifest.get("spec"), "train": cfg.get("train"),
-                  "params": member.get("params")}  # fmt: skip
+        config = {
+            "stage": "teacher",
+            "member": k,
+            "seed": member.get("seed"),
+            "spec": manifest.get("spec"),
+            "train": cfg.get("train"),
+            "params": member.get("params"),
+        }
         tracker = make_tracker(
-            mode, root=root, experiment=context["experiment"], cell="teacher",
-            trial_id=f"member-{k}", config=config, tags=["teacher"], job_type="teacher",
+            mode,
+            root=root,
+            experiment=context["experiment"],
+            cell="teacher",
+            trial_id=f"member-{k}",
+            config=config,
+            tags=["teacher"],
+            job_type="teacher",
             context=context,
-        )  # fmt: skip
+        )
         for row in member.get("history") or []:
             tracker.log(row, step=int(row.get("epoch", 0)))
         summary = {key: member.get(key) for key in ("val/acc", "test/acc", "epochs", "wall_s")}
@@ -64,13 +79,22 @@ def log_transfer(
     """One W&B run describing the transfer set (its file's metadata `meta`); its id."""
     if resolve_mode(mode) == "off":
         return None
-    config = {"stage": "transfer", "path": str(path) if path else None,
-              **{k: v for k, v in meta.items() if k not in _TRANSFER_SUMMARY}}  # fmt: skip
+    config = {
+        "stage": "transfer",
+        "path": str(path) if path else None,
+        **{k: v for k, v in meta.items() if k not in _TRANSFER_SUMMARY},
+    }
     tracker = make_tracker(
-        mode, root=root, experiment=context["experiment"], cell="transfer",
-        trial_id=sha256[:16], config=config, tags=["transfer"], job_type="transfer",
+        mode,
+        root=root,
+        experiment=context["experiment"],
+        cell="transfer",
+        trial_id=sha256[:16],
+        config=config,
+        tags=["transfer"],
+        job_type="transfer",
         context=context,
-    )  # fmt: skip
+    )
     summary = {"sha256": sha256, **{k: meta[k] for k in _TRANSFER_SUMMARY if k in meta}}
     tracker.finish(summary, status="finished")
     return tracker.run_id

@@ -58,10 +58,17 @@ def log_summary(
     result = report
     experiment = result.experiment
     tracker = make_tracker(
-        mode, root=d, experiment=experiment, cell="summary", trial_id="summary",
-        config={"experiment": experiment, "cells": result.cells}, tags=["summary"],
-        job_type="summary", project=project, context=_context(d, experiment),
-    )  # fmt: skip
+        mode,
+        root=d,
+        experiment=experiment,
+        cell="summary",
+        trial_id="summary",
+        config={"experiment": experiment, "cells": result.cells},
+        tags=["summary"],
+        job_type="summary",
+        project=project,
+        context=_context(d, experiment),
+    )
     run = tracker.run
     if run is None:
         raise UserError(f"W&B summary run for {d} could not start (see the warning above)")

@@ -57,8 +57,14 @@ def logits_over(
     dim: (N, C) for one network, (M, N, C) for M stacked members), on the inputs' device.
     `amp`: the mixed-precision mode (`accel.autocast`; True: bf16 on CUDA)."""
     outs = []
-    for xb in eval_batches(x, preprocess=preprocess, batch_size=batch_size,
-                           input_scale=input_scale, channels_last=channels_last, device=device):  # fmt: skip
+    for xb in eval_batches(
+        x,
+        preprocess=preprocess,
+        batch_size=batch_size,
+        input_scale=input_scale,
+        channels_last=channels_last,
+        device=device,
+    ):
         with autocast(xb.device, amp):
             outs.append(forward(xb).float())
     return torch.cat(outs, dim=-2) if outs else torch.zeros(0, 0)
@@ -89,8 +95,15 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        logits = logits_over(model, split.x, preprocess=preprocess, batch_size=batch_size,
-                             input_scale=input_scale, channels_last=channels_last, amp=amp)  # fmt: skip
+        logits = logits_over(
+            model,
+            split.x,
+            preprocess=preprocess,
+            batch_size=batch_size,
+            input_scale=input_scale,
+            channels_last=channels_last,
+            amp=amp,
+        )
     finally:
         model.train(was_training)
     loss = nn.functional.cross_entropy(logits, split.y, reduction="sum")

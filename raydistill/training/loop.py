@@ -141,9 +141,13 @@ class Trainer:
                 round(c.warmup_epochs * self.steps_per_epoch),
             )
         return PlateauSchedule(
-            c.lr, c.plateau_patience, c.plateau_cooldown, c.plateau_factor, c.stop_patience,
+            c.lr,
+            c.plateau_patience,
+            c.plateau_cooldown,
+            c.plateau_factor,
+            c.stop_patience,
             c.min_lr_ratio,
-        )  # fmt: skip
+        )
 
     def _weights(self) -> dict[str, Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -154,9 +158,13 @@ class Trainer:
         if self.transfer is None:
             aug = named_aug(self.cfg.augment, int(min(self.train.x.shape[2:])))
             for x, y, _ in iterate(
-                self.train, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch, aug=aug,
+                self.train,
+                self.cfg.batch_size,
+                seed=self.cfg.seed,
+                epoch=epoch,
+                aug=aug,
                 preprocess=self.preprocess,
-            ):  # fmt: skip
+            ):
                 yield self._scaled(x), y, None
             return
         yield from self._transfer_batches(epoch)
@@ -167,8 +175,9 @@ class Trainer:
         # One host→device copy per epoch (views × (11 params + C logits) floats: a few MB).
         logits = torch.as_tensor(ts.logits[rows], device=self.device)
         params = {k: v[rows] for k, v in ts.params.items()}
-        for sl, idx, x in replay_epoch(self.train.x, ts.index[rows], params,
-                                       self.cfg.batch_size, parts=ts.aug_parts):  # fmt: skip
+        for sl, idx, x in replay_epoch(
+            self.train.x, ts.index[rows], params, self.cfg.batch_size, parts=ts.aug_parts
+        ):
             yield self._scaled(self.preprocess(x)), self.train.y[idx], logits[sl]
 
     def _scaled(self, x: Tensor) -> Tensor:
@@ -202,9 +211,14 @@ class Trainer:
         with autocast(self.device, self.amp):
             out = self.forward(x)
         loss = compute_loss(
-            self.cfg.loss, out.float(), t, y, temperature=self.cfg.kd_temperature,
-            alpha=self.cfg.kd_alpha, label_smoothing=self.cfg.label_smoothing,
-        )  # fmt: skip
+            self.cfg.loss,
+            out.float(),
+            t,
+            y,
+            temperature=self.cfg.kd_temperature,
+            alpha=self.cfg.kd_alpha,
+            label_smoothing=self.cfg.label_smoothing,
+        )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -216,10 +230,14 @@ class Trainer:
     def evaluate(self, split: DeviceSplit, amp: str | None = None) -> tuple[float, float]:
         """(accuracy, loss) on a split; `amp` None: the run's setting (`TrainConfig.amp`)."""
         return evaluate(
-            self.model, split, preprocess=self.preprocess, input_scale=self.cfg.input_scale,
-            batch_size=self.cfg.eval_batch_size, channels_last=self.channels_last,
+            self.model,
+            split,
+            preprocess=self.preprocess,
+            input_scale=self.cfg.input_scale,
+            batch_size=self.cfg.eval_batch_size,
+            channels_last=self.channels_last,
             amp=self.amp if amp is None else amp,
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, directory: Path, status: str) -> None:
@@ -279,8 +297,9 @@ def train_student(
     test_acc = None
     while status == "running":
         status, metrics = _epoch(tr)
-        metrics.update({"best/val/acc": max(tr.run.best_val_acc, 0.0), "params": tr.params,
-                        "status": status})  # fmt: skip
+        metrics.update(
+            {"best/val/acc": max(tr.run.best_val_acc, 0.0), "params": tr.params, "status": status}
+        )
         tr.run.history.append({k: v for k, v in metrics.items() if k != "status"})
         if status != "running" and evaluate_test and tr.run.best_epoch > 0:
             test_acc = metrics["test/acc"] = _test_accuracy(tr)
@@ -319,8 +338,13 @@ def _epoch(tr: Trainer) -> tuple[str, dict[str, Any]]:
         tr.best_state = tr._weights()
     stop = tr.schedule.end_epoch(val_acc)
     status = "finished" if tr.run.epoch >= tr.num_epochs else "stopped" if stop else "running"
-    return status, {"epoch": epoch + 1, "train/loss": train_loss, "val/acc": val_acc,
-                    "val/loss": val_loss, "lr": lr}  # fmt: skip
+    return status, {
+        "epoch": epoch + 1,
+        "train/loss": train_loss,
+        "val/acc": val_acc,
+        "val/loss": val_loss,
+        "lr": lr,
+    }
 
 
 def _test_accuracy(tr: Trainer) -> float:

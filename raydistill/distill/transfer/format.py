@@ -170,8 +170,14 @@ def _read_meta(path: Path, pf) -> dict[str, Any]:
             f"transfer set {path} has format version {meta.get('format_version')!r}; this "
             f"raydistill reads version {FORMAT_VERSION}"
         )
-    need = ("dataset_fingerprint", "teacher_fingerprints", "epochs", "views_per_epoch",
-            "num_classes", "aug")  # fmt: skip
+    need = (
+        "dataset_fingerprint",
+        "teacher_fingerprints",
+        "epochs",
+        "views_per_epoch",
+        "num_classes",
+        "aug",
+    )
     missing = [k for k in need if k not in meta]
     if missing:
         raise UserError(f"transfer set {path} metadata lacks {missing}")

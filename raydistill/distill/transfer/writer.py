@@ -234,16 +234,30 @@ def _join_cluster(stack: ExitStack, ensemble: Ensemble, address: str | None) -> 
 
 
 def _write(
-    path: Path, ensemble: Ensemble, splits: Splits, epochs: int, seed: int, aug: AugConfig,
-    batch_size: int, meta: dict[str, Any], log: Callable[[str], None] | None,
-) -> int:  # fmt: skip
+    path: Path,
+    ensemble: Ensemble,
+    splits: Splits,
+    epochs: int,
+    seed: int,
+    aug: AugConfig,
+    batch_size: int,
+    meta: dict[str, Any],
+    log: Callable[[str], None] | None,
+) -> int:
     """Write the file (atomically); returns how many stored views the ensemble labels right."""
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     labels, n, hits = np.asarray(splits.train_y), len(splits.train_y), 0
-    views = view_logits(ensemble, splits.train_x, seed=seed, epochs=range(epochs), aug=aug,
-                        batch_size=batch_size, parts=aug_parts(aug, meta["image_size"]))  # fmt: skip
+    views = view_logits(
+        ensemble,
+        splits.train_x,
+        seed=seed,
+        epochs=range(epochs),
+        aug=aug,
+        batch_size=batch_size,
+        parts=aug_parts(aug, meta["image_size"]),
+    )
     with (
         atomic_path(path) as tmp,
         pq.ParquetWriter(tmp, schema(splits.num_classes, meta), compression="zstd") as w,
@@ -275,6 +289,15 @@ def view_accuracy(
         return 0.0
     parts = aug_parts(aug, int(min(x.shape[2:])))
     # seed + 7919: not a training stream
-    _, order, _, logits = next(view_logits(ensemble, x, seed=seed + 7919, epochs=range(1),
-                                           aug=aug, batch_size=batch_size, parts=parts))  # fmt: skip
+    _, order, _, logits = next(
+        view_logits(
+            ensemble,
+            x,
+            seed=seed + 7919,
+            epochs=range(1),
+            aug=aug,
+            batch_size=batch_size,
+            parts=parts,
+        )
+    )
     return float((logits.argmax(1) == np.asarray(y)[order.numpy()]).mean())

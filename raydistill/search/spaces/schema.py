@@ -24,8 +24,12 @@ from raydistill.students.budget import min_params
 PRIMITIVES = ("int", "log_int", "float", "log_float", "choice")
 TOP_KEYS = ("family", "description", "depths", "width_ratios", "spec", "train")
 # Spec keys the search sets itself: depth (the cell), widths (the solver), shape (the data).
-RESERVED_SPEC = {"depth": "the cell's depth", "widths": "the budget solver",
-                 "in_shape": "the dataset", "num_classes": "the dataset"}  # fmt: skip
+RESERVED_SPEC = {
+    "depth": "the cell's depth",
+    "widths": "the budget solver",
+    "in_shape": "the dataset",
+    "num_classes": "the dataset",
+}
 RESERVED_TRAIN = {"seed": "--seed", "device": "the trial's resources"}
 RATIO_PREFIX = "r"  # sampled width ratios are named r1, r2, ... in trial configs
 # Slot 0's ratio: fixed (see SearchSpace.searched), at the middle of [0, 1] so the other slots
@@ -214,8 +218,16 @@ def parse_space(raw: Any, source: str = "<dict>") -> SearchSpace:
     both = sorted(set(spec) & set(train))
     if both:
         raise UserError(f"{source}: key {both[0]!r} is in both spec and train; keep one")
-    space = SearchSpace(fam.name, tuple(sorted(set(depths))), ratios, spec, train, source,
-                        top.description, dict(raw))  # fmt: skip
+    space = SearchSpace(
+        fam.name,
+        tuple(sorted(set(depths))),
+        ratios,
+        spec,
+        train,
+        source,
+        top.description,
+        dict(raw),
+    )
     _check_train_values(space)
     _check_spec_values(space)
     return space
@@ -267,7 +279,9 @@ def _check_train_values(space: SearchSpace) -> None:
     base = {k: p.value for k, p in space.train.items() if not p.searched}
     base.update({k: p.candidates()[0] for k, p in space.train.items() if p.searched})
     alone = [({key: v}, key, v) for key, p in space.train.items() for v in p.candidates()]
-    together = [({**base, key: v}, key, v) for key, p in space.train.items() for v in p.candidates()]  # fmt: skip
+    together = [
+        ({**base, key: v}, key, v) for key, p in space.train.items() for v in p.candidates()
+    ]
     for values, key, v in alone + together:  # each value on its own first: blame the right key
         try:
             TrainConfig.from_dict(values)
