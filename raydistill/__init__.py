@@ -1,7 +1,9 @@
 """raydistill: distil teacher ensembles into students of every kind under exact parameter budgets.
 
-Pipeline (one module each): data → teachers → transfer → students + budget → train → search
-(Ray) → tracking (W&B) → report / export.
+The package is the pipeline, one folder per layer, lowest first (docs/design.md): core → data →
+students (+ budget) → training → tracking (W&B) → distill (teachers, transfer set) → search
+(Ray Tune) → report → export → study → cli. A module imports only from its own layer and the
+ones below it (tests/test_layout.py).
 
 The public names below are loaded on first use (PEP 562), so `import raydistill` — and with it
 `raydistill --help` and every refusal of bad input — does not pay for importing torch.
