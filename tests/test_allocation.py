@@ -71,18 +71,15 @@ def test_every_cell_gets_one_trial_before_any_gets_another() -> None:
 
 def test_rounds_and_predecessors() -> None:
     assert [al.round_size(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 6]
+    assert al.round_size(2, quota=5) == 2  # a cell given the stopped cells' trials fills workers
     c = view("a@1", 1.0, [0.5], given=2, ended=1)
-    assert not al.ready(c, quota=5, rounds=2)  # its round (trials 1-2) has not ended
-    assert al.ready(view("a@1", 1.0, [0.5], given=1, ended=0), quota=5, rounds=2)
+    assert not al.ready(c, quota=5, round_end=2)  # its round (trials 1-2) has not ended
+    assert al.ready(view("a@1", 1.0, [0.5], given=1, ended=0), quota=5, round_end=2)
     ahead = view("a@1", 1.0, [0.5], given=1, ended=1)  # its round 1 done; another cell's not
-    assert not al.ready(ahead, quota=5, rounds=1, slowest=0)
-    assert al.ready(ahead, quota=5, rounds=1, slowest=1) and al.ready(ahead, quota=5, rounds=1)
-    cells = [
-        ("cnn-d1@30k", "cnn", 1, 3e4),
-        ("cnn-d1@10k", "cnn", 1, 1e4),
-        ("cnn-d1@100k", "cnn", 1, 1e5),
-        ("mlp-d1@30k", "mlp", 1, 3e4),
-    ]
+    assert not al.ready(ahead, quota=5, round_end=1, caught_up=False)
+    assert al.ready(ahead, quota=5, round_end=1) and not al.ready(ahead, quota=1, round_end=1)
+    cells = [("cnn-d1@30k", "cnn", 1, 3e4), ("cnn-d1@10k", "cnn", 1, 1e4),
+             ("cnn-d1@100k", "cnn", 1, 1e5), ("mlp-d1@30k", "mlp", 1, 3e4)]  # fmt: skip
     assert al.predecessors(cells) == {"cnn-d1@30k": "cnn-d1@10k", "cnn-d1@100k": "cnn-d1@30k"}
 
 
@@ -273,3 +270,15 @@ def test_warm_started_cell_runs_the_smaller_cells_best_first(ray_local, sep_spli
     md = make_report(out).markdown  # the report says which cells were seeded from where
     assert "| cnn-d1@8k | 3 | open |" in md
     assert f"seeded from cnn-d1@4k (trials {note['seeds'][0]})" in md
+
+
+def test_a_cell_given_the_stopped_cells_trials_runs_them_side_by_side() -> None:
+    searcher = CellSearcher([(c, s, 3) for c, s in plans([10_000])], allocate="adaptive")
+    first = [searcher.suggest(t) for t in ("t0", "t1")]
+    assert [c["cell"] for c in first] == ["mlp-d1@10k", "cnn-d1@10k"]
+    for tid, acc in (("t0", 0.35), ("t1", 0.60)):
+        searcher.on_trial_complete(tid, {"status": "finished", "best/val/acc": acc,
+                                         "test/acc": acc})  # fmt: skip
+    # mlp is stopped (25 points under); cnn's quota is 5: rounds of 2, both at once.
+    nxt = [searcher.suggest(t) for t in ("t2", "t3", "t4")]
+    assert [c["cell"] for c in nxt[:2]] == ["cnn-d1@10k"] * 2 and nxt[2] is None

@@ -4,7 +4,7 @@ warm starts across budgets. Pure functions over the results so far; `CellSearche
 No Ray.
 
 Adaptive allocation. The total is `--trials` × cells (or a given total, ≥ one per cell). A cell's
-trials go out in rounds of `round_size(trials)`; its next round starts once its last one ended
+trials go out in rounds of `round_size(trials, quota)`; its next round starts once its last one ended
 and no cell still in contention is a round behind.
 After each result every cell with a score gets an optimistic estimate,
 
@@ -65,9 +65,10 @@ class CellView:
         return max(self.scores) if self.scores else -math.inf
 
 
-def round_size(trials: int) -> int:
-    """Trials a cell gets per round (about `ROUNDS` rounds of its `--trials`)."""
-    return max(1, math.ceil(int(trials) / ROUNDS))
+def round_size(trials: int, quota: int = 0) -> int:
+    """Trials a cell gets per round: about `ROUNDS` rounds of its `--trials`, or of its quota
+    once trials moved to it (a lone cell in contention still fills the workers)."""
+    return max(1, math.ceil(max(int(trials), int(quota)) / ROUNDS))
 
 
 def warm_count(trials: int) -> int:
@@ -122,15 +123,15 @@ def quotas(cells: Sequence[CellView], total: int) -> dict[str, int]:
     return quota
 
 
-def ready(cell: CellView, quota: int, rounds: int, slowest: int | None = None) -> bool:
-    """Whether `cell` may get a trial now: under its quota, its last round has ended, and
-    (`slowest`: the rounds completed by the slowest cell still in contention) it would not run
-    a round ahead of that cell: no cell is judged before every cell has its first results."""
+def ready(cell: CellView, quota: int, round_end: int, caught_up: bool = True) -> bool:
+    """Whether `cell` may get a trial now: under its quota, and inside its current round (it
+    has handed out fewer than `round_end` trials), or with that round ended and (`caught_up`)
+    no cell still in contention a round behind it: no cell is judged before every cell has its
+    first results."""
     if cell.given >= quota:
         return False
-    if cell.given % rounds:
-        return True  # inside a round
-    caught_up = slowest is None or cell.ended // rounds <= slowest
+    if cell.given < round_end:
+        return True
     return cell.given == cell.ended and caught_up
 
 

@@ -45,6 +45,11 @@ class _CellState:
     frozen: bool = False  # its larger-budget successor started: it takes no more trials
     seeds: tuple[str, ...] = ()  # warm start: the smaller cell's trials it was seeded with
     note: str | None = None  # warm start: where it was seeded from, or why it started cold
+    round_no: int = 0  # rounds begun
+    round_end: int = 0  # trials handed out when its current round is complete
+
+    def rounds_done(self) -> int:
+        return self.round_no - (1 if self.ended < self.suggested else 0)
 
     def view(self) -> al.CellView:
         return al.CellView(
@@ -138,8 +143,10 @@ class CellSearcher(Searcher):
             return al.quotas([s.view() for s in self._states.values()], self._total)
         return {cid: s.trials for cid, s in self._states.items()}
 
-    def _rounds(self, state: _CellState) -> int:
-        return max(al.round_size(state.trials) if self._allocate == "adaptive" else state.trials, 1)
+    def _rounds(self, state: _CellState, quota: Mapping[str, int]) -> int:
+        if self._allocate != "adaptive":
+            return max(state.trials, 1)
+        return al.round_size(state.trials, quota[state.cell.id])
 
     def _slowest(self, quota: Mapping[str, int]) -> int | None:
         """Adaptive: the rounds completed by the slowest cell still running its quota."""
@@ -147,7 +154,7 @@ class CellSearcher(Searcher):
             return None
         stopped = al.dominated([s.view() for s in self._states.values()])
         live = [
-            s.ended // self._rounds(s)
+            s.rounds_done()
             for s in self._states.values()
             if s.started
             and not s.frozen
@@ -157,7 +164,8 @@ class CellSearcher(Searcher):
         return min(live, default=None)
 
     def _ready(self, state: _CellState, quota: Mapping[str, int], slowest: int | None) -> bool:
-        if not al.ready(state.view(), quota[state.cell.id], self._rounds(state), slowest):
+        caught_up = slowest is None or state.rounds_done() <= slowest
+        if not al.ready(state.view(), quota[state.cell.id], state.round_end, caught_up):
             return False
         small = self._pred.get(state.cell.id)
         return (
@@ -175,6 +183,9 @@ class CellSearcher(Searcher):
         state = min(ready, key=lambda s: s.suggested)  # round robin over the cells
         if not state.started:
             self._warm_from_smaller(state)
+        if state.suggested >= state.round_end:  # a new round
+            state.round_no += 1
+            state.round_end = state.suggested + self._rounds(state, quota)
         sampled = state.optuna.suggest(trial_id) if state.optuna is not None else {}
         if sampled is None:
             return None
