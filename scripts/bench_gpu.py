@@ -145,7 +145,7 @@ def ceiling(spec: dict, splits: Splits, device: str, steps: int) -> float:
 
 def section_a(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     budget = 30_000 if args.quick else 1_000_000
-    splits = random_splits(1024 if args.quick else 50_000)
+    splits = random_splits(256 if args.quick else 50_000)
     epochs, steps = (1, 5) if args.quick else (3, 100)
     workers = 0 if args.quick else min(8, os.cpu_count() or 1)
     for family, depth in (("cnn", 2), ("mlp", 1)):
@@ -203,9 +203,9 @@ def section_c(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     from raydistill.distill.teachers import member_config, teacher_spec, train_member
     from raydistill.training.config import make_preprocess
 
-    source = "synthetic-sep:2000" if args.quick else args.data
+    source = "synthetic-sep:400" if args.quick else args.data
     try:
-        splits = load_dataset(source, val_size=500 if args.quick else 5000)
+        splits = load_dataset(source, val_size=100 if args.quick else 5000)
     except Exception as exc:  # e.g. no CIFAR-10 download on an offline machine
         say(f"(c) skipped: cannot load {source!r} ({exc})")
         return
@@ -234,7 +234,7 @@ def section_c(args: argparse.Namespace, say: Callable[[str], None]) -> None:
 def section_cl(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     """channels_last on vs off in our loop, interleaved rounds (medians: a shared CPU's load
     drifts); the same seed gives the same first-epoch loss."""
-    splits = random_splits(256 if args.quick else 1024)
+    splits = random_splits(128 if args.quick else 1024)
     specs = [solve_budget("cnn", d, 30_000, batchnorm=True).spec for d in (1, 2, 3)]
     rounds = 1 if args.quick else 3
     for spec in specs:
