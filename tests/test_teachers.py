@@ -151,6 +151,13 @@ def test_teach_two_members_as_ray_tasks(teacher_dir: Path, tiny_splits) -> None:
         # The fixture's Ray has one (schedulable) GPU: both tasks got a half share of GPU 0.
         assert row["gpu_ids"] == ["0"]
     assert m["teacher_fingerprints"][0] != m["teacher_fingerprints"][1]  # different seeds
+    # Issue 22.3: the GPU the members used is recorded; the ensemble's evaluation ran on it and
+    # the transfer set's labelling runs on it by default (one shard task per GPU), not on the CPU.
+    assert m["config"]["gpu_fraction"] == 0.5 and m["config"]["gpus"] == 1
+    from raydistill.distill.shards import shards_for
+
+    ens.gpus = m["config"]["gpus"]
+    assert shards_for(ens) == 1
     assert set(m["ensemble"]) == {"val/acc", "test/acc"}
     for key in ("python", "torch", "ray", "raydistill"):
         assert m["versions"][key]
