@@ -190,8 +190,12 @@ def test_compare_paper(search_dir: Path) -> None:
     assert "1603.05691" in shipped["source"]
     for row in shipped["rows"].values():  # only numbers with a source, never placeholders
         assert all(0 < float(v) <= 100 for v in row.values())
-    rep = make_report(search_dir, compare_with_paper=True)
-    assert rep.paths["compare_paper"].is_file()
+    rep = make_report(search_dir, compare_with_paper=True, paper_task=True)
+    assert "| cnn-d3 | 90.70 |" in rep.paths["compare_paper"].read_text()
+    # Another task (here: a search whose data is not CIFAR-10): no paper numbers beside ours
+    other = make_report(search_dir, compare_with_paper=True, paper_task=False)
+    text = other.paths["compare_paper"].read_text()
+    assert "Not compared: the paper measured CIFAR-10" in text and "90.70" not in text
     md = compare_paper(
         rep.stats, {"source": "test", "rows": {"cnn-d2": {"1M": 90.0, "31.6M": 91.0}}}
     )

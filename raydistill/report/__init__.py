@@ -127,12 +127,28 @@ def make_report(
         "sizelaw_md": atomic_write_text(out / "sizelaw.md", law_md),
         "pareto_png": figure_pareto(front, teacher, out / "pareto.png", experiment),
     }
-    if compare_with_paper:
-        paths["compare_paper"] = atomic_write_text(
-            out / "compare_paper.md", compare_paper(stats, load_paper_table())
-        )
+    if compare_with_paper:  # the paper's numbers only beside numbers of the paper's task
+        text = compare_paper(stats, load_paper_table()) if paper_task else (
+            "# Ours vs the paper\n\nNot compared: the paper measured CIFAR-10; this study's "
+            f"task is {_task_name(d)}, whose accuracies are not comparable.\n"
+        )  # fmt: skip
+        paths["compare_paper"] = atomic_write_text(out / "compare_paper.md", text)
     return Report(
         experiment, df, stats, wide, best_configs(df), front, teacher, md, paths, laws=law_md
+    )
+
+
+def _task_name(directory: Path) -> str:
+    """The dataset a search's manifest names (its description, else its source)."""
+    from raydistill.core.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except (OSError, ValueError, UserError):
+        return "another dataset"
+    dataset = manifest.get("dataset") or {}
+    return str(
+        dataset.get("name") or (manifest.get("config") or {}).get("data") or "another dataset"
     )
 
 

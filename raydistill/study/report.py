@@ -92,6 +92,13 @@ def _teacher_lines(teacher: Mapping[str, float]) -> list[str]:
     return ["", "## Teacher ensemble", "", "- " + "; ".join(parts) if parts else "- (unknown)"]
 
 
+def _search_table(markdown: str) -> str:
+    """The search's table2.md as a section of REPORT.md (its standalone "All trials have
+    ended." line says nothing inside a finished study)."""
+    text = markdown.replace("# Table 2", "## Table 2 of the search (mean of the top 5 trials)", 1)
+    return text.replace("\nAll trials have ended.\n", "\n")
+
+
 def report_markdown(
     sc: Any,
     rep: Any,
@@ -108,7 +115,7 @@ def report_markdown(
         "Test accuracy (%): mean ± sample std over the seeds (n seeds). The hard-label twins "
         "are the CNN rows trained on the labels of the same views.", "",
         seeds_table(repeats), "",
-        rep.markdown.replace("# Table 2", "## Table 2 of the search (mean of the top 5 trials)", 1),
+        _search_table(rep.markdown),
         "", "![Figure 1](study/report/figure1.png)", "",
         "## The paper's findings at this scale", "", f"Rule: {RULE}", "",
     ]  # fmt: skip
