@@ -139,7 +139,7 @@ def test_budget_option_accepts_what_parse_budget_accepts() -> None:
             want = None
         argv = ["budget", "--family", "cnn", "--depth", "1", "--budget", text]
         try:
-            got = parse_budget(parse(argv)[1]["budget"])
+            got = parse_budget(parse(argv)[1]["cell"].budget)
         except UserError as exc:
             assert want is None and "is not a positive parameter budget" in str(exc), text
             continue

@@ -212,7 +212,7 @@ def one_line(message: str, parser: Any) -> str:
     flags = _dests(parser)
     required = re.match(r"the following arguments are required: (.*)", message)
     if required:
-        names = [flags.get(n.strip().split(".")[-1], n.strip()) for n in required[1].split(",")]
+        names = [flags.get(n.strip(), n.strip()) for n in required[1].split(",")]
         return f"the following arguments are required: {', '.join(names)}"
     key = _KEY.search(message)
     if key is None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from raydistill.cli import args as A
+from raydistill.cli.cell_options import StudentCell
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.data_options import DataSource
-from raydistill.cli.pipeline import check_family
 from raydistill.core.errors import UserError
 from raydistill.core.numbers import pct
 from raydistill.core.vocab import WandbMode
@@ -57,40 +57,29 @@ def families_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def budget(
-    family: str,
-    depth: A.Count,
-    budget: A.Budget,
-    ratios: A.Floats | None = None,
-    json: bool = False,
-) -> int:
+def budget(json: bool = False, *, cell: StudentCell) -> int:
     """solve the widths of a family for a parameter budget
 
     Args:
-        family: a student family (raydistill families)
-        depth: its depth
-        budget: parameter budget: 300k, 1M, 3.16M, ...
-        ratios: width ratios in [0,1], one per width slot, comma-separated
         json: machine-readable output
     """
     return execute(budget_check, budget_run, locals())
 
 
 def budget_check(args: argparse.Namespace) -> Outputs:
-    check_family(args.family, args.depth, "student")
-    if args.ratios is not None and not all(0 <= r <= 1 for r in args.ratios):
-        raise UserError(f"--ratios {args.ratios} is invalid; every ratio must be in [0, 1]")
+    args.cell.check()
     return []
 
 
 def budget_run(args: argparse.Namespace) -> int:
     from raydistill.students.budget import format_budget, solve_budget
 
-    sol = solve_budget(args.family, args.depth, args.budget, args.ratios)
+    c = args.cell
+    sol = solve_budget(c.family, c.depth, c.budget, c.ratios)
     if args.json:
         print(json.dumps({"spec": sol.spec, "params": sol.params, "budget": sol.budget}))
         return 0
-    print(f"family  {args.family}  depth {args.depth}  budget {format_budget(sol.budget)}")
+    print(f"family  {c.family}  depth {c.depth}  budget {format_budget(sol.budget)}")
     print(f"widths  {sol.widths}")
     print(f"params  {sol.params:,}  ({100 * sol.share:.2f}% of {sol.budget:,})")
     return 0

@@ -10,33 +10,26 @@ from pathlib import Path
 from typing import Literal
 
 from raydistill.cli import args as A
+from raydistill.cli.cell_options import StudentCell
 from raydistill.cli.command import Outputs, execute
 from raydistill.cli.data_options import DataOptions, DataSource
-from raydistill.cli.pipeline import check_family
 from raydistill.core.errors import UserError
 from raydistill.core.vocab import AllocationName, SchedulerName, SearcherName, WandbMode
 
 
 # ---------------------------------------------------------------- train
 def train(
-    family: str,
-    depth: A.Count,
-    budget: A.Budget,
-    ratios: A.Floats | None = None,
     transfer: str | None = None,
     set: A.KeyValues | None = None,
     checkpoint_dir: str | None = None,
     resume: str | None = None,
     *,
+    cell: StudentCell,
     dataset: DataOptions,
 ) -> int:
     """train one student and print the per-epoch table
 
     Args:
-        family: a student family (raydistill families)
-        depth: its depth
-        budget: parameter budget: 300k, 1M, 3.16M, ...
-        ratios: width ratios in [0,1], one per width slot, comma-separated
         transfer: transfer set (Parquet); without it: hard labels on the fly
         set: a TrainConfig field, KEY=VALUE with a YAML value, e.g. --set lr=0.01 --set loss=kd; repeatable
         checkpoint_dir: save a resumable checkpoint here every epoch
@@ -47,7 +40,7 @@ def train(
 
 def train_check(args: argparse.Namespace) -> Outputs:
     args.sets = A.parse_key_values(args.set, "--set")
-    check_family(args.family, args.depth, "student")
+    args.cell.check()
     args.dataset.require("train")
     args.dataset.check()
     for flag, path in (("--transfer", args.transfer), ("--resume", args.resume)):
@@ -76,16 +69,17 @@ def train_run(args: argparse.Namespace) -> int:
         from raydistill.distill.transfer.format import load_transfer_set
 
         ts = load_transfer_set(args.transfer, splits=splits)
+    c = args.cell
     sol = solve_budget(
-        args.family,
-        args.depth,
-        args.budget,
-        args.ratios,
+        c.family,
+        c.depth,
+        c.budget,
+        c.ratios,
         in_shape=list(splits.image_shape),
         num_classes=splits.num_classes,
     )
     print(
-        f"{args.family}-d{args.depth}: widths {sol.widths}, {sol.params:,} params "
+        f"{c.family}-d{c.depth}: widths {sol.widths}, {sol.params:,} params "
         f"({100 * sol.share:.2f}% of {sol.budget:,}); loss {cfg.loss}"
     )
     print(f"{'epoch':>5} {'train/loss':>11} {'val/acc':>8} {'val/loss':>9} {'lr':>9}")
