@@ -36,6 +36,7 @@ from raydistill.core.storage import check_shared
 
 REPO = Path(__file__).resolve().parents[1]
 DRILL = REPO / "tests" / "gpu_drill.py"
+TEACH = ["teach", "--data", "synthetic-sep:64", "--family", "vgg8", "--epochs", "1"]
 _spec = importlib.util.spec_from_file_location("fault_drill", REPO / "scripts" / "fault_drill.py")
 fd = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fd)
@@ -73,17 +74,7 @@ def _refused(argv: list[str], capsys, match: str) -> None:
     ("argv", "match"),
     [
         (
-            [
-                "teach",
-                "--data",
-                "synthetic-sep:64",
-                "--family",
-                "vgg8",
-                "--epochs",
-                "1",
-                "--gpu-fraction",
-                "2",
-            ],
+            [*TEACH, "--gpu-fraction", "2"],
             "--gpu-fraction 2 asks for more GPUs per task than a local Ray has",
         ),
         (
@@ -160,13 +151,7 @@ def test_teach_gpu_fraction_one_without_a_gpu_does_not_hang(tmp_path) -> None:
             sys.executable,
             "-m",
             "raydistill",
-            "teach",
-            "--data",
-            "synthetic-sep:64",
-            "--family",
-            "vgg8",
-            "--epochs",
-            "1",
+            *TEACH,
             "--gpu-fraction",
             "1",
             "--out",
