@@ -33,7 +33,7 @@ import pandas as pd
 
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text
-from raydistill.report.figures import _figure, _save_png, figure1, figure_pareto
+from raydistill.report.figures import figure1, figure_pareto
 from raydistill.report.paper import PAPER_TABLE, compare_paper, is_paper_task, load_paper_table
 from raydistill.report.sizelaw import fit_all, law_markdown, points
 from raydistill.report.tables import (
@@ -55,7 +55,7 @@ from raydistill.report.tables import (
 )
 
 __all__ = [
-    "HARD", "PAPER_TABLE", "REQUIRED", "TOP_K", "Report", "_figure", "_save_png",
+    "HARD", "PAPER_TABLE", "REQUIRED", "TOP_K", "Report",
     "allocation_markdown", "best_configs",
     "cell_stats", "compare_paper", "figure1", "figure_pareto", "is_paper_task", "load_paper_table",
     "load_results", "make_report", "markdown", "pareto", "progress_lines", "rank_done",

@@ -18,7 +18,9 @@ from raydistill.report.tables import HARD, TOP_K, row_order
 from raydistill.students.budget import format_budget
 
 
-def _figure() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed): every figure of
+    the project is drawn through it."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -37,7 +39,7 @@ def figure1(
     """Accuracy (%) vs parameters (log x): mean of top-5, best/5th-best band, teacher line;
     with `laws` (`raydistill.report.sizelaw`), each row's fitted law over its budgets (thin)
     and extrapolated to the next budget (dashed)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
     done = stats[stats["top_k"] > 0]
     nxt = next_budget(done["budget"].tolist())
@@ -68,7 +70,7 @@ def figure1(
     ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, fontsize=7, ncol=2, loc="best")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _draw_law(ax: Any, law: SizeLaw, nxt: float | None, color: str) -> None:
@@ -97,7 +99,7 @@ def figure_pareto(
     front: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
 ) -> Path:
     """Per family: every per-budget best (dots) and the Pareto front (step line)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     for i, (fam, g) in enumerate(front.groupby("family")):
         color = f"C{i % 10}"
@@ -113,7 +115,7 @@ def figure_pareto(
     ax.set_title(f"{experiment}: Pareto front per family", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:
@@ -124,7 +126,8 @@ def _legend(ax: Any, **kwargs: Any) -> None:
         ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center")
 
 
-def _save_png(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` as PNG atomically, then close it."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raydistill.students.cnn import KERNEL, LAYOUTS
-from raydistill.students.cnn import _slots as _cnn_slots
+from raydistill.students.cnn import KERNEL, LAYOUTS, conv_slots
 from raydistill.students.layers import check_widths, maybe_dropout
 from raydistill.students.registry import register_family
 
@@ -194,7 +193,7 @@ class AdderLinear(AdderConv2d):
 
 
 def _slots(depth: int) -> int:
-    return _cnn_slots(depth)
+    return conv_slots(depth)
 
 
 @register_family("adder", depths=(1, 2, 3, 4), width_slots=_slots)

@@ -36,11 +36,11 @@ LAYOUTS: dict[int, tuple[str, ...]] = {
 KERNEL = 5
 
 
-def _slots(depth: int) -> int:
+def conv_slots(depth: int) -> int:
     return depth + (2 if depth == 1 else 1)
 
 
-@register_family("cnn", depths=(1, 2, 3, 4), width_slots=_slots)
+@register_family("cnn", depths=(1, 2, 3, 4), width_slots=conv_slots)
 def cnn(
     depth: int = 2,
     widths: Sequence[int] = (64, 128, 512),
@@ -54,7 +54,7 @@ def cnn(
     `batchnorm` (not in the paper) puts BatchNorm after each conv and in the ReLU FC layer: a
     short CPU-scale run then trains its deeper students as fast as its shallow ones, and the
     narrow FC layer of a 10k-parameter student keeps its units (see raydistill/study/scales/tiny.yaml)."""
-    widths = check_widths("cnn", widths, _slots(depth))
+    widths = check_widths("cnn", widths, conv_slots(depth))
     convs, head = widths[:depth], widths[depth:]
     feats: list[nn.Module] = []
     c_in, i = int(in_shape[0]), 0

@@ -310,9 +310,9 @@ def findings_table(findings: list[Finding]) -> list[str]:
 def figure(an: Analysis, families: Sequence[str], seeds: int, path: Path) -> Path:
     """Left: test accuracy vs n (log x), mean ± std over seeds per (family, d). Right: n* vs d
     (log-log) per family with the fitted line log10 n* = a + b·log10 d."""
-    from raydistill.report import _figure, _save_png
+    from raydistill.report.figures import pyplot, save_png
 
-    plt = _figure()
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=100)
     styles = {families[0]: "o-", families[1]: "s--"}
     for j, d in enumerate(sorted(an.curve["d"].unique())):
@@ -349,7 +349,7 @@ def figure(an: Analysis, families: Sequence[str], seeds: int, path: Path) -> Pat
     bx.grid(True, which="both", alpha=0.3)
     if bx.get_legend_handles_labels()[0]:
         bx.legend(fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _log_err(g: pd.DataFrame) -> list[list[float]]:
