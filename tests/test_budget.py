@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
@@ -102,6 +103,45 @@ def test_cli_budget_and_families() -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "minimum" in bad.stderr
 
 
+EVERY = [(n, d) for n, f in families().items() for d in f.depths]
+
+
+@pytest.mark.parametrize(("family", "depth"), EVERY, ids=[f"{f}-d{d}" for f, d in EVERY])
+def test_the_quadratic_form_counts_exactly(family: str, depth: int) -> None:
+    """Every family's count is a quadratic form in its widths (students.counts): the form
+    counts what a built module holds, at random widths and with other fixed keys."""
+    from raydistill.students.counts import build_count, shape_of
+
+    keys = families()[family].spec_keys
+    extra = {"batchnorm": True} if "batchnorm" in keys else {}
+    rng = random.Random(f"{family}-{depth}")
+    for fixed in ({}, {"in_shape": [1, 24, 24], "num_classes": 3, **extra}):
+        base = {"family": family, "depth": depth, **fixed}
+        shape = shape_of(base)
+        assert shape.form is not None, family  # else every count builds a module
+        for _ in range(4):
+            widths = [rng.randint(1, 300) for _ in range(shape.slots)]
+            assert shape.count(base, widths) == build_count({**base, "widths": widths})
+
+
+def test_budget_is_light_once_a_shape_was_counted(tmp_path) -> None:
+    """`raydistill budget` imports torch only the first time a shape is counted here."""
+    import os
+    import re
+
+    env = {**os.environ, "RAYDISTILL_CACHE": str(tmp_path)}
+    argv = [sys.executable, "-X", "importtime", "-m", "raydistill", "budget", "--family", "cnn",
+            "--depth", "3", "--budget"]  # fmt: skip
+    outs = []
+    for budget in ("1M", "300k"):
+        res = subprocess.run([*argv, budget], capture_output=True, text=True, env=env, check=True)
+        outs.append(res.stdout)
+        torch_loaded = re.search(r"\|\s+torch$", res.stderr, re.M) is not None
+        assert torch_loaded == (budget == "1M"), budget  # the second answer needs no torch
+    assert "widths  [123, 122, 122, 123]" in outs[0] and "widths  [67, 67, 66, 67]" in outs[1]
+    assert outs[1].endswith("params  299,499  (99.83% of 300,000)\n")
+
+
 def test_counting_does_not_allocate() -> None:
     # 31.6M params on the meta device: no real memory, so this is instant and cheap.
     sol = solve_budget("mlp", 1, "31.6M")
@@ -114,7 +154,8 @@ def test_importing_budget_imports_neither_torch_nor_the_registry() -> None:
     code = (
         "import sys, raydistill.students.budget as b; b.parse_budget('3.16M'); b.format_budget(10**6); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray') "
-        "or (m.startswith('raydistill.students.') and m != 'raydistill.students.budget')))"
+        "or (m.startswith('raydistill.students.') and m not in ('raydistill.students.budget', "
+        "'raydistill.students.counts'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -222,3 +222,52 @@ def test_adding_a_constant_to_every_ratio_gives_the_same_widths_so_r0_is_fixed()
     space = sp.parse_space({"family": "cnn", "depths": [3]})
     s = sp.settings(space, 3, {"r1": 0.1, "r2": 0.9, "r3": 0.4})
     assert s.ratios == [sp.FIRST_RATIO, 0.1, 0.9, 0.4]
+
+
+CIFAR_KEYS = {"in_shape": [3, 32, 32], "num_classes": 10}
+
+
+def test_a_width_ratio_that_cannot_change_the_widths_is_not_searched() -> None:
+    """mlp-d1 at 10k: the bottleneck's 3,073-parameter units keep it 3 wide whatever r1 is
+    (the issue's [3, 55] in every sample); at 300k r1 moves the widths and is searched."""
+    from raydistill.search.cells import CellSearcher
+
+    space = sp.load_space("mlp")
+    tight, roomy = sp.Cell("mlp", 1, 10_000), sp.Cell("mlp", 1, 300_000)
+    assert sp.inert_ratios(space, tight, CIFAR_KEYS) == {"r1"}
+    assert sp.inert_ratios(space, roomy, CIFAR_KEYS) == frozenset()
+    solved = {tuple(solve_budget("mlp", 1, 10_000, [sp.FIRST_RATIO, r / 10], **CIFAR_KEYS).widths)
+              for r in range(11)}  # fmt: skip
+    assert solved == {(3, 55)}
+    searcher = CellSearcher([(tight, space, 2), (roomy, space, 2)], data_keys=CIFAR_KEYS)
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    by_cell = {c["cell"]: c["settings"]["ratios"] for c in configs}
+    sampled = {c["cell"]: set(c) for c in configs}
+    assert "r1" not in sampled[tight.id] and "r1" in sampled[roomy.id], sampled
+    assert by_cell[tight.id] == [sp.FIRST_RATIO, 0.5]  # the range's middle: any value is the same
+
+
+@pytest.mark.parametrize("name", sorted(sp.shipped_spaces()))
+def test_inert_ratios_are_inert_at_random_values(name: str) -> None:
+    """For every shipped space: varying only the ratios found inert never moves the widths."""
+    import random
+
+    space = sp.load_space(name)
+    rng = random.Random(name)
+    for depth in space.depths:
+        for budget in (10_000, 300_000):
+            cell = sp.Cell(space.family, depth, budget)
+            if budget < min_params(space.family, depth, **CIFAR_KEYS):
+                continue
+            names = space.ratio_names(depth)[1:]
+            inert = sp.inert_ratios(space, cell, CIFAR_KEYS)
+            others = {n: rng.random() for n in names if n not in inert}
+            seen = set()
+            for _ in range(4):
+                ratios = [others.get(n, rng.random()) for n in names]
+                spec = {k: (p.candidates()[0] if p.searched else p.value)
+                        for k, p in space.spec.items()}  # fmt: skip
+                sol = solve_budget(space.family, depth, budget, [sp.FIRST_RATIO, *ratios],
+                                   **spec, **CIFAR_KEYS)  # fmt: skip
+                seen.add(tuple(sol.widths))
+            assert len(seen) == 1, (cell.id, inert, seen)  # only inert ratios varied

@@ -1,8 +1,9 @@
 """The commands that inspect and ship: families, budget, report, export.
 
-`families` reads the family index from source (no torch); `budget` needs the registry's
-builders to count parameters exactly on the meta device, so it imports torch once its input
-has been checked. Same shape as `raydistill.cli.pipeline`: a typed function per command, a
+`families` reads the family index from source (no torch); `budget` counts parameters
+through each shape's quadratic form in the widths (`raydistill.students.counts`), fitted on
+the meta device the first time a shape is counted on this machine and read from the cache root
+after that: torch is imported only for a shape never counted here. Same shape as `raydistill.cli.pipeline`: a typed function per command, a
 torch-free `check`, and `run`.
 """
 

@@ -27,6 +27,7 @@ from raydistill.search import allocation as al
 from raydistill.search import spaces as sp
 from raydistill.search.settings import METRIC, MODE
 from raydistill.search.trainable import OBJECTIVE, objective, solve_trial
+from raydistill.students import data_spec_keys
 from raydistill.students.budget import format_budget, solve_budget
 
 
@@ -80,8 +81,11 @@ class CellSearcher(Searcher):
         warm_start: bool = False,
         total: int | None = None,
         journal: str | None = None,
+        data_keys: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(metric=OBJECTIVE, mode="max")
+        # the data's in_shape / num_classes: which width ratios can change a cell's widths
+        self._data_keys = dict(data_keys or {})
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
@@ -106,7 +110,9 @@ class CellSearcher(Searcher):
     def _start(self, state: _CellState, points: Sequence[dict], rewards: Sequence | None) -> None:
         """Make the cell's study: `points` with `rewards` are finished trials (--extend), with
         None trials to run first (a warm start across budgets)."""
-        dists = sp.to_optuna(state.space, state.cell.depth)
+        keys = getattr(self, "_data_keys", {})  # a searcher pickled before it had them: {}
+        inert = sp.inert_ratios(state.space, state.cell, keys) if keys else frozenset()
+        dists = sp.to_optuna(state.space, state.cell.depth, inert)
         points, rewards = _fit_points(dists, points, rewards)
         if dists:
             state.optuna = OptunaSearch(
@@ -367,9 +373,14 @@ def describe_plan(
         f"(searcher {searcher}; data {getattr(splits, 'name', '?')})"
     ]
     for cell, space in plans:
-        names = list(sp.to_optuna(space, cell.depth))
-        lines.append(f"cell {cell.id}: {space.source}; searched: {', '.join(names) or '(none)'}")
-        samples_ = sp.sample_configs(space, cell.depth, samples, sp.cell_seed(seed, cell.id))
+        inert = sp.inert_ratios(space, cell, data_spec_keys(splits))
+        names = list(sp.to_optuna(space, cell.depth, inert))
+        fixed = f" (fixed: {', '.join(sorted(inert))}: no effect on the widths)" if inert else ""
+        lines.append(
+            f"cell {cell.id}: {space.source}; searched: {', '.join(names) or '(none)'}{fixed}"
+        )
+        seed_ = sp.cell_seed(seed, cell.id)
+        samples_ = sp.sample_configs(space, cell.depth, samples, seed_, inert)
         for i, sampled in enumerate(samples_):
             config = {
                 "family": cell.family,

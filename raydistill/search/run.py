@@ -274,6 +274,7 @@ def _new_tuner(
         warm_start=settings.warm_start and first,
         total=run_total(settings, run),
         journal=str(Path(settings.out) / ALLOCATION_DIR / f"{run['name']}.json"),
+        data_keys=data_keys,
     )  # fmt: skip
     scheduler = None
     if settings.scheduler == "asha":

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
-_NOT_FAMILIES = {"__init__", "registry", "layers", "budget"}  # the package's other modules
+_NOT_FAMILIES = {
+    "__init__",
+    "registry",
+    "layers",
+    "budget",
+    "counts",
+}  # the package's other modules
 _PUBLIC = (
     "Family",
     "build",

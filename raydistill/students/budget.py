@@ -13,16 +13,15 @@ and solving import them on first use.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from raydistill.core.errors import UserError
 from raydistill.core.numbers import jsonable
+from raydistill.students.counts import build_count, shape_of
 
 WIDTH_SPAN = 8.0
 _SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
@@ -56,20 +55,18 @@ def format_budget(n: int) -> str:
     return str(n)
 
 
-@lru_cache(maxsize=65536)
-def _count_json(spec_json: str) -> int:
-    import torch  # here, not at module import: see the module docstring
-
-    from raydistill.students.registry import build
-
-    with torch.device("meta"):
-        module = build(json.loads(spec_json))
-    return sum(p.numel() for p in module.parameters())
-
-
 def count_params(spec: Mapping[str, Any]) -> int:
-    """Exact number of parameters of the module a spec builds (built on the meta device)."""
-    return _count_json(json.dumps(jsonable(spec), sort_keys=True))
+    """Exact number of parameters of the module a spec builds: through its shape's quadratic
+    form in the widths (`raydistill.students.counts`; fitted from meta-device counts), or by
+    building it on the meta device when the spec has no widths or they do not fit its shape."""
+    spec = jsonable(spec)
+    widths = spec.get("widths")
+    if "family" not in spec or not isinstance(widths, list) or min(widths, default=0) < 1:
+        return build_count(spec)
+    base = {k: v for k, v in spec.items() if k != "widths"}
+    shape = shape_of(base)
+    return shape.count(base, widths) if len(widths) == shape.slots else build_count(spec)
+
 
 
 @dataclass(frozen=True)
@@ -90,19 +87,15 @@ class Solution:
         return self.params / self.budget
 
 
-def _ratios(family: str, depth: int, ratios: Sequence[float] | None) -> list[float]:
-    from raydistill.students.registry import get_family
-
-    fam = get_family(family)
-    if depth not in fam.depths:
-        raise UserError(f"family {family!r} depth {depth} is invalid; valid: {list(fam.depths)}")
-    n = fam.width_slots(depth)
+def _ratios(family: str, depth: int, n: int, ratios: Sequence[float] | None) -> list[float]:
+    """One ratio per width slot (`n` of them): all 1 by default; a longer list is cut (a
+    search space may carry ratios for its deepest member)."""
     if ratios is None:
         return [1.0] * n
     ratios = [float(r) for r in ratios]
     if len(ratios) < n:
         raise UserError(f"family {family!r} depth {depth} needs {n} width ratios, got {ratios}")
-    ratios = ratios[:n]  # a search space may carry ratios for its deepest member
+    ratios = ratios[:n]
     bad = [r for r in ratios if not 0.0 <= r <= 1.0]
     if bad:
         raise UserError(f"width ratio {bad[0]} is outside [0, 1]")
@@ -111,10 +104,8 @@ def _ratios(family: str, depth: int, ratios: Sequence[float] | None) -> list[flo
 
 def min_params(family: str, depth: int, **fixed: Any) -> int:
     """The family's smallest model at this depth: every width 1."""
-    from raydistill.students.registry import get_family
-
-    n = get_family(family).width_slots(depth)
-    return count_params({"family": family, "depth": depth, **fixed, "widths": [1] * n})
+    base = jsonable({"family": family, "depth": depth, **fixed})
+    return count_params({**base, "widths": [1] * shape_of(base).slots})
 
 
 def solve_budget(
@@ -130,8 +121,8 @@ def solve_budget(
     the family's minimum when even width 1 everywhere does not fit.
     """
     budget = parse_budget(budget)
-    rel = [WIDTH_SPAN**r for r in _ratios(family, depth, ratios)]
-    base = {"family": family, "depth": depth, **fixed}
+    base = jsonable({"family": family, "depth": depth, **fixed})
+    rel = [WIDTH_SPAN**r for r in _ratios(family, depth, shape_of(base).slots, ratios)]
 
     def count(widths: Sequence[int]) -> int:
         return count_params({**base, "widths": list(widths)})

@@ -12,6 +12,7 @@ from raydistill.search.spaces.load import (
     Cell,
     TrialSettings,
     cell_seed,
+    inert_ratios,
     load_space,
     plan_cells,
     read_yaml,
@@ -40,6 +41,7 @@ from raydistill.search.spaces.schema import (
 __all__ = [
     "FIRST_RATIO", "PRIMITIVES", "RATIO_PREFIX", "RESERVED_SPEC", "RESERVED_TRAIN",
     "STARTUP_TRIALS", "TOP_KEYS", "Cell", "Param", "SearchSpace", "TrialSettings", "cell_seed",
+    "inert_ratios",
     "load_space", "make_sampler", "parse_space", "plan_cells", "read_yaml", "sample_configs",
     "settings", "shipped_spaces", "space_dir", "to_optuna",
 ]  # fmt: skip

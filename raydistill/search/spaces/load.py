@@ -42,6 +42,7 @@ __all__ = [
     "Cell",
     "TrialSettings",
     "cell_seed",
+    "inert_ratios",
     "load_space",
     "plan_cells",
     "read_yaml",
@@ -166,8 +167,9 @@ def plan_cells(
 def settings(space: SearchSpace, depth: int, sampled: Mapping[str, Any]) -> TrialSettings:
     """Fixed values + one sample (`sampled`: names as in `searched(depth)`) → what to train."""
     names = space.ratio_names(depth)
-    if space.width_ratios.searched:
-        ratios = [FIRST_RATIO, *(float(sampled[n]) for n in names[1:])]
+    if space.width_ratios.searched:  # an inert ratio (not sampled) sits at its range's middle
+        mid = _middle(space.width_ratios)
+        ratios = [FIRST_RATIO, *(float(sampled.get(n, mid)) for n in names[1:])]
     else:
         ratios = [float(space.width_ratios.value)] * len(names)
 
@@ -175,6 +177,54 @@ def settings(space: SearchSpace, depth: int, sampled: Mapping[str, Any]) -> Tria
         return {k: sampled[k] if p.searched else p.value for k, p in section.items()}
 
     return TrialSettings(pick(space.spec), ratios, pick(space.train))
+
+
+def inert_ratios(space: SearchSpace, cell: Cell, data_keys: Mapping[str, Any]) -> frozenset[str]:
+    """The sampled width ratios of `cell` that cannot change its widths: a dimension with no
+    effect only wastes the searcher's samples (mlp-d1 at 10k: the 3,073-parameter units of its
+    bottleneck leave it 3 wide whatever the ratio, and the solver fills the rest: [3, 55]).
+
+    Probed with the budget solver on the data's shape (`data_keys`): a ratio is inert when
+    its lowest, middle and highest values give the same widths with the other ratios at their
+    lowest and at their highest. Spec keys the space searches are probed at their first value.
+    """
+    from raydistill.students.budget import solve_budget
+
+    names = space.ratio_names(cell.depth)[1:]
+    if not space.width_ratios.searched or not names:
+        return frozenset()
+    values = _levels(space.width_ratios)
+    spec = {k: (p.candidates()[0] if p.searched else p.value) for k, p in space.spec.items()}
+
+    def widths(ratios: Sequence[float]) -> list[int]:
+        return solve_budget(cell.family, cell.depth, cell.budget, [FIRST_RATIO, *ratios],
+                            **spec, **data_keys).widths  # fmt: skip
+
+    def moves(i: int) -> bool:
+        """Whether ratio i changes the widths, the others all at their lowest or highest."""
+        for other in (values[0], values[-1]):
+            rest = [other] * len(names)
+            if len({tuple(widths([*rest[:i], v, *rest[i + 1 :]])) for v in values}) > 1:
+                return True
+        return False
+
+    try:
+        return frozenset(name for i, name in enumerate(names) if not moves(i))
+    except UserError:  # a budget below the cell's minimum: plan_cells says so
+        return frozenset()
+
+
+def _levels(p: Param) -> list[float]:
+    """A ratio entry's lowest, middle and highest values (every choice of a choice)."""
+    if p.kind == "choice":
+        return sorted(float(v) for v in p.value)
+    lo, hi = (float(v) for v in p.value)
+    return [lo, (lo + hi) / 2, hi]
+
+
+def _middle(p: Param) -> float:
+    levels = _levels(p)
+    return levels[len(levels) // 2]
 
 
 def cell_seed(seed: int, cell_id: str, run: int = 0) -> int:

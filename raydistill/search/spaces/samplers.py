@@ -6,6 +6,7 @@ Optuna is imported on use.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from raydistill.core.errors import UserError
@@ -13,8 +14,11 @@ from raydistill.core.vocab import SEARCHERS
 from raydistill.search.spaces.schema import Param, SearchSpace
 
 
-def to_optuna(space: SearchSpace, depth: int) -> dict[str, Any]:
-    """The sampled entries at `depth` as Optuna distributions (the one translation)."""
+def to_optuna(
+    space: SearchSpace, depth: int, inert: Collection[str] = frozenset()
+) -> dict[str, Any]:
+    """The sampled entries at `depth` as Optuna distributions (the one translation), but the
+    `inert` ones (width ratios that cannot change a cell's widths: `load.inert_ratios`)."""
     import optuna.distributions as od
 
     def dist(p: Param) -> od.BaseDistribution:
@@ -25,7 +29,7 @@ def to_optuna(space: SearchSpace, depth: int) -> dict[str, Any]:
             return od.IntDistribution(lo, hi, log=p.kind == "log_int")
         return od.FloatDistribution(lo, hi, log=p.kind == "log_float")
 
-    return {name: dist(p) for name, p in space.searched(depth).items()}
+    return {name: dist(p) for name, p in space.searched(depth).items() if name not in inert}
 
 
 # Random trials before the model-based samplers take over. Optuna's default (10) spends most of
@@ -52,11 +56,13 @@ def make_sampler(kind: str, seed: int) -> Any:
     raise UserError(f"unknown searcher {kind!r}; valid: {', '.join(SEARCHERS)}")
 
 
-def sample_configs(space: SearchSpace, depth: int, n: int, seed: int = 0) -> list[dict[str, Any]]:
+def sample_configs(
+    space: SearchSpace, depth: int, n: int, seed: int = 0, inert: Collection[str] = frozenset()
+) -> list[dict[str, Any]]:
     """`n` random samples of the space at `depth` (the --dry-run preview), via `to_optuna`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = to_optuna(space, depth)
+    dists = to_optuna(space, depth, inert)
     study = optuna.create_study(direction="maximize", sampler=make_sampler("random", seed))
     return [study.ask(fixed_distributions=dists).params for _ in range(n)]
