@@ -21,6 +21,7 @@ import yaml
 from raydistill.cli import main
 from raydistill.core.errors import UserError
 from raydistill.search import spaces as sp
+from raydistill.students import data_spec_keys
 
 DOCUMENTED = ["experiment", "cell", "family", "depth", "budget", "trial_id", "status", "config",
               "spec", "widths", "params", "params/budget", "val/acc", "val/loss", "test/acc",
@@ -65,7 +66,12 @@ def test_search_runs_cells_concurrently_and_writes_outputs(ray_local, tiny_split
         spec = json.loads(row["spec"])
         assert list(row["widths"]) == spec["widths"] and spec["family"] == row["family"]
         ratios = {f"r{i}" for i in range(1, len(spec["widths"]))}  # one per width slot but r0
-        assert set(json.loads(row["config"])) == ratios | {"lr", "momentum"}
+        # but those that cannot move this cell's widths (mlp-d2@20k: r1, 3,073-param units)
+        cell = sp.Cell(row["family"], int(row["depth"]), int(row["budget"]))
+        space = sp.load_space(small_space(row["family"]))
+        inert = sp.inert_ratios(space, cell, data_spec_keys(tiny_splits))
+        assert inert == ({"r1"} if row["family"] == "mlp" else set()), (cell.id, inert)
+        assert set(json.loads(row["config"])) == (ratios - inert) | {"lr", "momentum"}
         assert (Path(row["checkpoint"]) / "best.safetensors").is_file()
         assert row["epochs"] == (4 if row["family"] == "cnn" else 2)
     # Four 0.25-GPU, 0.5-CPU trials fit at once on the fixture's 1 GPU and 2 CPUs.
