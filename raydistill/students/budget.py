@@ -68,7 +68,6 @@ def count_params(spec: Mapping[str, Any]) -> int:
     return shape.count(base, widths) if len(widths) == shape.slots else build_count(spec)
 
 
-
 @dataclass(frozen=True)
 class Solution:
     """A solved spec: integer widths whose parameter count is ≤ the budget."""
