@@ -24,7 +24,7 @@ from raydistill.data.batches import Preprocess
 from raydistill.export.exporter import export_cell, export_cells, parse_selector, raw_accuracy
 from raydistill.export.inference import load_student
 from raydistill.students import build, families
-from raydistill.students.budget import format_budget, solve_budget
+from raydistill.students.budget import Budget, format_budget, solve_budget
 from raydistill.training.checkpoint import load_checkpoint_weights
 from raydistill.training.config import TrainConfig
 from raydistill.training.loop import train_student
@@ -220,8 +220,20 @@ def test_tampered_exports_are_refused(family_search: Path, tmp_path: Path) -> No
 
 
 def test_selectors() -> None:
-    assert parse_selector("cnn-d2@1M") == ("cnn", 2, 1_000_000, False)
-    assert parse_selector("allconv@3.16M:hard") == ("allconv", None, 3_160_000, True)
+    assert parse_selector("cnn-d2@1M") == ("cnn", 2, Budget("params", 1_000_000), False)
+    assert parse_selector("allconv@3.16M:hard") == (
+        "allconv",
+        None,
+        Budget("params", 3_160_000),
+        True,
+    )
+    assert parse_selector("resnet-d3@40M-macs") == ("resnet", 3, Budget("macs", 40_000_000), False)
+    assert parse_selector("resnet@2ms-cuda-b8") == (
+        "resnet",
+        None,
+        Budget("latency-cuda-b8", 2000),
+        False,
+    )
     for bad in ("cnn-d2", "cnn d2@1M", "cnn-d2@lots"):
         with pytest.raises(UserError):
             parse_selector(bad)

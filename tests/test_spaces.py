@@ -43,7 +43,10 @@ def test_shipped_space_is_valid_and_every_depth_trains(name):
     assert space.train["momentum"] == sp.Param("log_float", (0.68, 0.97))
     assert space.train["input_scale"] == sp.Param("float", (0.8, 1.25))
     assert space.train["init_scale"] == sp.Param("float", (0.4, 2.0))
-    assert space.width_ratios == sp.Param("float", (0.0, 1.0))
+    # Width ratios searched over [0, 1], or pinned (every slot in the family's proportions:
+    # MobileNetV2's single width multiplier, which the budget solves).
+    pinned = not space.width_ratios.searched
+    assert space.width_ratios == sp.Param("float", (0.0, 1.0)) or pinned
     # Dropout is searched (Bayesian search over lr, dropout and width), or fixed by the family.
     dropout = space.spec["dropout"]
     assert dropout.kind in ("fixed", "float") and min(dropout.candidates()) >= 0
@@ -52,7 +55,7 @@ def test_shipped_space_is_valid_and_every_depth_trains(name):
         dists = sp.to_optuna(space, depth)
         # Slot 0's ratio is fixed: d width slots search d − 1 ratios, none of them redundant.
         ratios = [k for k in dists if k.startswith("r") and k[1:].isdigit()]
-        assert ratios == [f"r{i}" for i in range(1, fam.width_slots(depth))]
+        assert ratios == ([] if pinned else [f"r{i}" for i in range(1, fam.width_slots(depth))])
         for sampled in sp.sample_configs(space, depth, 2, seed=depth):
             s = sp.settings(space, depth, sampled)
             TrainConfig.from_dict(s.train)  # a valid training config
@@ -196,7 +199,12 @@ def test_plan_cells_ids_depths_and_budgets():
     ]
     with pytest.raises(UserError, match="none of --depths"):
         sp.plan_cells([cnn], [20_000], depths=[5])
-    with pytest.raises(UserError, match=r"cell mlp-d1@100: budget 100 is below"):
+    kinds = sp.plan_cells([cnn], ["1M", "40M-macs", "2ms"], depths=[2])
+    assert [c.id for c, _ in kinds] == ["cnn-d2@1M", "cnn-d2@40M-macs", "cnn-d2@2ms"]
+    assert [c.budget_kind for c, _ in kinds] == ["params", "macs", "latency-cpu-b1"]
+    with pytest.raises(UserError, match=r"cell cnn-d2@10k-macs: budget 10000 macs is below"):
+        sp.plan_cells([cnn], ["10k-macs"], depths=[2])
+    with pytest.raises(UserError, match=r"cell mlp-d1@100: budget 100 params is below"):
         sp.plan_cells([mlp], [100], depths=[1])
     with pytest.raises(UserError, match="in two spaces"):
         sp.plan_cells([cnn, cnn], [20_000])

@@ -55,10 +55,8 @@ def _positive(value: float) -> float:
 def _budget(text: Any) -> str:
     try:
         parse_budget(str(text))
-    except UserError:
-        raise ValueError(
-            f"{str(text)!r} is not a positive parameter budget like 300k, 1M, 3.16M or 250000"
-        ) from None
+    except UserError as exc:
+        raise ValueError(str(exc).removeprefix("budget ")) from None
     return str(text)
 
 
@@ -72,7 +70,7 @@ Count = Annotated[int, AfterValidator(at_least(1))]  # ≥ 1: epochs, members, t
 Count0 = Annotated[int, AfterValidator(at_least(0))]  # ≥ 0
 Count2 = Annotated[int, AfterValidator(at_least(2))]  # ≥ 2: input channels
 Positive = Annotated[float, AfterValidator(_positive)]  # > 0: learning rates, scales
-Budget = Annotated[str, BeforeValidator(_budget)]  # one budget: 300k, 1M, 3.16M, 250000
+Budget = Annotated[str, BeforeValidator(_budget)]  # one budget: 300k, 1M, 40M-macs, 2ms
 Budgets = Annotated[list[str], BeforeValidator(_items), AfterValidator(_budgets)]  # → "1M,3.16M"
 Ints = Annotated[list[int], BeforeValidator(_items)]  # "1,2,3" → [1, 2, 3]
 Floats = Annotated[list[float], BeforeValidator(_items)]

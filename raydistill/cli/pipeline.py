@@ -149,8 +149,15 @@ def _context(args: argparse.Namespace, splits, split: dict, ts=None) -> dict:
 
 
 # ---------------------------------------------------------------- transfer
+def _teach_manifest(dirs: list[str]) -> dict:
+    """The first teach directory's manifest (its dataset and split), or {} without one."""
+    from raydistill.core.manifest import read_manifest
+
+    return read_manifest(Path(dirs[0]), kind="teacher") if dirs else {}
+
+
 def transfer(
-    teacher: str,
+    teacher: list[str],
     epochs: A.Count,
     out: str,
     seed: int = 0,
@@ -168,7 +175,7 @@ def transfer(
     """pre-generate augmented epochs with the ensemble's logits (Parquet)
 
     Args:
-        teacher: a `raydistill teach` output directory
+        teacher: a `raydistill teach` output directory, a torch.export program (.pt2), an ONNX model (.onnx), or torchvision:ARCH=WEIGHTS / timm:ARCH=WEIGHTS (local safetensors or state dict; nothing downloaded); optionally ?size=224&resize=crop&mean=..&std=..&channels=BGR for the input it wants; repeatable: one ensemble (averaged logits)
         epochs: augmented epochs to generate (paper: 160)
         out: output .parquet file (an existing one only with --force)
         seed: seed of the views and their order
@@ -185,10 +192,19 @@ def transfer(
 
 
 def transfer_check(args: argparse.Namespace) -> Outputs:
-    if not (Path(args.teacher) / "manifest.json").is_file():
+    from raydistill.distill.sources import parse_teacher
+
+    args.teacher = [args.teacher] if isinstance(args.teacher, str) else list(args.teacher or [])
+    if not args.teacher:
         raise UserError(
-            f"--teacher {args.teacher!r} has no manifest.json; is it a `raydistill teach` output?"
+            "give --teacher T (repeatable): a teach directory, .pt2, .onnx or torchvision:ARCH=W"
         )
+    for t in args.teacher:
+        if Path(t).is_dir():
+            if not (Path(t) / "manifest.json").is_file():
+                raise UserError(f"--teacher {t!r} has no manifest.json; is it a `raydistill teach` output?")  # fmt: skip
+        else:
+            parse_teacher(t)  # the form, the file's existence, the input declaration
     args.dataset.check()
     out = A.check_out(args.out, is_file=True)
     A.check_gpu_options(device=args.device, address=args.address, gpus=args.gpus, flag="--gpus")
@@ -208,18 +224,31 @@ def transfer_run(args: argparse.Namespace) -> int:
     from raydistill.distill.transfer.format import load_transfer_set, size_summary
     from raydistill.distill.transfer.writer import check_fit, write_transfer_set
 
-    ensemble = load_ensemble(args.teacher, device="cpu" if args.dry_run else args.device)
-    config = ensemble.manifest.get("config", {})
+    dirs = [t for t in args.teacher if Path(t).is_dir()]
+    external = len(args.teacher) > 1 or not dirs
+    device = "cpu" if args.dry_run else args.device
+    ensemble = None if external else load_ensemble(dirs[0], device=device)
+    config = (ensemble.manifest if ensemble else _teach_manifest(dirs)).get("config", {})
     ds, split = args.dataset, config.get("split") or {}
     ds.data = ds.data or config.get("data")
     if not ds.data:
-        raise UserError(f"{args.teacher}/manifest.json names no dataset; pass --data SOURCE")
+        named = (
+            f"{dirs[0]}/manifest.json names no dataset"
+            if dirs
+            else "no teach directory names the dataset"
+        )
+        raise UserError(f"{named}; pass --data SOURCE")
     ds.prepare()
     # The whole train split unless --train-subset: the teacher may have trained on a subset.
     splits = ds.load(
         val_size=ds.val_size if ds.val_size is not None else split.get("val_size"),
         seed=ds.split_seed if ds.split_seed is not None else split.get("seed", 0),
     )
+    if external:  # teachers of any kind: checked on the validation split before labelling
+        from raydistill.distill.external import check_accuracies, external_ensemble
+
+        ensemble = external_ensemble(args.teacher, splits, device)
+        check_accuracies(ensemble, splits, log=print)
     check_fit(ensemble, splits)  # before anything is labelled
     aug = transfer_aug(args.aug, splits, teacher_augment(ensemble.manifest))
     if args.dry_run:

@@ -73,16 +73,21 @@ def budget_check(args: argparse.Namespace) -> Outputs:
 
 
 def budget_run(args: argparse.Namespace) -> int:
-    from raydistill.students.budget import format_budget, solve_budget
+    from raydistill.students.budget import solve_budget
+    from raydistill.students.cost import count_macs
 
     c = args.cell
     sol = solve_budget(c.family, c.depth, c.budget, c.ratios)
+    b, macs = sol.budget, count_macs(sol.spec)
     if args.json:
-        print(json.dumps({"spec": sol.spec, "params": sol.params, "budget": sol.budget}))
+        print(json.dumps({"spec": sol.spec, "params": sol.params, "macs": macs,
+                          "budget": b.value, "budget_kind": b.kind, "used": sol.used}))  # fmt: skip
         return 0
-    print(f"family  {c.family}  depth {c.depth}  budget {format_budget(sol.budget)}")
+    print(f"family  {c.family}  depth {c.depth}  budget {b.label}")
     print(f"widths  {sol.widths}")
-    print(f"params  {sol.params:,}  ({100 * sol.share:.2f}% of {sol.budget:,})")
+    print(f"params  {sol.params:,}   MACs/image {macs:,}")
+    unit = "µs/image" if b.unit == "latency" else b.unit
+    print(f"used    {sol.used:,.6g} {unit}  ({100 * sol.share:.2f}% of {b.value:,})")
     return 0
 
 
@@ -93,6 +98,7 @@ def report(
     compare_paper: bool = False,
     wandb: WandbMode | None = None,
     storage: str | None = None,
+    pareto_x: Literal["params", "macs", "latency_us"] = "params",
 ) -> int:
     """Table 2, Figure 1 and Pareto fronts of a search directory
 
@@ -102,6 +108,8 @@ def report(
         compare_paper: also write report/compare_paper.md (the paper's published Table 2)
         wandb: also log a W&B summary run (default: no summary run)
         storage: the search's --storage: DIR's tables are read from there when DIR lacks them
+        pareto_x: the Pareto fronts' cost axis: params, macs (per image) or latency_us (per
+            image on this machine's CPU at batch 1, measured when the report is made)
     """
     return execute(report_check, report_run, locals())
 
@@ -120,7 +128,8 @@ def report_check(args: argparse.Namespace) -> Outputs:
 def report_run(args: argparse.Namespace) -> int:
     from raydistill.report import make_report
 
-    rep = make_report(args.dir, top_k=args.top_k, compare_with_paper=args.compare_paper)
+    rep = make_report(args.dir, top_k=args.top_k, compare_with_paper=args.compare_paper,
+                      pareto_x=getattr(args, "pareto_x", "params"))  # fmt: skip
     print(rep.markdown, end="")
     for name, path in rep.paths.items():
         size = "" if name != "figure1" else f" ({path.stat().st_size // 1024} KiB)"

@@ -121,9 +121,9 @@ def append_trials(path: Path, row: dict) -> int:
 
 def prune_run(args: argparse.Namespace) -> int:
     from raydistill.export.prune import load_source, prune_spec, prune_to_budget, trials_row
-    from raydistill.students.budget import parse_budget
+    from raydistill.students.budget import parse_param_count
 
-    budget = parse_budget(args.budget)
+    budget = parse_param_count(args.budget)
     data = transfer = config = None
     ds = args.dataset
     if ds.data:

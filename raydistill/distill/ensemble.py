@@ -55,7 +55,9 @@ class Ensemble:
 
     @property
     def device(self) -> torch.device:
-        return next(self.members[0].parameters()).device
+        # buffers too: an external member (ONNX) has no parameters, only a device marker
+        first = next(iter([*self.members[0].parameters(), *self.members[0].buffers()]), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def num_classes(self) -> int:

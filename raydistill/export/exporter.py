@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from raydistill.data import Splits
+    from raydistill.students.budget import Budget
 
 LOGITS_ATOL = 1e-5
 FORMAT = 2  # 2: the exported module and program take raw images
@@ -88,8 +89,9 @@ class ExportResult:
 
 
 # ---------------------------------------------------------------- selection
-def parse_selector(selector: str) -> tuple[str, int | None, int, bool]:
-    """'cnn-d2@1M' → ('cnn', 2, 1000000, False); 'cnn@1M:hard' → ('cnn', None, 1000000, True)."""
+def parse_selector(selector: str) -> tuple[str, int | None, Budget, bool]:
+    """'cnn-d2@1M' → ('cnn', 2, Budget('params', 1000000), False); 'cnn@40M-macs:hard' →
+    ('cnn', None, Budget('macs', 40000000), True)."""
     from raydistill.students.budget import parse_budget
 
     text = selector.strip()
@@ -110,7 +112,9 @@ def select_trial(df: pd.DataFrame, selector: str) -> pd.Series:
     from raydistill.core.results import eligible
 
     family, depth, budget, hard = parse_selector(selector)
-    ok = eligible(df) & (df["family"] == family) & (df["budget"] == budget)
+    kinds = df["budget_kind"].fillna("params") if "budget_kind" in df else "params"
+    ok = eligible(df) & (df["family"] == family) & (df["budget"] == budget.value)
+    ok &= kinds == budget.kind
     if depth is not None:
         ok &= df["depth"] == depth
     ok &= df["twin"] if hard else ~df["twin"]
@@ -339,6 +343,8 @@ def _spec_json(
         "spec": meta["spec"],
         "params": sum(p.numel() for p in model.parameters()),
         "budget": int(row["budget"]),
+        "budget_kind": row.get("budget_kind") or "params",
+        **student_costs(meta["spec"]),
         "cell": str(row["cell"]),
         "experiment": str(row.get("experiment", "")),
         "trial_id": str(row["trial_id"]),
@@ -349,6 +355,16 @@ def _spec_json(
         "teacher_fingerprints": manifest.get("teacher_fingerprints"),
         "files": files,
     }
+
+
+def student_costs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """An exported student's MACs per image (counted) and latency per image on this machine's
+    CPU at batch 1 (measured: median of repeated runs, with the threads torch uses here)."""
+    from raydistill.students.cost import count_macs, measure_latency
+
+    return {"macs": count_macs(spec),
+            "latency_us": {"cpu-b1": round(measure_latency(spec, "cpu", 1), 1),
+                           "threads": torch.get_num_threads()}}  # fmt: skip
 
 
 def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]:

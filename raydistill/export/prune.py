@@ -25,7 +25,6 @@ describes the result, like every other student.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,13 @@ from torch import Tensor, nn
 from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_dir
 from raydistill.students import build, check_spec, get_family
-from raydistill.students.budget import count_params, format_budget, min_params, parse_budget
+from raydistill.students.budget import (
+    count_params,
+    fit_widths,
+    format_budget,
+    min_params,
+    parse_param_count,
+)
 
 if TYPE_CHECKING:
     from raydistill.data import Splits
@@ -112,23 +117,7 @@ def target_widths(spec: Mapping[str, Any], budget: int) -> list[int]:
     def count(ws: Sequence[int]) -> int:
         return count_params({**spec, "widths": list(ws)})
 
-    def at(s: float) -> list[int]:
-        return [max(1, math.floor(s * w)) for w in widths]
-
-    lo, hi = 0.0, 1.0
-    for _ in range(40):  # ~1e-12 of the scale: finer than one channel
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if count(at(mid)) <= budget else (lo, mid)
-    out = at(lo)
-    grew = True
-    while grew:  # add single units, to the slot furthest below its share, while any fits
-        grew = False
-        for i in sorted(range(len(out)), key=lambda j: (out[j] / widths[j], j)):
-            trial = [*out[:i], out[i] + 1, *out[i + 1 :]]
-            if out[i] < widths[i] and count(trial) <= budget:
-                out, grew = trial, True
-                break
-    return out
+    return fit_widths(widths, count, budget, cap=widths)
 
 
 def slot_layers(spec: Mapping[str, Any]) -> dict[str, int]:
@@ -192,7 +181,7 @@ def prune_spec(
     spec: Mapping[str, Any], state: Mapping[str, Tensor], budget: int | str
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(pruned spec, pruned weights) at ≤ budget; one-line UserErrors for impossible requests."""
-    budget = parse_budget(budget)
+    budget = parse_param_count(budget)
     fam, kwargs = check_spec(spec)
     spec = {"family": fam.name, **fam.defaults(), **kwargs}
     spec["widths"] = [int(w) for w in spec["widths"]]
@@ -268,7 +257,7 @@ def prune_to_budget(
     (the fine-tuning's train_student checkpoint, with `data`), `prune.json` and `manifest.json`.
     Every input error is raised before anything is written.
     """
-    budget = parse_budget(budget)
+    budget = parse_param_count(budget)
     source_spec, state = load_source(source)
     spec, pruned = prune_spec(source_spec, state, budget)
     result = PruneResult(

@@ -93,6 +93,7 @@ def make_report(
     repeats: pd.DataFrame | None = None,
     budget_kind: str = "params",
     paper_task: bool | None = None,
+    pareto_x: str = "params",
 ) -> Report:
     """Compute Table 2, Figure 1 and the Pareto fronts of a search directory and write them.
     The size laws are fitted to `repeats` (a study's seed repeats) when given, else to each
@@ -107,7 +108,7 @@ def make_report(
     stats = cell_stats(df, top_k)
     wide = table2(stats, teacher)
     md = markdown(wide, stats, experiment, top_k)
-    front = pareto(stats)
+    front = pareto(stats, pareto_x)
     out = d / "report"
     pts = points(repeats if repeats is not None and not repeats.empty else stats)
     laws = fit_all(pts)
@@ -125,7 +126,7 @@ def make_report(
         "pareto_csv": atomic_write_text(out / "pareto.csv", front.to_csv(index=False)),
         "figure1": figure1(stats, teacher, out / "figure1.png", experiment, laws),
         "sizelaw_md": atomic_write_text(out / "sizelaw.md", law_md),
-        "pareto_png": figure_pareto(front, teacher, out / "pareto.png", experiment),
+        "pareto_png": figure_pareto(front, teacher, out / "pareto.png", experiment, pareto_x),
     }
     if compare_with_paper:  # the paper's numbers only beside numbers of the paper's task
         text = compare_paper(stats, load_paper_table()) if paper_task else (

@@ -42,6 +42,10 @@ def figure1(
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
     done = stats[stats["top_k"] > 0]
+    # One budget kind per axis: the parameter budgets (the paper's), else the first kind run.
+    kinds = sorted(set(done["budget_kind"]), key=lambda k: (k != "params", k))
+    kind = kinds[0] if kinds else "params"
+    done = done[done["budget_kind"] == kind]
     nxt = next_budget(done["budget"].tolist())
     for i, (row, g) in enumerate(sorted(done.groupby("row"), key=lambda kv: row_order(kv[0]))):
         g = g.sort_values("budget")
@@ -64,8 +68,8 @@ def figure1(
             _draw_law(ax, laws[row], nxt, color)
     if teacher:
         ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
-    _budget_axis(ax, sorted(done["budget"].unique()), nxt if laws else None)
-    ax.set_xlabel("number of parameters (budget)")
+    _budget_axis(ax, sorted(done["budget"].unique()), nxt if laws else None, kind)
+    ax.set_xlabel(f"{_BUDGET_AXIS.get(kind.split('-')[0], kind)} (budget)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: mean of top-{TOP_K} by val (band: best to 5th best)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -83,34 +87,46 @@ def _draw_law(ax: Any, law: SizeLaw, nxt: float | None, color: str) -> None:
         ax.plot(beyond, 100 * (1 - law.error(beyond)), "--", color=color, lw=1.0, alpha=0.8)
 
 
-def _budget_axis(ax: Any, budgets: list[int], nxt: float | None = None) -> None:
+_BUDGET_AXIS = {"params": "number of parameters", "macs": "multiply-accumulates per image",
+                "latency": "latency per image (µs)"}  # fmt: skip
+
+
+def _budget_axis(
+    ax: Any, budgets: list[int], nxt: float | None = None, kind: str = "params"
+) -> None:
     """Log x axis ticked at the budgets (and the next one a law extrapolates to), labelled like
     the paper ("1M", "3.16M")."""
     ax.set_xscale("log")
     ticks = [*budgets, round(nxt)] if nxt else list(budgets)
     if ticks:
-        ax.set_xticks([float(b) for b in ticks], [format_budget(int(b)) for b in ticks])
+        ax.set_xticks([float(b) for b in ticks], [format_budget(int(b), kind) for b in ticks])
         ax.minorticks_off()
         lo, hi = float(min(ticks)), float(max(ticks))
         ax.set_xlim(lo / 1.25, hi * 1.25)
 
 
+_AXIS_LABELS = {"params": "number of parameters", "macs": "multiply-accumulates per image",
+                "latency_us": "latency per image (µs, CPU, batch 1)"}  # fmt: skip
+
+
 def figure_pareto(
-    front: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str
-) -> Path:
-    """Per family: every per-budget best (dots) and the Pareto front (step line)."""
+    front: pd.DataFrame, teacher: dict[str, float] | None, path: Path, experiment: str,
+    x: str = "params",
+) -> Path:  # fmt: skip
+    """Per family: every per-budget best (dots) and the Pareto front (step line) against `x`
+    (a cost column of `report.tables.pareto`: params, macs or latency_us)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
-    for i, (fam, g) in enumerate(front.groupby("family")):
+    for i, (fam, g) in enumerate(front[front[x].notna()].groupby("family")):
         color = f"C{i % 10}"
-        ax.plot(g["params"], 100 * g["test_acc"], "o", color=color, alpha=0.4, ms=4)
-        f = g[g["on_front"]].sort_values("params")
-        ax.step(f["params"], 100 * f["test_acc"], where="post", color=color, lw=1.5)
-        ax.plot(f["params"], 100 * f["test_acc"], "o", color=color, ms=5, label=f"{fam} front")
+        ax.plot(g[x], 100 * g["test_acc"], "o", color=color, alpha=0.4, ms=4)
+        f = g[g["on_front"]].sort_values(x)
+        ax.step(f[x], 100 * f["test_acc"], where="post", color=color, lw=1.5)
+        ax.plot(f[x], 100 * f["test_acc"], "o", color=color, ms=5, label=f"{fam} front")
     if teacher:
         ax.axhline(100 * teacher["test_acc"], color="k", ls=":", lw=1.2, label="teacher ensemble")
     ax.set_xscale("log")
-    ax.set_xlabel("number of parameters (best trial of each cell)")
+    ax.set_xlabel(f"{_AXIS_LABELS.get(x, x)} (best trial of each cell)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: Pareto front per family", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)

@@ -44,6 +44,9 @@ def load_results(directory: str | Path) -> pd.DataFrame:
     if bad:
         raise UserError(f"{path}: unknown trial status {bad[0]!r}; valid: {list(STATUSES)}")
     df["budget"] = df["budget"].astype("int64")
+    # Tables of searches before budget kinds carry no kind: every budget is a parameter count.
+    kinds = df["budget_kind"] if "budget_kind" in df.columns else pd.Series(None, index=df.index)
+    df["budget_kind"] = kinds.fillna("params").astype(str)
     df["depth"] = df["depth"].astype("int64")
     # Hard-label twins: "hard" trials of an experiment that also distils (an experiment that
     # only trains on labels has no twins: its hard trials are its main rows).
@@ -94,13 +97,13 @@ def _transfer_teacher(path: Path) -> dict[str, float] | None:
 # ---------------------------------------------------------------- the top-k rule
 def rank_done(df: pd.DataFrame) -> pd.DataFrame:
     """The trials the best-trial rule admits (`raydistill.core.results`), best validation accuracy
-    first within each (row, budget)."""
-    return rank(df, ("row", "budget"))
+    first within each (row, budget kind, budget)."""
+    return rank(df, BUDGET_KEYS)
 
 
 def cell_stats(df: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
     """One row per (row label, budget): status counts and the paper's accuracies."""
-    keys = ["row", "budget"]
+    keys = list(BUDGET_KEYS)
     counts = df.groupby(keys)["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=list(STATUSES), fill_value=0).add_prefix("n_")
     ident = df.groupby(keys)[["cell", "family", "depth", "loss", "twin"]].first()
@@ -108,64 +111,35 @@ def cell_stats(df: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
     acc = pd.DataFrame(rows, columns=[*keys, *_ACC_COLS]).set_index(keys)
     out = counts.join(ident).join(acc, how="left").reset_index()
     out["top_k"] = out["top_k"].fillna(0).astype("int64")
-    out["budget_label"] = [format_budget(int(b)) for b in out["budget"]]
+    out["budget_label"] = [
+        format_budget(int(b), k) for b, k in zip(out["budget"], out["budget_kind"], strict=True)
+    ]
     return out.sort_values(keys).reset_index(drop=True)
 
 
-_ACC_COLS = (
-    "top_k",
-    "mean_test_acc",
-    "sd_test_acc",
-    "best_test_acc",
-    "kth_test_acc",
-    "best_val_acc",
-    "best_trial",
-    "best_params",
-)
+BUDGET_KEYS = ("row", "budget_kind", "budget")  # a cell's budget: its kind and value
+_ACC_COLS = ("top_k", "mean_test_acc", "sd_test_acc", "best_test_acc", "kth_test_acc",
+             "best_val_acc", "best_trial", "best_params", "best_macs", "best_spec")  # fmt: skip
 
 
-def _top_k_stats(key: tuple[str, int], top: pd.DataFrame) -> tuple[Any, ...]:
+def _top_k_stats(key: tuple[str, str, int], top: pd.DataFrame) -> tuple[Any, ...]:
     # `top` is sorted by validation accuracy, best first: rank 1 is the paper's "best",
     # the last row the k-th best (the lower edge of Figure 1's band).
-    params = optional_int(top["params"].iloc[0]) if "params" in top else None
+    first = top.iloc[0]
+    params, macs = (optional_int(first[c]) if c in top else None for c in ("params", "macs"))
     return (
-        key[0],
-        int(key[1]),
-        len(top),
-        float(top["test/acc"].mean()),
-        float(top["test/acc"].std()) if len(top) > 1 else 0.0,
-        float(top["test/acc"].iloc[0]),
-        float(top["test/acc"].iloc[-1]),
-        float(top["val/acc"].iloc[0]),
-        str(top["trial_id"].iloc[0]),
-        params,
-    )
+        key[0], str(key[1]), int(key[2]), len(top), float(top["test/acc"].mean()),
+        float(top["test/acc"].std()) if len(top) > 1 else 0.0, float(top["test/acc"].iloc[0]),
+        float(top["test/acc"].iloc[-1]), float(top["val/acc"].iloc[0]), str(first["trial_id"]), params, macs, first["spec"] if "spec" in top else None,
+    )  # fmt: skip
 
 
 def best_configs(df: pd.DataFrame) -> pd.DataFrame:
     """The best trial by validation accuracy of each (cell, loss): what export and W&B keep."""
     ranked = rank_done(df)
-    best = ranked.groupby(["row", "budget"], sort=True).head(1)
-    cols = [
-        c
-        for c in (
-            "cell",
-            "row",
-            "family",
-            "depth",
-            "budget",
-            "loss",
-            "twin",
-            "trial_id",
-            "val/acc",
-            "test/acc",
-            "params",
-            "widths",
-            "config",
-            "checkpoint",
-        )
-        if c in best
-    ]
+    best = ranked.groupby(list(BUDGET_KEYS), sort=True).head(1)
+    cols = [c for c in ("cell", "row", "family", "depth", "budget", "budget_kind", "loss", "twin", "trial_id", "val/acc",
+                        "test/acc", "params", "widths", "config", "checkpoint") if c in best]  # fmt: skip
     out = best[cols].reset_index(drop=True)
     if "widths" in out:
         out["widths"] = [list(map(int, w)) if w is not None else None for w in out["widths"]]
@@ -175,12 +149,11 @@ def best_configs(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- Table 2
 def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFrame:
     """Wide Table 2: row labels x budget labels, "mean (best) n=k" in percent (k trials)."""
-    budgets = sorted(stats["budget"].unique())
-    labels = [format_budget(int(b)) for b in budgets]
+    labels = budget_labels(stats)
     order = sorted(stats["row"].unique(), key=row_order)
     table = pd.DataFrame(index=order, columns=labels, data="")
     for r in stats.itertuples(index=False):
-        col = format_budget(int(r.budget))
+        col = r.budget_label
         if r.top_k:
             table.loc[r.row, col] = (
                 f"{pct(r.mean_test_acc)} ({pct(r.best_test_acc)}) n={int(r.top_k)}"
@@ -193,6 +166,13 @@ def table2(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFram
     return table
 
 
+def budget_labels(stats: pd.DataFrame) -> list[str]:
+    """The budgets' labels, by kind (params first) then value: "1M", "3.16M", "40M-macs", "2ms"."""
+    pairs = sorted(set(zip(stats["budget_kind"], stats["budget"], strict=True)),
+                   key=lambda kb: (kb[0] != "params", kb[0], kb[1]))  # fmt: skip
+    return [format_budget(int(b), k) for k, b in pairs]
+
+
 def row_order(label: str) -> tuple[Any, ...]:
     # families in name order, then depth, then the main loss before its hard twin
     fam, _, rest = label.partition("-d")
@@ -203,9 +183,8 @@ def row_order(label: str) -> tuple[Any, ...]:
 def table2_csv(stats: pd.DataFrame, teacher: dict[str, float] | None) -> pd.DataFrame:
     """Numeric Table 2: one row per model, `<budget> mean` / `<budget> best` / `<budget> n`."""
     out = pd.DataFrame(index=sorted(stats["row"].unique(), key=row_order))
-    for b in sorted(stats["budget"].unique()):
-        part = stats[stats["budget"] == b].set_index("row")
-        label = format_budget(int(b))
+    for label in budget_labels(stats):
+        part = stats[stats["budget_label"] == label].set_index("row")
         out[f"{label} mean"] = part["mean_test_acc"]
         out[f"{label} best"] = part["best_test_acc"]
         out[f"{label} n"] = part["top_k"].astype("Int64")
@@ -255,43 +234,43 @@ def markdown(rep_table: pd.DataFrame, stats: pd.DataFrame, experiment: str, top_
 
 
 # ---------------------------------------------------------------- Pareto fronts
-def pareto(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per family, the per-budget best trials and whether each is on the accuracy/params front."""
+PARETO_AXES = ("params", "macs", "latency_us")  # what a front's cost axis can be
+_FRONT_COLS = ["family", "row", "budget_kind", "budget", "cell", "trial_id", "params", "macs",
+               "latency_us", "test_acc", "val_acc", "on_front"]  # fmt: skip
+
+
+def pareto(stats: pd.DataFrame, x: str = "params") -> pd.DataFrame:
+    """Per family, the per-budget best trials and whether each is on the accuracy/`x` front.
+
+    `x`: "params" (recorded), "macs" (recorded, or counted from the spec on the meta device)
+    or "latency_us" (measured here: this machine's CPU at batch 1, median of repeated runs;
+    only then are the students built)."""
+    if x not in PARETO_AXES:
+        raise UserError(f"Pareto axis {x!r} is invalid; valid: {', '.join(PARETO_AXES)}")
     pts = stats[stats["top_k"] > 0].copy()
     pts = pts[~pts["twin"].astype(bool)]
     if pts.empty:
-        return pd.DataFrame(
-            columns=[
-                "family",
-                "row",
-                "budget",
-                "cell",
-                "trial_id",
-                "params",
-                "test_acc",
-                "val_acc",
-                "on_front",
-            ]
-        )
+        return pd.DataFrame(columns=_FRONT_COLS)
     pts["params"] = [
         p if p is not None and not pd.isna(p) else b
         for p, b in zip(pts["best_params"], pts["budget"], strict=True)
     ]
+    pairs = zip(pts["best_macs"], pts["best_spec"], strict=True)
+    pts["macs"] = [_macs(m, spec, count=x == "macs") for m, spec in pairs]
+    pts["latency_us"] = [_latency(spec) if x == "latency_us" else None for spec in pts["best_spec"]]
     out = pts.rename(
         columns={"best_trial": "trial_id", "best_test_acc": "test_acc", "best_val_acc": "val_acc"}
     )
-    out = out[
-        ["family", "row", "budget", "cell", "trial_id", "params", "test_acc", "val_acc"]
-    ].copy()
+    out = out[_FRONT_COLS[:-1]].copy()
     out["params"] = out["params"].astype("int64")
     out["on_front"] = False
-    for _fam, g in out.groupby("family"):
+    for _fam, g in out[out[x].notna()].groupby("family"):
         best_so_far = -np.inf
-        for idx in g.sort_values(["params", "test_acc"], ascending=[True, False]).index:
-            if out.at[idx, "test_acc"] > best_so_far:  # strictly better than every smaller model
+        for idx in g.sort_values([x, "test_acc"], ascending=[True, False]).index:
+            if out.at[idx, "test_acc"] > best_so_far:  # strictly better than every cheaper model
                 out.at[idx, "on_front"] = True
                 best_so_far = out.at[idx, "test_acc"]
-    return out.sort_values(["family", "params"]).reset_index(drop=True)
+    return out.sort_values(["family", x]).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- allocation and warm starts
@@ -333,3 +312,22 @@ def allocation_markdown(directory: str | Path) -> str:
         "",
     ]
     return "\n".join(head + lines)
+
+
+def _macs(recorded: Any, spec: Any, count: bool) -> int | None:
+    # Tables written before MACs were recorded: counted from the spec when the axis needs them.
+    if recorded is not None and not pd.isna(recorded):
+        return int(recorded)
+    if not count or not isinstance(spec, str):
+        return None
+    from raydistill.students.cost import count_macs
+
+    return count_macs(json.loads(spec))
+
+
+def _latency(spec: Any) -> float | None:
+    if not isinstance(spec, str):
+        return None
+    from raydistill.students.cost import measure_latency
+
+    return round(measure_latency(json.loads(spec)), 1)

@@ -28,7 +28,7 @@ from raydistill.search import spaces as sp
 from raydistill.search.settings import METRIC, MODE
 from raydistill.search.trainable import OBJECTIVE, objective, solve_trial
 from raydistill.students import data_spec_keys
-from raydistill.students.budget import format_budget, solve_budget
+from raydistill.students.budget import solve_budget
 
 
 @dataclass
@@ -200,14 +200,9 @@ class CellSearcher(Searcher):
         self._configs[trial_id] = dict(sampled)
         self._write_journal()
         cell, settings = state.cell, sp.settings(state.space, state.cell.depth, sampled)
-        return {
-            "cell": cell.id,
-            "family": cell.family,
-            "depth": cell.depth,
-            "budget": cell.budget,
-            **sampled,
-            "settings": asdict(settings),
-        }
+        return {"cell": cell.id, "family": cell.family, "depth": cell.depth,
+                "budget": cell.budget, "budget_kind": cell.budget_kind, **sampled,
+                "settings": asdict(settings)}  # fmt: skip
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -382,18 +377,13 @@ def describe_plan(
         seed_ = sp.cell_seed(seed, cell.id)
         samples_ = sp.sample_configs(space, cell.depth, samples, seed_, inert)
         for i, sampled in enumerate(samples_):
-            config = {
-                "family": cell.family,
-                "depth": cell.depth,
-                "budget": cell.budget,
-                "settings": asdict(sp.settings(space, cell.depth, sampled)),
-            }
+            config = {"family": cell.family, "depth": cell.depth, "budget": cell.budget,
+                      "budget_kind": cell.budget_kind,
+                      "settings": asdict(sp.settings(space, cell.depth, sampled))}  # fmt: skip
             sol = solve_trial(config, splits)
             shown = " ".join(f"{k}={_fmt(v)}" for k, v in sampled.items())
-            lines.append(
-                f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
-                f"({100 * sol.share:.1f}% of {format_budget(cell.budget)}) {shown}"
-            )
+            lines.append(f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
+                         f"({100 * sol.share:.1f}% of {cell.budget_spec.label}) {shown}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -428,7 +418,7 @@ def longest_first(
         ratios = None
         if not space.width_ratios.searched:
             ratios = [float(space.width_ratios.value)] * len(space.ratio_names(cell.depth))
-        sol = solve_budget(cell.family, cell.depth, cell.budget, ratios, **fixed, **data_keys)
+        sol = solve_budget(cell.family, cell.depth, cell.budget_spec, ratios, **fixed, **data_keys)
         return forward_flops(sol.spec)
 
     costs = [cost(c) for c in cells]

@@ -114,7 +114,7 @@ def run_search(
 def _normalised(
     s: SearchSettings,
     loaded: Sequence[sp.SearchSpace],
-    budgets: list[int],
+    budgets: list[Budget],
     out: Path,
     storage: str,
     data: Any,
@@ -128,7 +128,7 @@ def _normalised(
         out=str(out),
         storage=storage,
         spaces=[dict(x.raw) for x in loaded],
-        budgets=budgets,
+        budgets=[b.label for b in budgets],
         depths=list(s.depths) if s.depths is not None else None,
         trials=int(s.trials),
         data=recorded_source(data),

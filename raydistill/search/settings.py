@@ -26,7 +26,7 @@ from raydistill.core.vocab import (
     WandbMode,
 )
 from raydistill.search import spaces as sp
-from raydistill.students.budget import parse_budget, parse_budgets
+from raydistill.students.budget import Budget, parse_budget, parse_budgets
 
 METRIC, MODE = "val/acc", "max"
 SEARCH_FILE, TRIALS_FILE = "search.json", "trials.parquet"
@@ -47,13 +47,13 @@ class SearchSettings:
     input of --resume and --extend).
 
     On input `spaces` may hold YAML paths, shipped names, mappings or `SearchSpace`s and
-    `budgets` a string ("1M,3.16M") or a list; saved, they are the validated raw mappings
-    and ints, `out` and `storage` absolute, `experiment` filled in (default: DIR's name).
+    `budgets` a string ("1M,40M-macs") or a list; saved, they are the validated raw mappings
+    and budget labels ("1M", "40M-macs", "2ms"; ints in older searches: parameters), `out` and `storage` absolute, `experiment` filled in (default: DIR's name).
     In-memory data / transfer sets are passed to `run_search` beside the settings.
     """
 
     spaces: list[Any]
-    budgets: list[int] | list[int | str] | str
+    budgets: list[int | str] | str
     depths: list[int] | None = None
     trials: int = 16
     out: str = "search"
@@ -137,8 +137,8 @@ def pull_search(storage: str, out: str | Path) -> Path:
     return out
 
 
-def parse_budget_list(budgets: Sequence[int | str] | str) -> list[int]:
-    """'1M,3.16M' or ["1M", 3160000] → [1000000, 3160000] (duplicates dropped, order kept)."""
+def parse_budget_list(budgets: Sequence[int | str | Budget] | str) -> list[Budget]:
+    """'1M,40M-macs' or ["1M", 3160000] → Budgets (duplicates dropped, order kept)."""
     parsed = parse_budgets(budgets) if isinstance(budgets, str) else map(parse_budget, budgets)
     return list(dict.fromkeys(parsed))
 

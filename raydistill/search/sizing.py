@@ -101,17 +101,12 @@ def trial_share(
 ) -> float:
     """`gpu_share` of a search trial's config (its cell's student at its batch size);
     `data_keys`: the dataset's spec keys (`students.data_spec_keys(splits)`)."""
-    from raydistill.students.budget import solve_budget
+    from raydistill.students.budget import Budget, solve_budget
 
     s = config["settings"]
-    sol = solve_budget(
-        config["family"],
-        int(config["depth"]),
-        int(config["budget"]),
-        s["ratios"],
-        **s["spec"],
-        **data_keys,
-    )
+    budget = Budget(str(config.get("budget_kind", "params")), int(config["budget"]))
+    sol = solve_budget(config["family"], int(config["depth"]), budget,
+                       s["ratios"], **s["spec"], **data_keys)  # fmt: skip
     batch = int(s.get("train", {}).get("batch_size", DEFAULT_BATCH))
     return gpu_share({**sol.spec, **data_keys}, batch, gpu_memory_gib, resident_bytes)
 

@@ -76,6 +76,7 @@ def publish(settings: SearchSettings) -> None:
 TRIALS_SCHEMA = pa.schema([
     ("experiment", pa.string()), ("run", pa.string()), ("cell", pa.string()),
     ("family", pa.string()), ("depth", pa.int32()), ("budget", pa.int64()),
+    ("budget_kind", pa.string()), ("macs", pa.int64()),
     ("trial_id", pa.string()), ("status", pa.string()), ("config", pa.string()),
     ("spec", pa.string()), ("widths", pa.list_(pa.int32())), ("params", pa.int64()),
     ("params/budget", pa.float64()), ("val/acc", pa.float64()), ("val/loss", pa.float64()),
@@ -94,6 +95,7 @@ def _trial_row(settings: SearchSettings, run: Mapping, trial: Any, history: Any)
     return {
         "experiment": settings.experiment, "run": run["name"], "cell": cfg.get("cell"),
         "family": cfg.get("family"), "depth": cfg.get("depth"), "budget": cfg.get("budget"),
+        "budget_kind": cfg.get("budget_kind", "params"), "macs": last.get("macs"),
         "trial_id": trial.trial_id, "status": _status(trial, last, frozenset(run.get("errored", []))),
         "config": json.dumps(sampled_values(cfg), sort_keys=True),
         "spec": json.dumps(spec) if spec else None,
@@ -178,6 +180,7 @@ def _write_best(out: Path, frame: pd.DataFrame) -> None:
             "cell": cid, "experiment": row["experiment"], "run": row["run"],
             "trial_id": row["trial_id"], "status": row["status"], "family": row["family"],
             "depth": int(row["depth"]), "budget": int(row["budget"]),
+            "budget_kind": row.get("budget_kind") or "params",
             "config": json.loads(row["config"]), "spec": json.loads(row["spec"]),
             "train": json.loads(row["train"]), "params": int(row["params"]),
             "params/budget": float(row["params/budget"]),

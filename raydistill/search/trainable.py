@@ -2,7 +2,7 @@
 
 A trial's config (built by `raydistill.search.CellSearcher`) is self-contained:
 
-    {"cell": "cnn-d2@1M", "family": "cnn", "depth": 2, "budget": 1000000,
+    {"cell": "cnn-d2@1M", "family": "cnn", "depth": 2, "budget": 1000000, "budget_kind": "params",
      "lr": 0.004, "r0": 0.3, ...,                                   # the sampled values
      "settings": {"spec": {...}, "ratios": [...], "train": {...}},  # fixed + sampled, split
      "run": {"experiment", "root", "seed", "wandb", "device", "max_epochs", "threads",
@@ -10,7 +10,7 @@ A trial's config (built by `raydistill.search.CellSearcher`) is self-contained:
 
 `train_trial` solves the widths from the budget (no trial is ever rejected for size), trains
 with `raydistill.training.loop.train_student`, and at every epoch end reports the metrics plus `params`,
-`params/budget` and the solved `spec`, with a checkpoint (`tune.report(..., checkpoint=...)`)
+`macs`, `params/budget` (the share of the budget used, in its kind's unit) and the solved `spec`, with a checkpoint (`tune.report(..., checkpoint=...)`)
 every `checkpoint_every` epochs and at the run's end (finished, stopped by its schedule,
 diverged): the recorded checkpoint of an ended trial always holds its best weights.
 A retried or restored trial resumes from `tune.get_checkpoint()`. The dataset and transfer set
@@ -33,7 +33,8 @@ from ray import tune
 from raydistill.core.device import gpu_ids as visible_gpu_ids
 from raydistill.core.numbers import finite
 from raydistill.students import data_spec_keys
-from raydistill.students.budget import solve_budget
+from raydistill.students.budget import Budget, solve_budget
+from raydistill.students.cost import count_macs
 from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
 from raydistill.tracking.tracker import Tracker, make_tracker
 from raydistill.training.config import TrainConfig
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from raydistill.distill.transfer.format import TransferSet
 
 # Trial-config keys that are not sampled values (everything else is).
-META_KEYS = ("cell", "family", "depth", "budget", "settings", "run")
+META_KEYS = ("cell", "family", "depth", "budget", "budget_kind", "settings", "run")
 OBJECTIVE = "objective"  # the metric each cell's searcher maximises (see `objective`)
 
 
@@ -85,11 +86,16 @@ def solve_trial(config: Mapping[str, Any], data: Splits) -> Any:
     return solve_budget(
         config["family"],
         int(config["depth"]),
-        int(config["budget"]),
+        trial_budget(config),
         s["ratios"],
         **s["spec"],
         **data_spec_keys(data),
     )
+
+
+def trial_budget(config: Mapping[str, Any]) -> Budget:
+    """A trial config's budget (configs of searches before budget kinds carry no kind: params)."""
+    return Budget(str(config.get("budget_kind", "params")), int(config["budget"]))
 
 
 def train_trial(
@@ -125,7 +131,7 @@ def train_trial(
         status = "stopped"
         raise
     finally:
-        tracker.finish({"params": sol.params, "params/budget": sol.share}, status=status)
+        tracker.finish(_size_metrics(sol), status=status)
 
 
 def _train(spec: dict, data: Splits, transfer: Any, cfg: TrainConfig, report: Callable) -> Any:
@@ -139,7 +145,6 @@ def _train(spec: dict, data: Splits, transfer: Any, cfg: TrainConfig, report: Ca
 def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Callable:
     """The `report(metrics, save)` callback: Tune metrics + a checkpoint at each epoch end."""
     started = time.time()
-    budget = int(config["budget"])
     spec_json = json.dumps(sol.spec)
     gpu_ids = ",".join(visible_gpu_ids())
     node_id = _node_id()  # which Ray node ran it (all nodes of a test cluster share one IP)
@@ -150,17 +155,9 @@ def _make_report(config: Mapping[str, Any], sol: Any, tracker: Tracker) -> Calla
         if m.get("status") == "diverged" or finite(m.get("val/acc", 0.0)) is None:
             # This epoch's weights are not finite: score it 0 so ASHA and the searcher see it.
             m["val/acc"] = 0.0
-        m.update(
-            {
-                "params": sol.params,
-                "params/budget": sol.params / budget,
-                "spec": spec_json,
-                "started_at": started,
-                "reported_at": time.time(),
-                "gpu_ids": gpu_ids,
-                "node_id": node_id,
-            }
-        )
+        m.update({**_size_metrics(sol), "spec": spec_json,
+                  "started_at": started, "reported_at": time.time(),
+                  "gpu_ids": gpu_ids, "node_id": node_id})  # fmt: skip
         m[OBJECTIVE] = objective(m) or 0.0
         tracker.log(m, step=int(m["epoch"]))
         if m.get("status", "running") == "running" and int(m["epoch"]) % every:
@@ -177,7 +174,7 @@ def _tracker_config(config: Mapping[str, Any], sol: Any) -> dict[str, Any]:
     return {
         "cell": config["cell"], "family": config["family"], "depth": config["depth"],
         "budget": config["budget"], **sampled_values(config), "widths": sol.widths,
-        "params": sol.params, "params/budget": sol.share, "train": config["settings"]["train"],
+        **_size_metrics(sol), "train": config["settings"]["train"],
         "seed": config["run"]["seed"],
     }  # fmt: skip
 
@@ -186,6 +183,12 @@ def _context(run: Mapping[str, Any], data: Splits, transfer: Any) -> dict[str, A
     """The W&B run context of every trial of the search: dataset, split settings, transfer set."""
     dataset = describe_dataset(data, source=run.get("data"), options=run.get("data_options"))
     return run_context(run["experiment"], dataset, describe_transfer(transfer))
+
+
+def _size_metrics(sol: Any) -> dict[str, Any]:
+    """What the solved student costs: params, MACs per image, and the share of its budget used
+    (`params/budget`: the cost in the budget's own unit over the budget, whatever its kind)."""
+    return {"params": sol.params, "macs": count_macs(sol.spec), "params/budget": sol.share}
 
 
 def _node_id() -> str:

@@ -2,7 +2,8 @@
 
 A family is one module here (students) or in `teachers/` (teacher architectures), found by
 `family_modules()`, plus one `search_spaces/<family>.yaml`; the tests pick it up from the
-registry. `budget` (exact counts, the width solver, budget strings) lives beside them.
+registry. `budget` (budget strings, exact counts, the width solver) and `cost` (MACs and
+latency per image) live beside them.
 
 Importing this package imports neither torch nor the families: the public names below load
 the registry (and with it every family module, which registers itself) on first use (PEP 562),
@@ -21,6 +22,7 @@ _NOT_FAMILIES = {
     "layers",
     "budget",
     "counts",
+    "cost",
 }  # the package's other modules
 _PUBLIC = (
     "Family",

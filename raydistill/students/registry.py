@@ -33,6 +33,8 @@ class Family:
     depths: tuple[int, ...]  # valid values of the `depth` argument
     width_slots: Callable[[int], int]  # depth -> number of integer widths the builder takes
     summary: str
+    # depth -> each slot's relative width at equal ratios (ResNet's 1:2:4 stages); None: equal
+    width_shape: Callable[[int], tuple[float, ...]] | None = None
 
     @property
     def spec_keys(self) -> tuple[str, ...]:
@@ -54,14 +56,21 @@ def register_family(
     depths: tuple[int, ...],
     width_slots: Callable[[int], int],
     kind: str = "student",
+    width_shape: Callable[[int], tuple[float, ...]] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Register a builder as family `name`; its docstring's first line is the summary."""
+    """Register a builder as family `name`; its docstring's first line is the summary.
+
+    `width_shape(depth)` gives the slots' proportions the budget solver keeps at equal width
+    ratios (a family designed with widening stages); without it every slot is equally wide.
+    """
 
     def decorate(builder: Builder) -> Builder:
         if name in _FAMILIES:
             raise ValueError(f"family {name!r} is registered twice")
         summary = (inspect.getdoc(builder) or "").splitlines()[0] if builder.__doc__ else ""
-        _FAMILIES[name] = Family(name, builder, kind, tuple(depths), width_slots, summary)
+        _FAMILIES[name] = Family(
+            name, builder, kind, tuple(depths), width_slots, summary, width_shape
+        )
         return builder
 
     return decorate

@@ -127,6 +127,8 @@ def transfer_meta(
         "num_classes": splits.num_classes,
         "image_size": int(min(splits.image_shape[1:])),
         "preprocess": ensemble.preprocess.to_dict(),
+        # external teachers: each one's source, kind, sha256 and declared input
+        **({"teachers": ensemble.manifest["teachers"]} if "teachers" in ensemble.manifest else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -138,7 +140,7 @@ def _ensemble_accuracy(ensemble: Ensemble, splits: Splits, part: str) -> float:
 
 def write_transfer_set(
     path: str | Path,
-    ensemble: Ensemble,
+    ensemble: Ensemble | Any,
     splits: Splits,
     epochs: int,
     *,
@@ -166,6 +168,7 @@ def write_transfer_set(
     else at the teachers' (their manifest's), else on a local Ray; with 0 in this process."""
     if epochs < 1:
         raise UserError(f"transfer set epochs {epochs} is invalid; must be ≥ 1")
+    ensemble = as_ensemble(ensemble, splits, device)
     check_fit(ensemble, splits)
     aug = aug if aug is not None else default_aug(splits, teacher_augment(ensemble.manifest))
     check_aug(aug, splits)
@@ -231,6 +234,19 @@ def _join_cluster(stack: ExitStack, ensemble: Ensemble, address: str | None) -> 
     if not ray.is_initialized():
         stack.enter_context(ray_session(address or "local"))
     check_gpu_request(1.0, address, "the transfer-set labelling (--gpus)")
+
+
+def as_ensemble(teachers: Any, splits: Splits, device: Any = None) -> Ensemble:
+    """An `Ensemble` as it is; anything else — an nn.Module, a callable, a source string
+    (.pt2, .onnx, torchvision:ARCH=W, timm:ARCH=W, a teach directory) or a list of them — as
+    one ensemble of external teachers (`raydistill.distill.external`), which take [0, 1] views."""
+    from raydistill.distill.ensemble import Ensemble
+    from raydistill.distill.external import external_ensemble
+
+    if isinstance(teachers, Ensemble):
+        return teachers
+    items = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+    return external_ensemble(items, splits, device if device is not None else "cpu")
 
 
 def _write(

@@ -36,7 +36,7 @@ from raydistill.search.spaces.schema import (
     SearchSpace,
     parse_space,
 )
-from raydistill.students.budget import format_budget, min_params
+from raydistill.students.budget import Budget, min_cost, parse_budget
 
 __all__ = [
     "Cell",
@@ -54,16 +54,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Cell:
-    """One searched unit: a family at a depth under a parameter budget."""
+    """One searched unit: a family at a depth under a budget (of a `Budget` kind)."""
 
     family: str
     depth: int
-    budget: int
+    budget: int  # in the kind's unit: parameters, MACs per image, µs per image
+    budget_kind: str = "params"  # "params", "macs", "latency-cpu-b1" (students.budget.Budget)
 
     @property
     def id(self) -> str:
-        """`<family>-d<depth>@<budget>`, e.g. `cnn-d2@1M`."""
-        return f"{self.family}-d{self.depth}@{format_budget(self.budget)}"
+        """`<family>-d<depth>@<budget label>`, e.g. `cnn-d2@1M`, `resnet-d3@40M-macs`."""
+        return f"{self.family}-d{self.depth}@{self.budget_spec.label}"
+
+    @property
+    def budget_spec(self) -> Budget:
+        return Budget(self.budget_kind, self.budget)
 
 
 @dataclass(frozen=True)
@@ -127,13 +132,15 @@ def read_yaml(path: Path) -> Any:
 
 # ------------------------------------------------------------------ cells
 def plan_cells(
-    spaces: Sequence[SearchSpace], budgets: Iterable[int], depths: Iterable[int] | None = None
+    spaces: Sequence[SearchSpace],
+    budgets: Iterable[int | str | Budget],
+    depths: Iterable[int] | None = None,
 ) -> list[tuple[Cell, SearchSpace]]:
     """Cells (family × depth × budget) in order; `depths` intersects each space's own depths.
 
     A budget below a cell's smallest model (every width 1) is a UserError naming the cell.
     """
-    budgets = list(budgets)
+    budgets = [parse_budget(b) for b in budgets]
     if not budgets:
         raise UserError("no budgets given; e.g. --budgets 1M,3.16M")
     wanted = None if depths is None else set(depths)
@@ -153,12 +160,13 @@ def plan_cells(
             )
         for depth in use:
             fixed = {k: p.value for k, p in space.spec.items() if not p.searched}
-            floor = min_params(space.family, depth, **fixed)
             for budget in budgets:
-                cell = Cell(space.family, depth, int(budget))
-                if floor > budget:
+                cell = Cell(space.family, depth, budget.value, budget.kind)
+                floor = min_cost(space.family, depth, budget, **fixed)
+                if floor > budget.value:
                     raise UserError(
-                        f"cell {cell.id}: budget {budget} is below the family's minimum {floor}"
+                        f"cell {cell.id}: budget {budget.value} {budget.unit} is below the "
+                        f"family's minimum {floor:.6g}"
                     )
                 cells.append((cell, space))
     return cells

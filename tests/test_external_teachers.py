@@ -1,0 +1,166 @@
+"""External teachers: a raydistill teacher, the same exported as .pt2 and ONNX, torchvision by
+name + local weights, modules and callables; their refusals (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from raydistill.core.errors import UserError
+from raydistill.data import Splits
+from raydistill.distill.ensemble import load_ensemble, make_ensemble, save_ensemble
+from raydistill.distill.external import check_accuracies, external_ensemble
+from raydistill.distill.sources import TeacherInput, parse_teacher
+from raydistill.distill.teachers import member_config, train_member
+from raydistill.distill.transfer.format import load_transfer_set
+from raydistill.distill.transfer.writer import write_transfer_set
+from raydistill.training.config import make_preprocess
+
+SPEC = {"family": "resnet9", "depth": 9, "widths": [4, 8, 8, 8], "in_shape": [3, 16, 16],
+        "num_classes": 2}  # fmt: skip
+
+
+def colour_splits(n_train: int = 256, n_eval: int = 96, seed: int = 0) -> Splits:
+    """uint8 16×16 RGB images; label 1 where the red channel is brighter than the blue one."""
+    rng = np.random.default_rng(seed)
+    parts = {}
+    for name, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        x = rng.integers(0, 256, size=(n, 3, 16, 16), dtype=np.uint8)
+        parts[f"{name}_x"] = x
+        parts[f"{name}_y"] = (x[:, 0].mean((1, 2)) > x[:, 2].mean((1, 2))).astype(np.int64)
+    return Splits(name="rb", fingerprint=f"rb-{seed}", classes=("b", "r"), **parts)
+
+
+class Averaged(nn.Module):
+    """A teach directory's ensemble as one module taking [0, 1] floats (what an export takes)."""
+
+    def __init__(self, ens) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(ens.members)
+        assert ens.preprocess.mode == "dataset"  # per-channel mean / std, as buffers here
+        self.register_buffer("mean", torch.tensor(ens.preprocess.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(ens.preprocess.std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+@pytest.fixture(scope="module")
+def splits() -> Splits:
+    return colour_splits()
+
+
+@pytest.fixture(scope="module")
+def teach_dir(tmp_path_factory, splits) -> Path:
+    cfg = member_config("resnet9", 10, 0, batch_size=64, augment="none", preprocess="dataset")
+    result = train_member(SPEC, splits, {**cfg.to_dict(), "seed": 0})
+    ens = make_ensemble(SPEC, [result["weights"]], make_preprocess("dataset", splits))
+    out = tmp_path_factory.mktemp("teach")
+    acc = {"val/acc": 0.0, "test/acc": 0.0}
+    save_ensemble(
+        out, ens, [result], [acc], acc, configs=[cfg], seeds=[0], splits=splits, wall_s=0.0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, teach_dir) -> dict[str, Path]:
+    model = Averaged(load_ensemble(teach_dir)).eval()
+    example = torch.rand(4, 3, 16, 16)
+    out = tmp_path_factory.mktemp("exported")
+    dims = ({0: torch.export.Dim("batch")},)
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dims), out / "t.pt2")
+    torch.onnx.export(model, (example,), str(out / "t.onnx"), dynamo=True, dynamic_shapes=dims)
+    return {"pt2": out / "t.pt2", "onnx": out / "t.onnx"}
+
+
+def test_a_teacher_its_pt2_and_its_onnx_write_the_same_transfer_set(
+    tmp_path, splits, teach_dir, exported
+) -> None:
+    paths = {}
+    for name, teacher in (("dir", load_ensemble(teach_dir)), ("pt2", str(exported["pt2"])),
+                          ("onnx", str(exported["onnx"]))):  # fmt: skip
+        paths[name] = write_transfer_set(tmp_path / f"{name}.parquet", teacher, splits, 2, seed=3)
+    sets = {k: load_transfer_set(p, splits=splits) for k, p in paths.items()}
+    ref = sets["dir"].logits
+    assert ref.std() > 0.01  # real logits, not a constant
+    for name in ("pt2", "onnx"):
+        assert np.array_equal(sets[name].index, sets["dir"].index)
+        np.testing.assert_allclose(sets[name].logits, ref, atol=1e-4, rtol=0)
+    teachers = sets["onnx"].meta["teachers"]
+    assert teachers[0]["kind"] == "onnx" and len(teachers[0]["sha256"]) == 64
+    assert teachers[0]["input"]["mean"] == [0.0, 0.0, 0.0] and teachers[0]["input"]["size"] is None
+
+
+def test_mixed_kinds_form_one_averaged_ensemble(splits, teach_dir, exported) -> None:
+    ens = external_ensemble([str(teach_dir), str(exported["onnx"])], splits)
+    x = torch.rand(5, 3, 16, 16)
+    one = external_ensemble([str(exported["pt2"])], splits).logits(x)
+    torch.testing.assert_close(ens.logits(x), one, atol=1e-4, rtol=0)  # the same teacher twice
+    accs = check_accuracies(ens, splits, log=None)
+    assert accs["ensemble"] > 0.7  # the teacher learnt red vs blue
+
+
+def test_a_module_and_a_callable_are_teachers(tmp_path, splits) -> None:
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+    for teacher in (lin, lambda x: x[:, :2].mean((2, 3))):
+        path = write_transfer_set(tmp_path / "m.parquet", teacher, splits, 1)
+        ts = load_transfer_set(path, splits=splits)
+        assert ts.logits.shape == (len(splits.train_y), 2)
+    # the callable: red minus blue brightness as logits of (red, green) → picks red when red is high
+    inputs = TeacherInput(size=8, resize="crop", channels="BGR")
+    ens = external_ensemble([(lambda x: x[:, :2].mean((2, 3)), inputs)], splits)
+    assert ens.logits(torch.rand(3, 3, 16, 16)).shape == (3, 2)
+
+
+def test_a_chance_teacher_is_refused(splits) -> None:
+    ens = external_ensemble([lambda x: torch.zeros(len(x), 2)], splits)
+    with pytest.raises(UserError, match="at chance"):
+        check_accuracies(ens, splits, log=None)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("model.txt", "is not a raydistill teach directory"),
+        ("torchvision:resnet18", "use torchvision:ARCH=WEIGHTS"),
+        ("torchvision:resnet18=/nope.safetensors", "weights file /nope.safetensors does not exist"),
+        ("/nope.onnx", "file /nope.onnx does not exist"),
+    ],
+)
+def test_bad_sources_are_one_line(text: str, needle: str) -> None:
+    with pytest.raises(UserError, match=needle) as info:
+        parse_teacher(text)
+    assert "\n" not in str(info.value)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raydistill", "transfer", *args],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_cli_refusals_exit_2_and_write_nothing(tmp_path, exported) -> None:
+    data = "synthetic-sep:256"  # 2 classes, (3, 32, 32) float images
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"not a model")
+    wrong = tmp_path / "wrong.pt2"
+    three = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    torch.export.save(torch.export.export(three, (torch.rand(2, 3, 32, 32),)), wrong)
+    cases = {
+        str(bad_onnx): "not an ONNX model",
+        str(wrong): "has 2 classes",
+        f"torchvision:resnet18={tmp_path / 'missing.safetensors'}": "does not exist",
+    }
+    for teacher, needle in cases.items():
+        out = tmp_path / "ts.parquet"
+        r = _cli("--teacher", teacher, "--data", data, "--epochs", "1", "--out", str(out))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert not out.exists() and not list(tmp_path.glob("ts.parquet*"))
