@@ -18,6 +18,7 @@ from raydistill.distill.ensemble import load_ensemble, make_ensemble, save_ensem
 from raydistill.distill.external import check_accuracies, external_ensemble
 from raydistill.distill.sources import TeacherInput, parse_teacher
 from raydistill.distill.teachers import member_config, train_member
+from raydistill.distill.transfer.aug import default_aug
 from raydistill.distill.transfer.format import load_transfer_set
 from raydistill.distill.transfer.writer import write_transfer_set
 from raydistill.training.config import make_preprocess
@@ -84,10 +85,12 @@ def exported(tmp_path_factory, teach_dir) -> dict[str, Path]:
 def test_a_teacher_its_pt2_and_its_onnx_write_the_same_transfer_set(
     tmp_path, splits, teach_dir, exported
 ) -> None:
-    paths = {}
+    paths, aug = {}, default_aug(splits)  # one augmentation (a teach dir's default is its own)
     for name, teacher in (("dir", load_ensemble(teach_dir)), ("pt2", str(exported["pt2"])),
                           ("onnx", str(exported["onnx"]))):  # fmt: skip
-        paths[name] = write_transfer_set(tmp_path / f"{name}.parquet", teacher, splits, 2, seed=3)
+        paths[name] = write_transfer_set(
+            tmp_path / f"{name}.parquet", teacher, splits, 2, seed=3, aug=aug
+        )
     sets = {k: load_transfer_set(p, splits=splits) for k, p in paths.items()}
     ref = sets["dir"].logits
     assert ref.std() > 0.01  # real logits, not a constant
@@ -164,3 +167,44 @@ def test_cli_refusals_exit_2_and_write_nothing(tmp_path, exported) -> None:
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
         assert not out.exists() and not list(tmp_path.glob("ts.parquet*"))
+
+
+@pytest.mark.slow
+def test_torchvision_teacher_with_local_weights_end_to_end(tmp_path) -> None:
+    """torchvision resnet18 (num_classes=2, weights trained here and saved as safetensors) →
+    transfer → a resnet search under a MACs budget → export; nothing downloaded."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from raydistill.cli import main
+    from raydistill.data import load_dataset
+    from raydistill.distill.sources import IMAGENET_MEAN, IMAGENET_STD
+
+    splits = load_dataset("synthetic-sep:256")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    norm = TeacherInput(mean=IMAGENET_MEAN, std=IMAGENET_STD)  # what the CLI gives torchvision
+    x, y = torch.as_tensor(splits.train_x), torch.as_tensor(splits.train_y)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(6):
+        for i in range(0, len(y), 64):
+            loss = nn.functional.cross_entropy(model(norm.adapt(x[i : i + 64])), y[i : i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    ts, search, export = tmp_path / "ts.parquet", tmp_path / "search", tmp_path / "export"
+    data = ["--data", "synthetic-sep:256"]
+    assert main(["transfer", "--teacher", f"torchvision:resnet18={weights}", *data,
+                 "--epochs", "2", "--out", str(ts)]) == 0  # fmt: skip
+    meta = load_transfer_set(ts).meta
+    assert meta["teachers"][0]["kind"] == "torchvision" and meta["ensemble_val_acc"] > 0.6
+    assert meta["teachers"][0]["input"]["mean"] == list(IMAGENET_MEAN)
+    assert main(["search", "resnet", "--budgets", "2M-macs", "--depths", "1", "--trials", "1",
+                 *data, "--transfer", str(ts), "--max-epochs", "1", "--wandb", "off",
+                 "--out", str(search)]) == 0  # fmt: skip
+    assert main(["export", str(search), "--cell", "resnet-d1@2M-macs", "--out", str(export)]) == 0
+    spec = __import__("json").loads((export / "resnet-d1@2M-macs" / "spec.json").read_text())
+    assert spec["budget_kind"] == "macs" and 0 < spec["macs"] <= 2e6
+    assert spec["latency_us"]["cpu-b1"] > 0 and spec["params"] > 0

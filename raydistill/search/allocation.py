@@ -35,6 +35,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -59,6 +60,7 @@ class CellView:
     given: int = 0  # trials handed out
     ended: int = 0  # of those, ended (any status)
     frozen: bool = False  # takes no more trials (its larger-budget successor has started)
+    kind: str = "params"  # the budget's kind: sizes compare only within one kind
 
     @property
     def best(self) -> float:
@@ -95,7 +97,8 @@ def optimistic(cells: Iterable[CellView]) -> dict[str, float]:
 def front(cells: Iterable[CellView], cell: CellView) -> float:
     """The best val/acc among the other cells no larger than `cell` (−inf: none)."""
     return max(
-        (c.best for c in cells if c.id != cell.id and c.size <= cell.size), default=-math.inf
+        (c.best for c in cells if c.id != cell.id and c.kind == cell.kind and c.size <= cell.size),
+        default=-math.inf,
     )
 
 
@@ -140,12 +143,13 @@ def finished(cell: CellView, quota: int) -> bool:
     return cell.given >= quota and cell.ended >= cell.given
 
 
-def predecessors(cells: Iterable[tuple[str, str, int, float]]) -> dict[str, str]:
-    """cell id → the id of the cell of the same family and depth at the next-smaller budget
-    (`cells`: (id, family, depth, budget))."""
-    by_row: dict[tuple[str, int], list[tuple[float, str]]] = {}
-    for cid, fam, depth, budget in cells:
-        by_row.setdefault((fam, int(depth)), []).append((float(budget), cid))
+def predecessors(cells: Iterable[tuple[Any, ...]]) -> dict[str, str]:
+    """cell id → the id of the cell of the same family, depth and budget kind at the next-smaller
+    budget (`cells`: (id, family, depth, budget[, kind]); no kind: parameters)."""
+    by_row: dict[tuple[str, int, str], list[tuple[float, str]]] = {}
+    for cid, fam, depth, budget, *kind in cells:
+        key = (fam, int(depth), kind[0] if kind else "params")
+        by_row.setdefault(key, []).append((float(budget), cid))
     out = {}
     for row in by_row.values():
         row.sort()

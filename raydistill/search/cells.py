@@ -53,14 +53,8 @@ class _CellState:
         return self.round_no - (1 if self.ended < self.suggested else 0)
 
     def view(self) -> al.CellView:
-        return al.CellView(
-            self.cell.id,
-            float(self.cell.budget),
-            self.scores,
-            self.suggested,
-            self.ended,
-            self.frozen,
-        )
+        return al.CellView(self.cell.id, float(self.cell.budget), self.scores,
+                           self.suggested, self.ended, self.frozen, self.cell.budget_kind)  # fmt: skip
 
 
 class CellSearcher(Searcher):
@@ -95,11 +89,8 @@ class CellSearcher(Searcher):
         self._states: dict[str, _CellState] = {}
         self._trial_cell: dict[str, str] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # trial id -> its sampled values
-        self._pred = (
-            al.predecessors((c.id, c.family, c.depth, c.budget) for c, _, _ in cells)
-            if warm_start
-            else {}
-        )
+        self._pred = (al.predecessors((c.id, c.family, c.depth, c.budget, c.budget_kind) for c, _, _ in cells)
+                      if warm_start else {})  # fmt: skip
         for cell, space, n in cells:
             state = self._states[cell.id] = _CellState(cell, space, int(n), started=False)
             if cell.id not in self._pred:

@@ -58,6 +58,7 @@ from raydistill.search.sizing import resident_bytes, trial_resources
 from raydistill.search.table import load_trials, publish, summarize, write_outputs
 from raydistill.search.trainable import train_trial
 from raydistill.students import data_spec_keys
+from raydistill.students.budget import Budget
 from raydistill.tracking.tracker import make_tracker
 
 # Experiment-state snapshot period (s): small, so a killed driver resumes trials from their

@@ -244,9 +244,10 @@ def solve_budget(
 
     minimum = cost([1] * len(rel))
     if minimum > budget.value:
+        unit = "µs per image" if budget.unit == "latency" else budget.unit
         raise UserError(
-            f"budget {budget.label} ({budget.value} {budget.unit}) is below the minimum of "
-            f"family {family!r} at depth {depth}: {minimum:.6g} {budget.unit}"
+            f"budget {budget.label} ({budget.value} {unit}) is below the minimum of "
+            f"family {family!r} at depth {depth}: {minimum:.6g} {unit}"
         )
     widths = fit_widths(rel, cost, budget.value, exact=budget.exact)
     spec = {**base, "widths": widths}
