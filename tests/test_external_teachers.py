@@ -180,13 +180,14 @@ def test_torchvision_teacher_with_local_weights_end_to_end(tmp_path) -> None:
     from raydistill.data import load_dataset
     from raydistill.distill.sources import IMAGENET_MEAN, IMAGENET_STD
 
-    splits = load_dataset("synthetic-sep:256")
+    source = _tinted_parquet(tmp_path / "tinted.parquet")
+    splits = load_dataset(str(source))
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=2)
     norm = TeacherInput(mean=IMAGENET_MEAN, std=IMAGENET_STD)  # what the CLI gives torchvision
     x, y = torch.as_tensor(splits.train_x), torch.as_tensor(splits.train_y)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(6):
+    for _ in range(8):
         for i in range(0, len(y), 64):
             loss = nn.functional.cross_entropy(model(norm.adapt(x[i : i + 64])), y[i : i + 64])
             opt.zero_grad()
@@ -195,7 +196,7 @@ def test_torchvision_teacher_with_local_weights_end_to_end(tmp_path) -> None:
     weights = tmp_path / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     ts, search, export = tmp_path / "ts.parquet", tmp_path / "search", tmp_path / "export"
-    data = ["--data", "synthetic-sep:256"]
+    data = ["--data", str(source)]
     assert main(["transfer", "--teacher", f"torchvision:resnet18={weights}", *data,
                  "--epochs", "2", "--out", str(ts)]) == 0  # fmt: skip
     meta = load_transfer_set(ts).meta
@@ -208,3 +209,26 @@ def test_torchvision_teacher_with_local_weights_end_to_end(tmp_path) -> None:
     spec = __import__("json").loads((export / "resnet-d1@2M-macs" / "spec.json").read_text())
     assert spec["budget_kind"] == "macs" and 0 < spec["macs"] <= 2e6
     assert spec["latency_us"]["cpu-b1"] > 0 and spec["params"] > 0
+
+
+def _tinted_parquet(path: Path, n: int = 160) -> Path:
+    """A generated image set in the Parquet layout `raydistill.data` reads: 32×32 PNGs of noise
+    tinted red (class 1) or blue (class 0); train and test splits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from torchvision.io import encode_png
+
+    rng = np.random.default_rng(0)
+    rows = {"split": [], "label": [], "name": [], "png": []}
+    for split, count in (("train", n), ("test", n // 4)):
+        for i in range(count):
+            label = int(i % 2)
+            img = rng.integers(0, 200, size=(3, 32, 32)).astype(np.int64)
+            img[0 if label else 2] += 55  # the tint: red for class 1, blue for class 0
+            png = encode_png(torch.as_tensor(img.astype(np.uint8))).numpy().tobytes()
+            rows["split"].append(split)
+            rows["label"].append(label)
+            rows["name"].append(f"{'red' if label else 'blue'}/{split}{i:04d}.png")
+            rows["png"].append(png)
+    pq.write_table(pa.table({**rows, "png": pa.array(rows["png"], pa.binary())}), path)
+    return path

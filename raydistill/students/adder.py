@@ -66,8 +66,9 @@ def _clipped_input_grad(cols: Tensor, wf: Tensor, g: Tensor) -> Tensor:
 
 
 def _no_autocast(x: Tensor) -> contextlib.AbstractContextManager:
-    """Autocast off for x's device type while it is on (untouched otherwise: export traces)."""
-    if torch.is_autocast_enabled(x.device.type):
+    """Autocast off for x's device type while it is on (untouched otherwise: export traces;
+    the meta device, where MACs are counted, has no autocast)."""
+    if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
         return torch.autocast(x.device.type, enabled=False)
     return contextlib.nullcontext()
 
