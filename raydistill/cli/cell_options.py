@@ -1,5 +1,5 @@
 """The student-cell options of the CLI, written once: `--family`, `--depth`, `--budget`,
-`--ratios` (a family at a depth under a parameter budget), taken by `budget` and `train` as one
+`--ratios` (a family at a depth under a budget), taken by `budget` and `train` as one
 typed parameter (`cell: StudentCell`), an option group like `raydistill.cli.data_options`.
 The check imports neither torch nor Ray.
 """
@@ -13,12 +13,12 @@ from raydistill.core.errors import UserError
 
 @dataclass
 class StudentCell:
-    """The student: a family at a depth under a parameter budget.
+    """The student: a family at a depth under a budget (parameters, MACs or latency).
 
     Args:
         family: a student family (raydistill families)
         depth: its depth
-        budget: parameter budget: 300k, 1M, 3.16M, ...
+        budget: 300k, 1M (parameters), 40M-macs (MACs per image), 2ms or 2ms-cuda-b64 (latency per image)
         ratios: width ratios in [0,1], one per width slot, comma-separated
     """
 

@@ -301,7 +301,7 @@ def paper_lines(laws: dict[str, SizeLaw], paper: dict) -> list[str]:
     ]
     for row, law in laws.items():
         for budget, value in (paper["rows"].get(row) or {}).items():
-            acc, lo, hi = law.predict(float(parse_budget(budget)))
+            acc, lo, hi = law.predict(float(parse_budget(budget).value))
             pub = float(value) / 100.0
             where = "inside" if lo <= pub <= hi else "above" if pub > hi else "below"
             lines.append(

@@ -122,12 +122,12 @@ def _run(
         read_prune_row,
         trials_row,
     )
-    from raydistill.students.budget import parse_budget
+    from raydistill.students.budget import parse_param_count
     from raydistill.training.config import TrainConfig
 
     p = sc.prune
     assert p is not None
-    cell = pruned_cell(load_source(source)[0], parse_budget(budget))
+    cell = pruned_cell(load_source(source)[0], parse_param_count(budget))
     where = root / cell.replace("@", "_") / f"{source.stem}-seed-{seed}"
     done = where / "prune.json"
     if done.is_file() and (where / "spec.json").is_file():

@@ -33,7 +33,7 @@ from raydistill.core.errors import UserError
 from raydistill.core.manifest import atomic_write_text, build_manifest, write_manifest
 from raydistill.core.numbers import jsonable
 from raydistill.core.vocab import WANDB_MODES
-from raydistill.students.budget import format_budget, parse_budget
+from raydistill.students.budget import format_budget, parse_param_count
 from raydistill.study.sample_efficiency import fit
 
 DEFAULT_SIZES = (3, 4, 5)  # d = 2·S² = 18, 32, 50
@@ -359,6 +359,6 @@ def _config(
     if len(fams) != 2 or fams[0] not in CONV_FAMILIES or fams[1] != "mlp":
         raise UserError(f"--families {list(fams)}: expected (one of {CONV_FAMILIES}, 'mlp')")
     return StudyConfig(sizes=sizes_, ns=ns_, seeds=tuple(dict.fromkeys(int(s) for s in seeds)),
-                       families=fams, channels=int(channels), budget=parse_budget(budget),
+                       families=fams, channels=int(channels), budget=parse_param_count(budget),
                        target=float(target), epochs=int(epochs),
                        min_samples=int(min_samples))  # fmt: skip
