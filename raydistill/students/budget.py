@@ -22,6 +22,7 @@ measuring and solving import them on first use.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
