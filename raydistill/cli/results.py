@@ -74,19 +74,22 @@ def budget_check(args: argparse.Namespace) -> Outputs:
 
 def budget_run(args: argparse.Namespace) -> int:
     from raydistill.students.budget import solve_budget
-    from raydistill.students.cost import count_macs
 
     c = args.cell
     sol = solve_budget(c.family, c.depth, c.budget, c.ratios)
-    b, macs = sol.budget, count_macs(sol.spec)
+    b = sol.budget
+    macs = int(sol.used) if b.unit == "macs" else None  # counting MACs otherwise needs torch
     if args.json:
         print(json.dumps({"spec": sol.spec, "params": sol.params, "macs": macs,
                           "budget": b.value, "budget_kind": b.kind, "used": sol.used}))  # fmt: skip
         return 0
     print(f"family  {c.family}  depth {c.depth}  budget {b.label}")
     print(f"widths  {sol.widths}")
-    print(f"params  {sol.params:,}   MACs/image {macs:,}")
-    unit = "µs/image" if b.unit == "latency" else b.unit
+    if b.unit == "params":
+        print(f"params  {sol.params:,}  ({100 * sol.share:.2f}% of {b.value:,})")
+        return 0
+    unit = "µs/image" if b.unit == "latency" else "MACs/image"
+    print(f"params  {sol.params:,}")
     print(f"used    {sol.used:,.6g} {unit}  ({100 * sol.share:.2f}% of {b.value:,})")
     return 0
 

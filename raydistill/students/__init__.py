@@ -46,6 +46,22 @@ def family_modules() -> list[str]:
     return sorted(found)
 
 
+def has_width_shape(family: str) -> bool:
+    """Whether family `family` registers a `width_shape` (its slots' proportions), read from
+    the family modules' source (no import: the budget CLI answers without torch)."""
+    import re
+
+    # the decorator's arguments, up to the builder's `def`
+    pattern = re.compile(
+        rf"register_family\(\s*\"{re.escape(family)}\"(?:(?!\ndef ).)*?width_shape=", re.S
+    )
+    for module in family_modules():
+        path = _HERE.joinpath(*module.split(".")).with_suffix(".py")
+        if pattern.search(path.read_text()):
+            return True
+    return False
+
+
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'raydistill.students' has no attribute {name!r}")
@@ -60,4 +76,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_PUBLIC])
 
 
-__all__ = ["family_modules", *_PUBLIC]
+__all__ = ["family_modules", "has_width_shape", *_PUBLIC]

@@ -188,15 +188,15 @@ class Solution:
         return self.used / self.budget.value
 
 
-def _rel_widths(family: str, depth: int, ratios: Sequence[float] | None) -> list[float]:
-    """Each slot's relative width: the family's shape × WIDTH_SPAN**ratio."""
-    from raydistill.students.registry import get_family
+def _rel_widths(family: str, depth: int, ratios: Sequence[float] | None, n: int) -> list[float]:
+    """Each slot's relative width: the family's shape × WIDTH_SPAN**ratio (`n` slots)."""
+    from raydistill.students import has_width_shape
 
-    fam = get_family(family)
-    if depth not in fam.depths:
-        raise UserError(f"family {family!r} depth {depth} is invalid; valid: {list(fam.depths)}")
-    n = fam.width_slots(depth)
-    shape = [float(v) for v in fam.width_shape(depth)] if fam.width_shape else [1.0] * n
+    shape = [1.0] * n
+    if has_width_shape(family):  # the registry (and torch) only for a family that has one
+        from raydistill.students.registry import get_family
+
+        shape = [float(v) for v in get_family(family).width_shape(depth)]
     if ratios is None:
         return shape
     ratios = [float(r) for r in ratios]
@@ -211,11 +211,8 @@ def _rel_widths(family: str, depth: int, ratios: Sequence[float] | None) -> list
 
 def min_cost(family: str, depth: int, budget: int | str | Budget = 1, **fixed: Any) -> float:
     """The cost, in `budget`'s unit, of the family's smallest model at this depth: every width 1."""
-    from raydistill.students.registry import get_family
-
-    n = get_family(family).width_slots(depth)
-    spec = {"family": family, "depth": depth, **fixed, "widths": [1] * n}
-    return parse_budget(budget).cost(spec)
+    base = jsonable({"family": family, "depth": depth, **fixed})
+    return parse_budget(budget).cost({**base, "widths": [1] * shape_of(base).slots})
 
 
 def min_params(family: str, depth: int, **fixed: Any) -> int:
@@ -237,8 +234,8 @@ def solve_budget(
     the family's minimum when even width 1 everywhere does not fit.
     """
     budget = parse_budget(budget)
-    rel = _rel_widths(family, depth, ratios)
-    base = {"family": family, "depth": depth, **fixed}
+    base = jsonable({"family": family, "depth": depth, **fixed})
+    rel = _rel_widths(family, depth, ratios, shape_of(base).slots)
 
     def cost(widths: Sequence[int]) -> float:
         return budget.cost({**base, "widths": list(widths)})
