@@ -167,3 +167,71 @@ def test_cli_refusals_exit_2_and_write_nothing(tmp_path, exported) -> None:
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
         assert not out.exists() and not list(tmp_path.glob("ts.parquet*"))
+
+
+@pytest.mark.slow
+def test_torchvision_teacher_with_local_weights_end_to_end(tmp_path) -> None:
+    """torchvision resnet18 (num_classes=2, weights trained here and saved as safetensors) →
+    transfer → a resnet search under a MACs budget → export; nothing downloaded."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from raydistill.cli import main
+    from raydistill.data import load_dataset
+    from raydistill.distill.sources import IMAGENET_MEAN, IMAGENET_STD
+
+    source = _tinted_parquet(tmp_path / "tinted.parquet")
+    splits = load_dataset(str(source))
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    norm = TeacherInput(mean=IMAGENET_MEAN, std=IMAGENET_STD)  # what the CLI gives torchvision
+    x = torch.as_tensor(splits.train_x).float() / 255  # adapt takes floats in [0, 1]
+    y = torch.as_tensor(splits.train_y)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(4):  # the tint is learnt within the first epoch (training accuracy 1.0)
+        for i in range(0, len(y), 32):
+            loss = nn.functional.cross_entropy(model(norm.adapt(x[i : i + 32])), y[i : i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    assert (model(norm.adapt(x)).argmax(1) == y).float().mean() > 0.8  # a teacher worth distilling
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    ts, search, export = tmp_path / "ts.parquet", tmp_path / "search", tmp_path / "export"
+    data = ["--data", str(source)]
+    assert main(["transfer", "--teacher", f"torchvision:resnet18={weights}", *data,
+                 "--epochs", "2", "--out", str(ts)]) == 0  # fmt: skip
+    meta = load_transfer_set(ts).meta
+    assert meta["teachers"][0]["kind"] == "torchvision" and meta["ensemble_val_acc"] > 0.6
+    assert meta["teachers"][0]["input"]["mean"] == list(IMAGENET_MEAN)
+    assert main(["search", "resnet", "--budgets", "2M-macs", "--depths", "1", "--trials", "1",
+                 *data, "--transfer", str(ts), "--max-epochs", "1", "--wandb", "off",
+                 "--out", str(search)]) == 0  # fmt: skip
+    assert main(["export", str(search), "--cell", "resnet-d1@2M-macs", "--out", str(export)]) == 0
+    spec = __import__("json").loads((export / "resnet-d1@2M-macs" / "spec.json").read_text())
+    assert spec["budget_kind"] == "macs" and 0 < spec["macs"] <= 2e6
+    assert spec["latency_us"]["cpu-b1"] > 0 and spec["params"] > 0
+
+
+def _tinted_parquet(path: Path, n: int = 160) -> Path:
+    """A generated image set in the Parquet layout `raydistill.data` reads: 32×32 PNGs of noise
+    tinted red (class 1) or blue (class 0); train and test splits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from torchvision.io import encode_png
+
+    rng = np.random.default_rng(0)
+    rows = {"split": [], "label": [], "name": [], "png": []}
+    for split, count in (("train", n), ("test", n // 4)):
+        for i in range(count):
+            label = int(i % 2)
+            img = rng.integers(0, 200, size=(3, 32, 32)).astype(np.int64)
+            img[0 if label else 2] += 55  # the tint: red for class 1, blue for class 0
+            png = encode_png(torch.as_tensor(img.astype(np.uint8))).numpy().tobytes()
+            rows["split"].append(split)
+            rows["label"].append(label)
+            rows["name"].append(f"{'red' if label else 'blue'}/{split}{i:04d}.png")
+            rows["png"].append(png)
+    pq.write_table(pa.table({**rows, "png": pa.array(rows["png"], pa.binary())}), path)
+    return path
