@@ -42,10 +42,9 @@ def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, float, 
 
 def test_help_and_families_are_light() -> None:
     for argv in (["--help"], ["train", "--help"], ["families"], ["families", "--json"]):
-        code, out, err, wall, heavy = run_cli(*argv)
+        code, out, err, _, heavy = run_cli(*argv)  # lightness: no torch or ray imported (no timing)
         assert code == 0 and not err, (argv, err)
         assert not heavy, f"raydistill {' '.join(argv)} imported torch or ray"
-        assert wall < 5, (argv, wall)  # < 1 s on an idle machine; CI shares its cores
     assert "cnn" in {row["name"] for row in json.loads(out)}
 
 

@@ -10,20 +10,20 @@ import pandas as pd
 from raydistill.search import spaces as sp
 from raydistill.search.cells import longest_first as cells_longest_first
 from raydistill.search.spaces.load import load_space
-from raydistill.students.registry import forward_flops
+from raydistill.students.cost import count_macs
 from raydistill.study.repeats import longest_first, repeat_jobs
 
 CIFAR = {"in_shape": [3, 32, 32], "num_classes": 10}
 
 
-def test_forward_flops_counts_every_multiply_add_of_a_hand_computed_cnn() -> None:
+def test_count_macs_counts_every_multiply_add_of_a_hand_computed_cnn() -> None:
     spec = {"family": "cnn", "depth": 2, "widths": [4, 5, 6], **CIFAR}
     conv1 = 4 * 32 * 32 * (3 * 5 * 5)  # 'same' 5x5 conv, 4 maps of 32x32
     conv2 = 5 * 16 * 16 * (4 * 5 * 5)  # after a 2x2 max-pool
     fc = 6 * (5 * 8 * 8) + 10 * 6  # flattened 5x8x8 -> 6 ReLU units -> 10 logits
-    assert forward_flops(spec) == conv1 + conv2 + fc
+    assert count_macs(spec) == conv1 + conv2 + fc
     mlp = {"family": "mlp", "depth": 2, "widths": [7, 8], **CIFAR}
-    assert forward_flops(mlp) == 7 * 3072 + 8 * 7 + 10 * 8
+    assert count_macs(mlp) == 7 * 3072 + 8 * 7 + 10 * 8
 
 
 def test_the_costliest_cells_are_searched_first() -> None:

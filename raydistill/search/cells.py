@@ -397,11 +397,11 @@ def _fit_points(
 def longest_first(
     cells: Sequence[tuple[sp.Cell, sp.SearchSpace, int]], data_keys: Mapping[str, Any]
 ) -> list[tuple[sp.Cell, sp.SearchSpace, int]]:
-    """The cells, costliest trial first (one image's forward FLOPs at the cell's budget, equal
+    """The cells, costliest trial first (one image's forward multiply-adds at the cell's budget, equal
     width ratios unless the space fixes them; `data_keys`: `data_spec_keys` of the data).
     `CellSearcher`'s round robin then starts the longest trials first, so a run does not end on
     one long trial while the other workers idle (longest-processing-time-first scheduling)."""
-    from raydistill.students.registry import forward_flops
+    from raydistill.students.cost import count_macs
 
     def cost(item: tuple[sp.Cell, sp.SearchSpace, int]) -> int:
         cell, space = item[0], item[1]
@@ -410,7 +410,7 @@ def longest_first(
         if not space.width_ratios.searched:
             ratios = [float(space.width_ratios.value)] * len(space.ratio_names(cell.depth))
         sol = solve_budget(cell.family, cell.depth, cell.budget_spec, ratios, **fixed, **data_keys)
-        return forward_flops(sol.spec)
+        return count_macs(sol.spec)
 
     costs = [cost(c) for c in cells]
     return [cells[i] for i in sorted(range(len(cells)), key=lambda i: -costs[i])]

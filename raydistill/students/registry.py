@@ -11,7 +11,6 @@ plain JSON-able dict: ``{"family": "cnn", "depth": 2, "widths": [64, 128, 512], 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -140,30 +139,6 @@ def complete_spec(spec: Mapping[str, Any], data: Any) -> dict[str, Any]:
     for key, value in data_spec_keys(data).items():
         full.setdefault(key, value)
     return full
-
-
-def forward_flops(spec: Mapping[str, Any]) -> int:
-    """Multiply-adds of one image's forward pass through the network `spec` describes (its
-    convolutions and linear layers; a complete spec, `complete_spec`): what a training step
-    costs, up to a constant, for ordering work longest first. Builds the model on the CPU and
-    runs one image through it (forward hooks: torch's FlopCounterMode imports the compiler)."""
-    import torch
-
-    model, total = build(spec).eval(), [0]
-
-    def count(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            k = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total[0] += out.numel() * k
-        elif isinstance(module, nn.Linear):
-            total[0] += out.numel() * module.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules()]
-    with torch.no_grad():
-        model(torch.zeros(1, *spec["in_shape"]))
-    for h in handles:
-        h.remove()
-    return total[0]
 
 
 def has_conv(model: nn.Module) -> bool:
