@@ -65,7 +65,7 @@ def test_refusals_are_light_one_line_and_exit_2(tmp_path: Path) -> None:
     (search / "trials.parquet").write_bytes(b"")
     cases = {
         ("budget", "--family", "cnn", "--depth", "2", "--budget", "abc"): "is not a number like 300k or 1M",
-        ("budget", "--family", "cnn", "--depth", "2", "--budget", "-5k"): "'-5k' is not a number like 300k",
+        ("budget", "--family", "cnn", "--depth", "2", "--budget", "-5k"): "'-5k' must be positive",
         ("budget", "--family", "nope", "--depth", "2", "--budget", "1M"): "unknown family 'nope'; student families",
         ("budget", "--family", "cnn", "--depth", "9", "--budget", "1M"): "depth 9 is invalid",
         ("train", "--family", "cnn", "--depth", "1", "--budget", "1M", "--data", "synthetic-sep", "--set", "lr"): "not KEY=VALUE",
@@ -131,6 +131,7 @@ def test_budget_option_accepts_what_parse_budget_accepts() -> None:
             assert want is None and ("is not a number like" in msg or "must be positive" in msg), (
                 text
             )
+            assert not text.startswith("-") or "must be positive" in msg, (text, msg)
             continue
         assert got == want, text
 

@@ -102,10 +102,21 @@ def parse_budget(value: str | int | float | Budget) -> Budget:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = Budget("params", int(value))
     else:
-        out = _parse_text(str(value))
+        text = str(value).strip()
+        if text.startswith("-") and _is_budget(text[1:]):  # "-5k": a budget but for its sign
+            raise UserError(f"budget {value!r} must be positive")
+        out = _parse_text(text)
     if out.value <= 0:
         raise UserError(f"budget {value!r} must be positive")
     return out
+
+
+def _is_budget(text: str) -> bool:
+    try:
+        _parse_text(text)
+    except UserError:
+        return False
+    return True
 
 
 def _parse_text(text: str) -> Budget:
