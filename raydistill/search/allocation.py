@@ -88,10 +88,11 @@ def spreads(cells: Iterable[CellView]) -> dict[str, float]:
 
 
 def optimistic(cells: Iterable[CellView]) -> dict[str, float]:
-    """Each cell's optimistic val/acc (best + Z_OPT · s); +inf for a cell with no score."""
+    """Each cell's optimistic val/acc (best + Z_OPT · s, at most 1: no accuracy is higher);
+    +inf for a cell with no score."""
     cells = list(cells)
     s = spreads(cells)
-    return {c.id: c.best + Z_OPT * s[c.id] if c.scores else math.inf for c in cells}
+    return {c.id: min(1.0, c.best + Z_OPT * s[c.id]) if c.scores else math.inf for c in cells}
 
 
 def front(cells: Iterable[CellView], cell: CellView) -> float:
