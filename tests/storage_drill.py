@@ -1,7 +1,7 @@
 """The multi-node half of tests/test_storage.py, run in a subprocess of its own (its own
 RAY_TMPDIR, tagged environment; see scripts/drill_kit.py): a 2-node `ray.cluster_utils.Cluster`
-on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells whose Tune storage is the S3 URI in
-argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment),
+on 127.0.0.1 (1 CPU per node) runs a search of 2 tiny cells, with offline W&B runs, whose Tune
+storage is the S3 URI in argv (the test's moto server: AWS_ENDPOINT_URL and fake keys come through the environment),
 then each cell's best configuration once more with a fresh seed (`raydistill.study.repeats`, Ray
 tasks writing their rows to `<storage>/repeats/`). Prints one line `FIGURES {json}`. The data is `drill_splits()`, which the test rebuilds to
 re-verify the export's test accuracy.
@@ -58,7 +58,7 @@ def main(out: str, storage: str) -> None:
             storage=storage,
             address=cluster.address,
             device="cpu",
-            wandb="off",
+            wandb="offline",  # each trial's run is written on its node, then synced to S3
             cpus_per_trial=1,
             checkpoint_every=CHECKPOINT_EVERY,
         )

@@ -119,6 +119,8 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
         names = {k[len(prefix) :] for k in objects if k.startswith(prefix)} - {""}  # "dir/" marker
         assert names == set(FILES), names  # an ended run: no optimizer buffers
 
+    _check_wandb_runs(out, df, objects)
+
     repeats = {f"study/repeats/{r['trial_id']}-{r['seed']}.json" for r in figures["repeats"]}
     assert len(repeats) == 2 and repeats <= set(objects), sorted(objects)
     assert {r["status"] for r in figures["repeats"]} == {"finished"}
@@ -134,6 +136,26 @@ def test_two_node_search_on_s3_then_export_without_worker_disks(s3, tmp_path):
     print(f"\nFIGURES two-node S3 study: wall {wall:.1f} s (search {figures['search_s']} s), "
           f"{len(df)} trials, {written:,} bytes written to the server, "
           f"{sum(objects.values()):,} bytes stored in {len(objects)} objects")  # fmt: skip
+
+
+def _check_wandb_runs(out: Path, df, objects: dict[str, int]) -> None:
+    """Every trial, on either node, left its offline W&B run in the S3 storage beside its
+    checkpoints (`<experiment>/<trial>/wandb/offline-run-*/`), and the search gathered them
+    complete into DIR/wandb: summary, status and all 3 epochs, read from the gathered copy."""
+    from wandb_log import read_offline_run
+
+    from raydistill.tracking.tracker import run_id
+
+    rids = {run_id(out.name, c, t) for c, t in zip(df["cell"], df["trial_id"], strict=True)}
+    logs = {k for k in objects if "/wandb/offline-run-" in k and k.endswith(".wandb")}
+    assert {k.rsplit("/", 1)[1] for k in logs} == {f"run-{r}.wandb" for r in rids}, sorted(logs)
+    for key in logs:  # study/<experiment>/<trial dir>/wandb/<run>/run-<id>.wandb
+        trial_dir = key.split("/wandb/", 1)[0]
+        assert any(c.startswith(f"s3://{BUCKET}/{trial_dir}/") for c in df["checkpoint"]), key
+    for rid in rids:
+        run = read_offline_run(out, rid)
+        assert run.summary["status"] == "finished" and run.exit_codes[-1] == 0
+        assert [h["epoch"] for h in run.history] == list(range(1, sd.EPOCHS + 1))
 
 
 # ---------------------------------------------------------------- file:// outside DIR

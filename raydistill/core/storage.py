@@ -187,6 +187,17 @@ def download_tree(location: str, local_dir: str | Path) -> Path:
     return Path(local_dir)
 
 
+def list_dirs(location: str) -> dict[str, str]:
+    """{name: location} of the folders directly under `location` (none if it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {
+        i.base_name: join(location, i.base_name) for i in infos if i.type == pafs.FileType.Directory
+    }
+
+
 def _has_files(fs: pafs.FileSystem, path: str) -> bool:
     import pyarrow.fs as pafs
 

@@ -292,6 +292,7 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=run["name"], storage_path=settings.storage, verbose=tune_verbosity(verbose),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            sync_config=tune.SyncConfig(sync_artifacts=True),  # trials' W&B runs, any node
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             progress_reporter=_reporter(cells) if tune_verbosity(verbose) else None,
             callbacks=[SearchProgress(run_total(settings, run), run["name"])] if verbose else None,
@@ -318,7 +319,8 @@ def _trainable(settings: SearchSettings, splits: Any, ts: Any) -> Any:
 
 def _run_constants(settings: SearchSettings) -> dict[str, Any]:
     return {
-        "experiment": settings.experiment, "root": settings.out, "seed": settings.seed,
+        "experiment": settings.experiment, "root": settings.out, "storage": settings.storage,
+        "seed": settings.seed,
         "wandb": settings.wandb, "device": settings.device, "max_epochs": settings.max_epochs,
         "threads": max(1, int(settings.cpus_per_trial)),
         "checkpoint_every": settings.checkpoint_every,

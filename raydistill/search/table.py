@@ -32,11 +32,16 @@ from raydistill.search.settings import (
 )
 from raydistill.search.trainable import sampled_values, trial_train_config
 from raydistill.tracking.context import describe_dataset, describe_transfer
+from raydistill.tracking.runs import collect_runs
+from raydistill.tracking.tracker import resolve_mode
 
 
 def write_outputs(settings: SearchSettings, splits: Any, ts: Any) -> pd.DataFrame:
-    """trials.parquet (every run), best/<cell>.json and manifest.json in DIR."""
+    """trials.parquet (every run), best/<cell>.json and manifest.json in DIR; the trials' W&B
+    runs gathered from the storage into DIR/wandb."""
     out = Path(settings.out)
+    if resolve_mode(settings.wandb) != "off":
+        collect_runs([settings.run_path(run) for run in settings.runs], out)
     rows = [row for _, row in trial_rows(settings)]
     table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
     with atomic_path(out / TRIALS_FILE) as tmp:

@@ -5,15 +5,17 @@ A trial's config (built by `raydistill.search.CellSearcher`) is self-contained:
     {"cell": "cnn-d2@1M", "family": "cnn", "depth": 2, "budget": 1000000, "budget_kind": "params",
      "lr": 0.004, "r0": 0.3, ...,                                   # the sampled values
      "settings": {"spec": {...}, "ratios": [...], "train": {...}},  # fixed + sampled, split
-     "run": {"experiment", "root", "seed", "wandb", "device", "max_epochs", "threads",
-             "checkpoint_every"}}
+     "run": {"experiment", "root", "storage", "seed", "wandb", "device", "max_epochs",
+             "threads", "checkpoint_every"}}
 
 `train_trial` solves the widths from the budget (no trial is ever rejected for size), trains
 with `raydistill.training.loop.train_student`, and at every epoch end reports the metrics plus `params`,
 `macs`, `params/budget` (the share of the budget used, in its kind's unit) and the solved `spec`, with a checkpoint (`tune.report(..., checkpoint=...)`)
 every `checkpoint_every` epochs and at the run's end (finished, stopped by its schedule,
 diverged): the recorded checkpoint of an ended trial always holds its best weights.
-A retried or restored trial resumes from `tune.get_checkpoint()`. The dataset and transfer set
+A retried or restored trial resumes from `tune.get_checkpoint()`. Its W&B run is written in
+the trial's own directory on its node and reaches the storage with the trial's files
+(`raydistill.tracking.runs`). The dataset and transfer set
 arrive through `tune.with_parameters` (one read-only copy per node in the object store).
 Ray is imported here and in `raydistill.search` only.
 """
@@ -32,10 +34,12 @@ from ray import tune
 
 from raydistill.core.device import gpu_ids as visible_gpu_ids
 from raydistill.core.numbers import finite
+from raydistill.core.storage import join
 from raydistill.students import data_spec_keys
 from raydistill.students.budget import Budget, solve_budget
 from raydistill.students.cost import count_macs
 from raydistill.tracking.context import describe_dataset, describe_transfer, run_context
+from raydistill.tracking.runs import earlier_runs, publish_run
 from raydistill.tracking.tracker import Tracker, make_tracker
 from raydistill.training.config import TrainConfig
 from raydistill.training.loop import train_student
@@ -110,17 +114,20 @@ def train_trial(
     torch.set_num_threads(max(1, int(run.get("threads", 1))))
     sol = solve_trial(config, data)
     cfg = trial_train_config(config)
-    trial_id = tune.get_context().get_trial_id() or "trial"
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id() or "trial"
     factory = tracker_factory or make_tracker
+    location = _trial_location(run)
     tracker = factory(
         run["wandb"],
-        root=run["root"],
+        root=ctx.get_trial_dir(),  # this node's own folder, synced to the storage by Tune
         experiment=run["experiment"],
         cell=config["cell"],
         trial_id=trial_id,
         config=_tracker_config(config, sol),
         tags=[],
         context=_context(run, data, transfer),
+        earlier=earlier_runs(location),
     )
     report = _make_report(config, sol, tracker)
     status = "error"
@@ -132,6 +139,16 @@ def train_trial(
         raise
     finally:
         tracker.finish(_size_metrics(sol), status=status)
+        publish_run(tracker, location)
+
+
+def _trial_location(run: Mapping[str, Any]) -> str | None:
+    """This trial's folder in the experiment's storage (where Tune syncs its files), or None
+    for a search recorded before runs were synced (no `storage` in its run constants)."""
+    if not run.get("storage"):
+        return None
+    ctx = tune.get_context()
+    return join(str(run["storage"]), ctx.get_experiment_name(), Path(ctx.get_trial_dir()).name)
 
 
 def _train(spec: dict, data: Splits, transfer: Any, cfg: TrainConfig, report: Callable) -> Any:

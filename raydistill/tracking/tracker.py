@@ -30,7 +30,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +145,12 @@ def cell_tags(cell: str) -> list[str]:
     return [m["family"], f"d{m['depth']}", m["budget"]] if m else []
 
 
-def _attempt_suffix(wandb_dir: Path, rid: str) -> str:
+def _attempt_suffix(wandb_dir: Path, rid: str, earlier: Iterable[str] = ()) -> str:
     # One directory per attempt: wandb names it by the start second, so two attempts in the
-    # same second would share (and truncate) one transaction log without a suffix.
-    n = len(list(wandb_dir.glob(f"*run-*-{rid}-a*"))) if wandb_dir.is_dir() else 0
+    # same second would share (and truncate) one transaction log without a suffix. `earlier`:
+    # the run folders of attempts made elsewhere (a trial's earlier nodes, in its storage).
+    here = {p.name for p in wandb_dir.glob(f"*run-*-{rid}-a*")} if wandb_dir.is_dir() else set()
+    n = len(here | {e for e in earlier if re.search(rf"run-.*-{re.escape(rid)}-a\d+$", e)})
     return f"a{n}"
 
 
@@ -289,6 +291,7 @@ def make_tracker(
     job_type: str | None = None,
     project: str | None = None,
     context: Mapping[str, Any] | None = None,
+    earlier: Iterable[str] = (),
 ) -> Tracker | NullTracker:
     """The tracker of one trial: a W&B run under `root/wandb/`, or a NullTracker for mode "off".
 
@@ -296,6 +299,7 @@ def make_tracker(
     look like credentials are redacted. Online init failures fall back to an offline run.
     `context` (`raydistill.tracking.context.run_context`): the dataset, split settings and
     transfer set join the config, and set the group and tags (by experiment and dataset).
+    `earlier`: names of this run's attempt folders made on other nodes (numbering the attempt).
     """
     mode = resolve_mode(mode)
     if mode == "off":
@@ -326,7 +330,7 @@ def make_tracker(
         "config": scrub(dict(config)),
         "reinit": "create_new",
     }
-    suffix = _attempt_suffix(root / "wandb", rid)
+    suffix = _attempt_suffix(root / "wandb", rid, earlier)
     return Tracker(lambda: _init(mode, kwargs, root, suffix), mode, rid)
 
 
