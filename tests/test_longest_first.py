@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from raydistill.search import spaces as sp
-from raydistill.search.cells import longest_first as cells_longest_first
+from raydistill.search.plan import longest_first as cells_longest_first
 from raydistill.search.spaces.load import load_space
 from raydistill.students.cost import count_macs
 from raydistill.study.repeats import longest_first, repeat_jobs

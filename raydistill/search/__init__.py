@@ -23,10 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 _WHERE = {
-    "CellScheduler": "raydistill.search.cells",
+    "CellScheduler": "raydistill.search.scheduler",
     "CellSearcher": "raydistill.search.cells",
     "_CellState": "raydistill.search.cells",  # pickled searcher state of searches made before the split
-    "describe_plan": "raydistill.search.cells",
+    "describe_plan": "raydistill.search.plan",
     "trial_dirname": "raydistill.search.cells",
     "trial_id_from_dirname": "raydistill.search.cells",
     "trial_name": "raydistill.search.cells",

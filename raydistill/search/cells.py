@@ -1,6 +1,6 @@
-"""The per-cell search machinery: `CellSearcher` (one seeded Optuna study per cell, exactly N
-trials each), `CellScheduler` (one ASHA per cell, through ASHA's public scheduler interface),
-trial names / directories, and the --dry-run plan text.
+"""The per-cell searcher: `CellSearcher` (one seeded Optuna study per cell, exactly N trials
+each) and trial names / directories. Its scheduler twin is `raydistill.search.scheduler`; the
+plan's order and --dry-run text are `raydistill.search.plan`.
 
 A cell is family × depth × budget (`raydistill.search.spaces.load.Cell`). One Tuner runs every cell: the
 searcher routes `suggest` / `on_trial_complete` by cell, and the scheduler compares a trial only
@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -25,10 +24,7 @@ from raydistill.core.manifest import atomic_write_text
 from raydistill.core.numbers import finite
 from raydistill.search import allocation as al
 from raydistill.search import spaces as sp
-from raydistill.search.settings import METRIC, MODE
-from raydistill.search.trainable import OBJECTIVE, objective, solve_trial
-from raydistill.students import data_spec_keys
-from raydistill.students.budget import solve_budget
+from raydistill.search.trainable import OBJECTIVE, objective
 
 
 @dataclass
@@ -269,65 +265,6 @@ class CellSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-class CellScheduler(FIFOScheduler):
-    """ASHA within each cell (epochs as the resource): a trial is compared with its cell only.
-
-    One `AsyncHyperBandScheduler` per cell, driven through its public scheduler interface only;
-    this class keeps its own record of which trials each cell's ASHA holds and how many it
-    stopped.
-    """
-
-    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3) -> None:
-        super().__init__()
-        self._metric, self._mode = METRIC, MODE
-        self._kw = {
-            "max_t": max(1, max_t),
-            "grace_period": max(1, min(grace_period, max_t)),
-            "reduction_factor": reduction_factor,
-        }
-        self._ashas: dict[str, AsyncHyperBandScheduler] = {}
-        self._live: dict[str, set[str]] = {}  # cell -> trials added to its ASHA, not yet ended
-        self._stopped: dict[str, int] = {}  # cell -> STOP decisions of its ASHA
-
-    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        return True
-
-    def _asha(self, trial: Any) -> tuple[AsyncHyperBandScheduler, set[str]]:
-        cid = str(trial.config.get("cell"))
-        if cid not in self._ashas:
-            self._ashas[cid] = AsyncHyperBandScheduler(
-                time_attr="training_iteration", metric=METRIC, mode=MODE, **self._kw
-            )
-            self._live[cid], self._stopped[cid] = set(), 0
-        return self._ashas[cid], self._live[cid]
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        asha, live = self._asha(trial)
-        asha.on_trial_add(tune_controller, trial)
-        live.add(trial.trial_id)
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = self._asha(trial)[0].on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP:
-            self._stopped[str(trial.config.get("cell"))] += 1
-        return decision
-
-    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        asha, live = self._asha(trial)
-        if trial.trial_id in live:
-            live.discard(trial.trial_id)
-            asha.on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        asha, live = self._asha(trial)
-        if trial.trial_id in live:
-            live.discard(trial.trial_id)
-            asha.on_trial_remove(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        return f"Using per-cell AsyncHyperBand: stopped {dict(self._stopped)}"
-
-
 def trial_dirname(trial: Any) -> str:
     """`<cell>_<trial_id>` with the cell id made path-friendly (cnn-d2_1M_ab12c_00003)."""
     return f"{str(trial.config.get('cell', 'trial')).replace('@', '_')}_{trial.trial_id}"
@@ -344,44 +281,6 @@ def trial_name(trial: Any) -> str:
     return f"{trial.config.get('cell', 'trial')}/{trial.trial_id}"
 
 
-def describe_plan(
-    plans: Sequence[tuple[sp.Cell, sp.SearchSpace]],
-    trials: int,
-    splits: Any,
-    *,
-    seed: int = 0,
-    samples: int = 3,
-    searcher: str = "tpe",
-) -> str:
-    """The --dry-run text: cells, and sample configs with their solved widths and params."""
-    lines = [
-        f"{len(plans)} cells × {trials} trials = {len(plans) * trials} trials "
-        f"(searcher {searcher}; data {getattr(splits, 'name', '?')})"
-    ]
-    for cell, space in plans:
-        inert = sp.inert_ratios(space, cell, data_spec_keys(splits))
-        names = list(sp.to_optuna(space, cell.depth, inert))
-        fixed = f" (fixed: {', '.join(sorted(inert))}: no effect on the widths)" if inert else ""
-        lines.append(
-            f"cell {cell.id}: {space.source}; searched: {', '.join(names) or '(none)'}{fixed}"
-        )
-        seed_ = sp.cell_seed(seed, cell.id)
-        samples_ = sp.sample_configs(space, cell.depth, samples, seed_, inert)
-        for i, sampled in enumerate(samples_):
-            config = {"family": cell.family, "depth": cell.depth, "budget": cell.budget,
-                      "budget_kind": cell.budget_kind,
-                      "settings": asdict(sp.settings(space, cell.depth, sampled))}  # fmt: skip
-            sol = solve_trial(config, splits)
-            shown = " ".join(f"{k}={_fmt(v)}" for k, v in sampled.items())
-            lines.append(f"  sample {i + 1}: widths {sol.widths} params {sol.params:,} "
-                         f"({100 * sol.share:.1f}% of {cell.budget_spec.label}) {shown}")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def _fit_points(
     dists: Mapping[str, Any], points: Sequence[dict], rewards: Sequence[float] | None
 ) -> tuple[list[dict], list[float] | None]:
@@ -392,25 +291,3 @@ def _fit_points(
     paired = zip(points, rewards if rewards is not None else [None] * len(points), strict=True)
     kept = [({k: p[k] for k in dists}, r) for p, r in paired if set(dists) <= set(p)]
     return [p for p, _ in kept], [r for _, r in kept] if rewards is not None else None
-
-
-def longest_first(
-    cells: Sequence[tuple[sp.Cell, sp.SearchSpace, int]], data_keys: Mapping[str, Any]
-) -> list[tuple[sp.Cell, sp.SearchSpace, int]]:
-    """The cells, costliest trial first (one image's forward multiply-adds at the cell's budget, equal
-    width ratios unless the space fixes them; `data_keys`: `data_spec_keys` of the data).
-    `CellSearcher`'s round robin then starts the longest trials first, so a run does not end on
-    one long trial while the other workers idle (longest-processing-time-first scheduling)."""
-    from raydistill.students.cost import count_macs
-
-    def cost(item: tuple[sp.Cell, sp.SearchSpace, int]) -> int:
-        cell, space = item[0], item[1]
-        fixed = {k: p.value for k, p in space.spec.items() if not p.searched}
-        ratios = None
-        if not space.width_ratios.searched:
-            ratios = [float(space.width_ratios.value)] * len(space.ratio_names(cell.depth))
-        sol = solve_budget(cell.family, cell.depth, cell.budget_spec, ratios, **fixed, **data_keys)
-        return count_macs(sol.spec)
-
-    costs = [cost(c) for c in cells]
-    return [cells[i] for i in sorted(range(len(cells)), key=lambda i: -costs[i])]

@@ -26,16 +26,10 @@ from raydistill.core.resources import check_gpu_request, least_request, pending_
 from raydistill.core.results import DONE
 from raydistill.core.storage import check_shared, probe
 from raydistill.search import spaces as sp
-from raydistill.search.cells import (
-    CellScheduler,
-    CellSearcher,
-    describe_plan,
-    longest_first,
-    trial_dirname,
-    trial_id_from_dirname,
-    trial_name,
-)
+from raydistill.search.cells import CellSearcher, trial_dirname, trial_id_from_dirname, trial_name
+from raydistill.search.plan import describe_plan, longest_first
 from raydistill.search.progress import SearchProgress
+from raydistill.search.scheduler import CellScheduler
 from raydistill.search.settings import (
     ALLOCATION_DIR,
     METRIC,
