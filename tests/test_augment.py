@@ -33,10 +33,10 @@ from raydistill.data import (
 )
 from raydistill.data.augment import (
     _warp,
-    _whole_pixels,
     aug_grid,
     aug_theta,
     hsv_jitter,
+    whole_pixels,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -199,12 +199,12 @@ def test_whole_pixel_views_are_the_grid_samples(h, w):
     cfg = AugConfig(mirror=True, crop_min=max(h, w), crop_max=max(h, w), translate=4)
     p = sample_aug(96, _gen(11), cfg)
     x = torch.randn(96, 3, h, w, generator=_gen(12)) + 2.0  # finite values of either sign
-    assert _whole_pixels(x, p) and p["tx"].abs().max() == 4 and p["flip"].any()
+    assert whole_pixels(x, p) and p["tx"].abs().max() == 4 and p["flip"].any()
     if h & (h - 1) == 0 and w & (w - 1) == 0:  # pixel centres exact in binary
         assert torch.equal(apply_aug(x, p), _warp(x, p))
     torch.testing.assert_close(apply_aug(x, p), _warp(x, p), atol=1e-5, rtol=0)
     cropped = sample_aug(96, _gen(13), AugConfig(mirror=True, crop_min=h - 4, crop_max=h))
-    assert not _whole_pixels(x, cropped)
+    assert not whole_pixels(x, cropped)
 
 
 def test_separable_grid_equals_affine_grid_of_theta():

@@ -8,7 +8,9 @@
   validation split, subsets, fingerprints), `synthetic` (synthetic-sep);
 - `augment`: `AugConfig`, `HSVJitter`, `named_aug`, `sample_aug`, `apply_aug` (per-view
   parameters);
-- `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`.
+- `batches`: `DeviceSplit`, `iterate`, `epoch_plan`, `Preprocess`, `dataset_stats`, `to_float`;
+- `views`: `ViewGather` (mirror + translate views gathered straight from the image table, the
+  CPU's fast path), `replay`: `replay_batch`, `replay_epoch` (a transfer set's views).
 
 Names are loaded from their module on first use (PEP 562), so `raydistill.data.sources` can be
 imported without torch.

@@ -221,18 +221,18 @@ def apply_aug(
     if color:
         x = hsv_jitter(x, p)
     if geometric:
-        x = _shift_flip(x, p) if _whole_pixels(x, p) else _warp(x, p)
+        x = shift_flip(x, p) if whole_pixels(x, p) else _warp(x, p)
     return x
 
 
-def _whole_pixels(x: torch.Tensor, p: Mapping[str, torch.Tensor]) -> bool:
+def whole_pixels(x: torch.Tensor, p: Mapping[str, torch.Tensor]) -> bool:
     """Whether every view of x is a mirror and / or a whole-pixel shift (no crop to resize), so
-    `_shift_flip` makes it exactly. On the CPU only: on a GPU the check would be a host sync
+    `shift_flip` makes it exactly. On the CPU only: on a GPU the check would be a host sync
     per batch, and grid_sample there is cheap."""
     return x.device.type == "cpu" and bool((p["crop"] >= max(x.shape[2:])).all())
 
 
-def _shift_flip(x: torch.Tensor, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def shift_flip(x: torch.Tensor, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mirror, then translate by (tx, ty) px with zero fill, as one gather: the pixels `_warp`
     samples for such views, bit for bit at power-of-two sides such as CIFAR's 32 (its bilinear
     weights are exactly 0 and 1 there; elsewhere they are off by float rounding, ≤ 1e-5), in

@@ -175,10 +175,18 @@ class Trainer:
         # One host→device copy per epoch (views × (11 params + C logits) floats: a few MB).
         logits = torch.as_tensor(ts.logits[rows], device=self.device)
         params = {k: v[rows] for k, v in ts.params.items()}
+        # preprocessed in place, in tensors reused batch to batch: a batch is done with (its
+        # step taken) before the next is drawn
         for sl, idx, x in replay_epoch(
-            self.train.x, ts.index[rows], params, self.cfg.batch_size, parts=ts.aug_parts
+            self.train.x,
+            ts.index[rows],
+            params,
+            self.cfg.batch_size,
+            parts=ts.aug_parts,
+            preprocess=self.preprocess,
+            reuse=True,
         ):
-            yield self._scaled(self.preprocess(x)), self.train.y[idx], logits[sl]
+            yield self._scaled(x), self.train.y[idx], logits[sl]
 
     def _scaled(self, x: Tensor) -> Tensor:
         if self.cfg.input_scale != 1.0:
