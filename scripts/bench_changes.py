@@ -7,7 +7,13 @@ One torch thread, batch 128, CIFAR-10's 45k training images, interleaved runs, m
   `grid_sample`; now `raydistill.data.replay.replay_batch` (`index_select`, then one gather for
   whole-pixel views). The same pixels (asserted);
 - a CNN student's training step (forward + backward + SGD step, L2 loss on logits): the paper's
-  order (ReLU, then max-pool) against ours (max-pool, then ReLU). The same outputs and gradients.
+  order (ReLU, then max-pool) against ours (max-pool, then ReLU). The same outputs and gradients;
+- the training loop's batches (the views + per-image standardisation of 20 batches of a
+  flip + translate epoch): before, index_select → float → one per-pixel gather + zero fill →
+  `per_image`, a new tensor per step each; now `replay_epoch` with `ViewGather` (the views'
+  rows gathered as uint8 straight from the table), in-place standardisation, tensors reused.
+  The same values bit for bit (asserted). And `Trainer.train_epoch`'s images/s with each
+  pipeline (`--loop-students`, the MLPs whose step is cheaper than their batches).
 
     python scripts/bench_changes.py
     python scripts/bench_changes.py --students cnn-d2@30k --repeats 3
@@ -22,16 +28,18 @@ import time
 from collections.abc import Callable
 
 import torch
-from bench_train import DEFAULT_DATA  # scripts/ is on sys.path when run as a script
+from bench_train import DEFAULT_DATA, bench_transfer, student_spec  # scripts/ is on sys.path
 from torch import nn
 
 from raydistill.data import load_dataset
-from raydistill.data.augment import _warp, sample_aug
-from raydistill.data.batches import to_float
-from raydistill.data.replay import replay_batch
+from raydistill.data.augment import _warp, apply_aug, sample_aug
+from raydistill.data.batches import Preprocess, to_float
+from raydistill.data.replay import replay_batch, replay_epoch
 from raydistill.distill.transfer.aug import transfer_aug
 from raydistill.students import build, data_spec_keys
 from raydistill.students.budget import solve_budget
+from raydistill.training.config import TrainConfig
+from raydistill.training.loop import Trainer
 from raydistill.training.losses import l2_logits
 
 
@@ -69,11 +77,69 @@ def step_fn(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> Callable[[], 
     return step
 
 
+def batches_before(images, index, params, batch_size, pre: Preprocess):
+    """The loop's batches before issue 26's ViewGather: a new tensor per step for each op."""
+    for start in range(0, len(index), batch_size):
+        view = {k: v[start : start + batch_size] for k, v in params.items()}
+        x = to_float(images.index_select(0, index[start : start + batch_size]))
+        yield pre(apply_aug(x, view, geometric=True, color=False))
+
+
+class TrainerBefore(Trainer):
+    """`Trainer` with the batch pipeline before ViewGather (same views, same values)."""
+
+    def _transfer_batches(self, epoch):
+        ts, bs = self.transfer, self.cfg.batch_size
+        rows = ts.epoch_rows(epoch)
+        logits = torch.as_tensor(ts.logits[rows])
+        index = torch.as_tensor(ts.index[rows])
+        params = {k: torch.as_tensor(v[rows]) for k, v in ts.params.items()}
+        for i, x in enumerate(batches_before(self.train.x, index, params, bs, self.preprocess)):
+            idx = index[i * bs : (i + 1) * bs]
+            yield self._scaled(x), self.train.y[idx], logits[i * bs : (i + 1) * bs]
+
+
+def bench_batches(images, splits, repeats: int) -> None:
+    """Old against new batches of the training loop, equal bit for bit (asserted)."""
+    gen = torch.Generator().manual_seed(1)
+    params = sample_aug(20 * 128, gen, transfer_aug("flip_translate", splits))
+    index = torch.randint(0, len(images), (20 * 128,), generator=gen)
+    pre, parts = Preprocess("per_image"), (True, False)
+
+    def new():
+        return replay_epoch(images, index, params, 128, parts=parts, preprocess=pre, reuse=True)
+
+    for a, (_, _, b) in zip(batches_before(images, index, params, 128, pre), new(), strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    fns = {"old": lambda: sum(1 for _ in batches_before(images, index, params, 128, pre))}
+    fns["new"] = lambda: sum(1 for _ in new())
+    t = timed(fns, repeats, 1)
+    print(f"loop batches (views + standardisation, 128 views): before {t['old'] / 20 * 1e3:.2f} "
+          f"ms, now {t['new'] / 20 * 1e3:.2f} ms: {t['old'] / t['new']:.2f}x | load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+
+
+def bench_loop(name: str, splits, repeats: int, steps: int = 40) -> None:
+    """Trainer.train_epoch's images/s with the batch pipeline before and now, interleaved."""
+    cfg = TrainConfig(
+        lr=0.005, momentum=0.9, batch_size=128, schedule="cosine", loss="l2_logits", device="cpu"
+    )  # as bench_train's
+    ts, spec = bench_transfer(splits, steps * 128, 2), student_spec(name, splits)
+    trainers = {"old": TrainerBefore(spec, splits, ts, cfg), "new": Trainer(spec, splits, ts, cfg)}
+    for tr in trainers.values():
+        tr.train_epoch(0)  # warm-up
+    t = timed({k: lambda tr=tr: tr.train_epoch(1) for k, tr in trainers.items()}, repeats, 1)
+    print(f"{name}: training loop {steps * 128 / t['old']:,.0f} img/s before, "
+          f"{steps * 128 / t['new']:,.0f} img/s now: {t['old'] / t['new']:.2f}x | load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--students", default="cnn-d1@10k,cnn-d2@30k,cnn-d3@30k")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--loop-students", default="mlp-d1@10k,mlp-d1@30k,cnn-d1@10k")
     args = p.parse_args()
     torch.set_num_threads(1)
     splits = load_dataset(args.data, val_size=5000, seed=0)
@@ -89,6 +155,9 @@ def main() -> None:
     print(f"batch pipeline (128 views): before {t['old'] * 1e3:.2f} ms, now "
           f"{t['new'] * 1e3:.2f} ms: {t['old'] / t['new']:.2f}x | load "
           f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    bench_batches(images, splits, args.repeats)
+    for name in [s for s in args.loop_students.split(",") if s]:
+        bench_loop(name, splits, args.repeats)
     x = to_float(images[:128]).contiguous(memory_format=torch.channels_last)
     logits = torch.randn(128, splits.num_classes, generator=gen)
     for name in [s for s in args.students.split(",") if s]:
