@@ -21,8 +21,10 @@ from raydistill.cli import main
 from raydistill.core.errors import ExportError, UserError
 from raydistill.core.manifest import build_manifest, sha256_file, write_manifest
 from raydistill.data.batches import Preprocess
-from raydistill.export.exporter import export_cell, export_cells, parse_selector, raw_accuracy
+from raydistill.export.exporter import export_cell, export_cells
 from raydistill.export.inference import load_student
+from raydistill.export.selection import parse_selector
+from raydistill.export.verify import raw_accuracy
 from raydistill.students import build, families
 from raydistill.students.budget import Budget, format_budget, solve_budget
 from raydistill.training.checkpoint import load_checkpoint_weights
@@ -389,3 +391,28 @@ def test_bad_exports_raise_one_error_naming_the_file(image_export, tmp_path: Pat
     (copy / "spec.json").write_text("{not json")
     with pytest.raises(ExportError, match=r"spec\.json is not a JSON object"):
         load_student(copy)
+
+
+def test_a_studys_verification_is_a_ray_task_with_the_policys_cpus(
+    ray_local, family_search: Path, tiny_splits, tmp_path: Path
+) -> None:
+    """With an address (a study on Ray) the test-set measurement runs in a Ray worker holding
+    what `resources.verification_options` gives (the trials' CPUs, no GPU) and measures what
+    the in-process path measures; the driver writes the same files."""
+    cell = f"cnn-d2@{format_budget(BUDGET)}"
+    here = export_cells(family_search, [cell], tmp_path / "here", splits=tiny_splits)[0]
+    there = export_cells(
+        family_search, [cell], tmp_path / "ray", splits=tiny_splits, address="local", cpus=2
+    )[0]
+    a = json.loads((here.path / "spec.json").read_text())["verification"]
+    b = json.loads((there.path / "spec.json").read_text())["verification"]
+    assert a["measured_by"]["pid"] == os.getpid() and a["measured_by"]["resources"] is None
+    assert b["measured_by"]["pid"] != os.getpid()
+    assert b["measured_by"]["resources"] == {"CPU": 2.0}
+    assert b["test_verified"] is True and b["note"] == a["note"]
+    assert (b["test_acc"], b["program_test_acc"]) == (a["test_acc"], a["program_test_acc"])
+    weights = "model.safetensors"
+    assert (there.path / weights).read_bytes() == (here.path / weights).read_bytes()
+    assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["exports"][cell][
+        "test_verified"
+    ]

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save
 
 from raydistill.core.errors import UserError
-from raydistill.export.exporter import raw_accuracy
 from raydistill.export.inference import load_student
 from raydistill.export.prune import prune_spec, prune_to_budget, read_prune_row, trials_row
+from raydistill.export.verify import raw_accuracy
 from raydistill.students import build, get_family
 from raydistill.students.budget import count_params, parse_budget, solve_budget
 from raydistill.training.checkpoint import load_checkpoint_weights, save_checkpoint

@@ -55,6 +55,14 @@ def task_options(gpus: float = 0.0, cpus: float = 1.0) -> dict[str, Any]:
     return {"num_cpus": cpus, "num_gpus": gpus} if gpus > 0 else {"num_cpus": cpus}
 
 
+def verification_options(cpus: float = 1.0) -> dict[str, Any]:
+    """`ray.remote` options of an export-verification task: `cpus` CPUs (a study's trials'),
+    no GPU. It measures the forms a user loads on the CPU in float32 (the torch.export program
+    is traced on the CPU); the accuracy it must reproduce was recorded without TF32, so a GPU
+    would add nothing to the comparison."""
+    return task_options(0.0, cpus)
+
+
 def share_for(memory_bytes: float, step_flops: float, gpu_memory_gib: float | None = None) -> float:
     """The power-of-two share of one GPU (1/16 … 1) a training task needs: the larger of its
     memory (plus a CUDA context) over the node type's GPU memory, and its step FLOPs over

@@ -1,4 +1,4 @@
-"""Export of the best students of a search, `load_student`, and the export's self-check.
+"""Export of the best students of a search into files a user loads (`load_student`).
 
 `export_cell(DIR, selector, OUT)` writes `OUT/<cell>/`:
 
@@ -17,34 +17,34 @@ program and the ONNX graph take the dataset's own image dtype (`inputs.dtype` in
 uint8 NCHW for image datasets, float32 for float datasets such as synthetic-sep); the module
 takes uint8, or float in [0, 1].
 
-Selectors: a full cell id `cnn-d2@1M` (the best trial of that cell by validation accuracy), or
-`FAMILY@BUDGET` such as `cnn@1M` (the best over every depth of that family at that budget).
-Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, exported as
+Selectors (`raydistill.export.selection`): a full cell id `cnn-d2@1M` (the best trial of that
+cell by validation accuracy), or `FAMILY@BUDGET` such as `cnn@1M` (the best over every depth of
+that family at that budget). Append `:hard` to select among the hard-label twins instead (`cnn-d2@1M:hard`, exported as
 `cnn-d2@1M-hard/`; twins are the "hard" trials of an experiment that also distils). Only finished or stopped trials are candidates.
 A prune output (`raydistill prune --out DIR`: one pruned student) is exported like a search.
 
-The self-check runs before anything is visible: the reloaded model's logits must match the
-checkpoint's to 1e-5 on a fixed batch of raw images (and so must the torch.export program's),
-and the test accuracy of the reloaded model and of the program on the raw test images must
-equal the recorded one. The
-dataset for that comes from `splits=` / `data=` or the search manifest's `config.data` (with
-`config.data_options`); it must have the search's dataset fingerprint. Without it the export says "test accuracy not
-re-verified" (in spec.json and on the console) rather than fail. Files are written into a
-temporary directory renamed into place at the end; a failed check leaves nothing behind.
+The self-check (`raydistill.export.verify`) runs before anything is visible: the reloaded
+model's and the torch.export program's logits must match the checkpoint's, and their test
+accuracy on the raw test images must equal the recorded one. The dataset for that comes from
+`splits=` / `data=` or the search manifest's `config.data` (with `config.data_options`); it must
+have the search's dataset fingerprint. Without it the export says "test accuracy not
+re-verified" (in spec.json and on the console) rather than fail. With `address` (a study on Ray)
+each export's test-set measurement is a Ray task (`verify.on_ray`, `cpus` CPUs); the files and
+the manifest are written here, by the driver. Files are written into a temporary directory
+renamed into place at the end; a failed check leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -55,24 +55,19 @@ from raydistill.core.numbers import finite
 from raydistill.export.fetch import data_source, fetched_checkpoint, resolve_splits
 from raydistill.export.inference import (
     RawImageStudent,
-    load_student,
     num_outputs,
     read_json,
     rebuild,
     wrap,
 )
+from raydistill.export.selection import export_name, select_trial
+from raydistill.export.verify import Measure, fixed_batch, self_check
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from raydistill.data import Splits
-    from raydistill.students.budget import Budget
 
-LOGITS_ATOL = 1e-5
 FORMAT = 2  # 2: the exported module and program take raw images
-_CELL_RE = re.compile(r"^(?P<family>[A-Za-z0-9_]+?)(?:-d(?P<depth>\d+))?$")
 _ONNX_INLINE_BYTES = 1 << 30  # weights up to 1 GiB go inside model.onnx (protobuf: < 2 GiB)
-_FIXED_BATCH = 8  # images in the fixed comparison batch (seeded N(0, 1) inputs)
 
 
 @dataclass
@@ -86,50 +81,6 @@ class ExportResult:
     test_acc: float | None
     test_verified: bool
     note: str
-
-
-# ---------------------------------------------------------------- selection
-def parse_selector(selector: str) -> tuple[str, int | None, Budget, bool]:
-    """'cnn-d2@1M' → ('cnn', 2, Budget('params', 1000000), False); 'cnn@40M-macs:hard' →
-    ('cnn', None, Budget('macs', 40000000), True)."""
-    from raydistill.students.budget import parse_budget
-
-    text = selector.strip()
-    hard = text.endswith(":hard")
-    text = text.removesuffix(":hard")
-    left, at, budget = text.partition("@")
-    m = _CELL_RE.match(left)
-    if not at or not m:
-        raise UserError(
-            f"cell {selector!r} is invalid; use FAMILY-dDEPTH@BUDGET (cnn-d2@1M) or FAMILY@BUDGET (cnn@1M), optionally with :hard"
-        )
-    depth = int(m["depth"]) if m["depth"] else None
-    return m["family"], depth, parse_budget(budget), hard
-
-
-def select_trial(df: pd.DataFrame, selector: str) -> pd.Series:
-    """The best trial (`raydistill.core.results`' rule) that `selector` names."""
-    from raydistill.core.results import eligible
-
-    family, depth, budget, hard = parse_selector(selector)
-    kinds = df["budget_kind"].fillna("params") if "budget_kind" in df else "params"
-    ok = eligible(df) & (df["family"] == family) & (df["budget"] == budget.value)
-    ok &= kinds == budget.kind
-    if depth is not None:
-        ok &= df["depth"] == depth
-    ok &= df["twin"] if hard else ~df["twin"]
-    cand = df[ok]
-    if cand.empty:
-        have = sorted(set(df.loc[eligible(df), "cell"]))
-        raise UserError(
-            f"no finished trial matches {selector!r}; cells with finished trials: {have}"
-        )
-    return cand.sort_values(["val/acc", "trial_id"], ascending=[False, True]).iloc[0]
-
-
-def export_name(row: Mapping[str, Any]) -> str:
-    """Directory name of an exported trial: its cell id, '-hard' for a hard-label twin."""
-    return str(row["cell"]) + ("-hard" if row.get("twin") else "")
 
 
 # ---------------------------------------------------------------- entry points
@@ -159,9 +110,12 @@ def export_cells(
     verify_test: bool = True,
     onnx: bool = False,
     storage: str | None = None,
+    address: str | None = None,
+    cpus: float = 1.0,
 ) -> list[ExportResult]:
     """Export several selectors (None: the best trial of every cell, hard twins included).
-    `storage`: the search's Tune storage when it moved (`raydistill.export.fetch`)."""
+    `storage`: the search's Tune storage when it moved (`raydistill.export.fetch`);
+    `address`: measure the test accuracies in Ray tasks of `cpus` CPUs (a study on Ray)."""
     from raydistill.report import best_configs, load_results
 
     d, out = Path(directory), Path(out_dir)
@@ -184,11 +138,28 @@ def export_cells(
     data_splits, reason = (None, "verification of the test accuracy was not requested")
     if verify_test:
         data_splits, reason = resolve_splits(manifest, splits=splits, data=data)
-    results = [export_trial(r, out / export_name(r), manifest=manifest, splits=data_splits,
-                            no_data_reason=reason, onnx=onnx, storage=storage)
-               for r in rows]  # fmt: skip
+    with _measurement(data_splits, address, cpus) as measure:
+        results = [export_trial(r, out / export_name(r), manifest=manifest, splits=data_splits,
+                                no_data_reason=reason, onnx=onnx, storage=storage,
+                                measure=measure) for r in rows]  # fmt: skip
     _write_export_manifest(out, d, manifest, results)
     return results
+
+
+@contextlib.contextmanager
+def _measurement(
+    splits: Splits | None, address: str | None, cpus: float
+) -> Iterator[Measure | None]:
+    """Where the exports' test accuracies are measured: in this process (None) without an
+    `address` or a dataset, else in Ray tasks of a Ray session at `address`."""
+    if address is None or splits is None:
+        yield None
+        return
+    from raydistill.core.cluster import ray_session
+    from raydistill.export.verify import on_ray
+
+    with ray_session(address):
+        yield on_ray(splits, cpus)
 
 
 def _pruned_row(d: Path, selectors: list[str] | None) -> dict[str, Any]:
@@ -216,6 +187,7 @@ def export_trial(
     no_data_reason: str = "no dataset",
     onnx: bool = False,
     storage: str | None = None,
+    measure: Measure | None = None,
 ) -> ExportResult:
     """Export one trial (a row of trials.parquet) into `target`, self-checked, atomically;
     its checkpoint is read through its storage URI (`raydistill.export.fetch`)."""
@@ -229,7 +201,8 @@ def export_trial(
     target = Path(target)
     with atomic_dir(target) as tmp:  # a failed check leaves nothing behind
         result = write_student(tmp, meta, state, row, manifest=manifest, splits=splits,
-                               no_data_reason=no_data_reason, onnx=onnx, where=where)  # fmt: skip
+                               no_data_reason=no_data_reason, onnx=onnx, where=where,
+                               measure=measure)  # fmt: skip
     result.path = target
     return result
 
@@ -245,10 +218,12 @@ def write_student(
     no_data_reason: str = "no dataset",
     onnx: bool = False,
     where: Path | None = None,
+    measure: Measure | None = None,
 ) -> ExportResult:
     """Write the export layout (model.safetensors, spec.json, model.pt2[, model.onnx]) of the
     network `meta["spec"]` with weights `state` into the existing `directory`, self-checked.
-    `meta`: a checkpoint's meta (spec, config, preprocess); `row`: its trials-table row."""
+    `meta`: a checkpoint's meta (spec, config, preprocess); `row`: its trials-table row;
+    `measure`: where the test accuracy is measured (`raydistill.export.verify`; this process)."""
     inputs = _inputs(meta, _input_dtype(splits, manifest or {}))
     reference = wrap(rebuild(meta["spec"], state, where or directory), inputs)
     params = sum(p.numel() for p in reference.parameters())
@@ -260,7 +235,7 @@ def write_student(
     classes = class_names(splits, manifest or {}, num_outputs(meta["spec"]))
     tmp = Path(directory)
     spec_json = _write_files(tmp, reference, inputs, meta, row, manifest or {}, onnx, classes)
-    check = _self_check(tmp, reference, inputs, row, splits, no_data_reason)
+    check = self_check(tmp, reference, inputs, row, splits, no_data_reason, measure)
     spec_json["verification"] = check
     atomic_write_text(tmp / "spec.json", json.dumps(spec_json, indent=2) + "\n")
     return ExportResult(
@@ -311,7 +286,7 @@ def _write_files(
     net_state = model.net.state_dict()
     weights = {k: v.detach().cpu().contiguous() for k, v in net_state.items()}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    example = _fixed_batch(inputs)
+    example = fixed_batch(inputs)
     program = torch.export.export(
         model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
     )
@@ -382,64 +357,6 @@ def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]
     torch.onnx.export(model, (example,), str(tmp / "model.onnx"), dynamo=True,
                       dynamic_shapes=({0: torch.export.Dim("batch")},), **options)  # fmt: skip
     return sorted(p.name for p in tmp.glob("model.onnx*"))
-
-
-def _fixed_batch(inputs: Mapping[str, Any]) -> torch.Tensor:
-    """Seeded raw images of the export's input dtype and shape (the comparison batch)."""
-    shape = (_FIXED_BATCH, *(int(s) for s in inputs["shape"]))
-    g = torch.Generator().manual_seed(0)
-    if inputs["dtype"] == "uint8":
-        return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-    return torch.rand(shape, generator=g)
-
-
-# ---------------------------------------------------------------- self-check
-@torch.no_grad()
-def _self_check(
-    tmp: Path, reference: RawImageStudent, inputs: Mapping[str, Any], row: Mapping[str, Any],
-    splits: Splits | None, no_data_reason: str,
-) -> dict[str, Any]:  # fmt: skip
-    x = _fixed_batch(inputs)
-    want = reference(x)
-    reloaded = load_student(tmp)
-    program = torch.export.load(str(tmp / "model.pt2")).module()
-    diff = float((reloaded(x) - want).abs().max())
-    prog = float((program(x) - want).abs().max())
-    if not (diff <= LOGITS_ATOL and prog <= LOGITS_ATOL):
-        raise UserError(
-            f"export of {row['cell']} failed its check: logits differ by {max(diff, prog):.3g} > {LOGITS_ATOL}"
-        )
-    out = {"logits_max_abs_diff": diff, "program_max_abs_diff": prog, "test_acc": None,
-           "test_acc_recorded": finite(row.get("test/acc")), "test_verified": False}  # fmt: skip
-    if splits is None:
-        out["note"] = f"test accuracy not re-verified: {no_data_reason}"
-        return out
-    acc, n = raw_accuracy(reloaded, splits)
-    out["test_acc"], out["program_test_acc"] = acc, raw_accuracy(program, splits)[0]
-    rec = out["test_acc_recorded"]
-    if rec is None:
-        out["note"] = "test accuracy measured; the results table recorded none to compare"
-        return out
-    for what, got in (("module", acc), ("torch.export program", out["program_test_acc"])):
-        if round(got * n) != round(rec * n):
-            raise UserError(
-                f"export of {row['cell']} failed its check: the {what}'s test accuracy on raw "
-                f"images {got:.4f} != recorded {rec:.4f} ({n} images)"
-            )
-    out.update(test_verified=True, note=f"test accuracy re-verified on {n} raw images")
-    return out
-
-
-@torch.no_grad()
-def raw_accuracy(model: Callable[[torch.Tensor], torch.Tensor], splits: Splits,
-                 split: str = "test", batch_size: int = 1000) -> tuple[float, int]:  # fmt: skip
-    """(accuracy, n) of an exported form on the split's raw images, as a user would call it."""
-    x, y = splits.split(split)
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        logits = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
-        correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
-    return correct / max(len(y), 1), len(y)
 
 
 def _write_export_manifest(
