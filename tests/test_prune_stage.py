@@ -163,3 +163,50 @@ def test_a_budget_above_the_teacher_is_refused_before_any_run(tmp_path: Path) ->
             parse_scale(raw, "t.yaml"), tmp_path / "out", splits, tmp_path / "ts", pd.DataFrame()
         )
     assert "\n" not in str(info.value) and not (tmp_path / "out" / "prune").exists()
+
+
+def test_prune_fine_tunes_run_as_ray_tasks_with_the_trials_resources(
+    ray_local, tmp_path: Path, tiny_splits
+) -> None:
+    """With an address each fine-tune is a Ray task asking for the search trials' declared
+    CPUs and GPU share (`repeats.training_options`); its rows equal the in-process path's and
+    its files land in OUT/prune/, written by the driver. A share no node has is refused in one
+    line before any run."""
+    import os
+    import shutil
+
+    from raydistill.export.inference import load_student
+    from raydistill.study.prune_stage import prune_stage
+
+    out, ts, raw = _study(tmp_path / "a", tiny_splits)
+    other = tmp_path / "b" / "out"
+    shutil.copytree(out, other)
+    here = parse_scale(raw, "t.yaml")
+    prune_stage(here, out, tiny_splits, ts, pd.DataFrame(), log=[].append)
+
+    raw["search"].update(cpus_per_trial=2, gpus_per_trial=2)
+    with pytest.raises(UserError, match="asks for 2 GPUs per task, more than any node") as info:
+        prune_stage(parse_scale(raw, "t.yaml"), other, tiny_splits, ts, pd.DataFrame(),
+                    address="local")  # fmt: skip
+    assert "\n" not in str(info.value) and not list((other / "prune").glob("prune-*"))
+
+    raw["search"].update(gpus_per_trial=0.5)  # the fixture's Ray has one logical GPU
+    logs: list[str] = []
+    prune_stage(parse_scale(raw, "t.yaml"), other, tiny_splits, ts, pd.DataFrame(),
+                log=logs.append, address="local")  # fmt: skip
+    a = pd.read_parquet(out / "study" / "trials.parquet").iloc[-1]
+    b = pd.read_parquet(other / "study" / "trials.parquet").iloc[-1]
+    assert b["cell"] == a["cell"] == "prune-cnn-d2@8k" and len(logs) == 2
+    for key in ("params", "val/acc", "test/acc", "epochs", "best_epoch", "spec"):
+        assert b[key] == a[key], key
+    assert (
+        pd.read_csv(other / "study" / "seeds.csv")["test_acc"].tolist()
+        == pd.read_csv(out / "study" / "seeds.csv")["test_acc"].tolist()
+    )
+    student = Path(b["checkpoint"]).parent  # the driver's OUT/prune/..., not a worker's tmp
+    assert student.parent.parent == other / "prune" and (student / "checkpoint").is_dir()
+    assert load_student(student).net is not None
+    check = json.loads((student / "spec.json").read_text())["verification"]
+    assert check["test_verified"] is True  # its self-check ran inside the fine-tune's task
+    assert check["measured_by"]["pid"] != os.getpid()
+    assert check["measured_by"]["resources"] == {"CPU": 2.0, "GPU": 0.5}

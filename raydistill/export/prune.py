@@ -247,10 +247,15 @@ def prune_to_budget(
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     data_config: Mapping[str, Any] | None = None,
+    weights: tuple[dict[str, Any], dict[str, Tensor]] | None = None,
+    moved_to: str | Path | None = None,
 ) -> PruneResult:
     """Prune the network in `source` to ≤ budget (≥ 99 %), fine-tune it, write it to `out_dir`.
     `data_config`: how `data` was loaded (`data`, `data_options`), for the manifest, so that
-    `raydistill export OUT` can reload it to re-verify.
+    `raydistill export OUT` can reload it to re-verify. A Ray task on another node passes the
+    source's (spec, weights) as `weights` (`source` is then a path on the driver's node:
+    recorded, not read) and `moved_to`, where the driver will put `out_dir`'s files (recorded
+    in prune.json and the row as the student's place).
 
     Without `data` no fine-tuning happens (pruning only). With `out_dir` (replaced as a whole,
     atomically), it holds the student's export layout (`load_student(out_dir)`), `checkpoint/`
@@ -258,7 +263,7 @@ def prune_to_budget(
     Every input error is raised before anything is written.
     """
     budget = parse_param_count(budget)
-    source_spec, state = load_source(source)
+    source_spec, state = weights if weights is not None else load_source(source)
     spec, pruned = prune_spec(source_spec, state, budget)
     result = PruneResult(
         cell=pruned_cell(spec, budget),
@@ -273,7 +278,7 @@ def prune_to_budget(
     if out_dir is None and data is None:
         return result
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="prune-"))
-    result.out_dir = str(out)
+    result.out_dir = str(moved_to if moved_to is not None else out)
     with atomic_dir(out) as tmp:  # an interrupted or refused run leaves nothing behind
         if data is not None:
             from raydistill.training.config import TrainConfig

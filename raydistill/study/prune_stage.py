@@ -1,6 +1,6 @@
 """The prune stage of a study: one trained net pruned to each of the scale's prune budgets.
 
-`prune_stage(scale, out, splits, transfer, repeats)` runs after the seed repeats of
+`prune_stage(scale, out, splits, transfer, repeats, address=...)` runs after the seed repeats of
 `raydistill.study.reproduce` when the scale has a `prune` section (`raydistill/study/scales/extended.yaml`):
 
 - the source is teacher member K (`OUT/teacher/member-K.safetensors`) or the best distilled
@@ -19,10 +19,17 @@
   (`raydistill.study.repeats.SEED_OFFSET`); a searched-cell source has one repeat (n = 1). They
   join `seeds.csv` and `repeats.csv`.
 
-Runs happen one after another in the driver (a few per study; their files stay on its disk).
+Where the fine-tunes run: with an `address` (a study on Ray) each is a Ray task asking for
+what the study's search trials asked for (`raydistill.study.repeats.training_options`: the
+scale's cpus_per_trial and declared GPU share, for "auto" the pruned student's share; never
+what the cluster has now), all submitted at once; the splits and the transfer set go into the
+object store once, the source's weights travel as bytes (its path is on the driver's disk). A
+task returns its student's files and row; the driver writes them under `OUT/prune/`. Without an
+address (the API's plain path) they run one after another in this process.
+
 Outputs: `OUT/prune/<cell>/<source>-seed-<n>/`: a student (`raydistill.export.prune`: the export
-layout, `checkpoint/`, `prune.json`; `load_student` loads it). A run whose
-`prune.json` names the same source is reused, so a resumed study does not fine-tune again.
+layout, `checkpoint/`, `prune.json`; `load_student` loads it). A run whose `prune.json` names
+the same source is reused, so a resumed study does not fine-tune again.
 """
 
 from __future__ import annotations
@@ -46,9 +53,11 @@ def prune_stage(
     transfer: Path,
     repeats: pd.DataFrame,
     log: Callable[[str], None] = print,
+    address: str | None = None,
 ) -> pd.DataFrame:
     """Add the pruned cells to `out/study` (trials, seeds.csv, repeats.csv); returns the seed
-    repeats' summary with the pruned rows added (unchanged when the scale has no prune)."""
+    repeats' summary with the pruned rows added (unchanged when the scale has no prune).
+    `address`: run the fine-tunes as Ray tasks there (see the module docstring)."""
     if sc.prune is None:
         return repeats
     from raydistill.distill.transfer.format import load_transfer_set
@@ -57,18 +66,24 @@ def prune_stage(
 
     study = out / "study"
     sources, base = prune_sources(sc, out)
-    for budget in sc.prune.budgets:  # every refusal (budget above the net, ...) before any run
-        prune_spec(*load_source(sources[0]), budget)
+    # Every refusal (budget above the net, ...) before any run; the pruned specs size the tasks.
+    specs = [prune_spec(*load_source(sources[0]), b)[0] for b in sc.prune.budgets]
     ts = load_transfer_set(transfer, splits=splits)
-    jobs = [(sources[0], sc.data.seed)]  # the trials row, then the repeats
-    jobs += [(src, SEED_OFFSET + j) for j, src in enumerate(sources)]
-    rows, runs = [], []
-    for budget in sc.prune.budgets:
-        for i, (source, seed) in enumerate(jobs):
-            row = _run(sc, source, budget, seed, base, out / "prune", splits, ts, log)
-            (rows if i == 0 else runs).append(row)
-    _append_trials(study, rows, experiment=f"{sc.name}-prune")
-    return _add_repeats(study, runs)
+    pairs = [(sources[0], sc.data.seed)]  # the trials row, then the repeats
+    pairs += [(src, SEED_OFFSET + j) for j, src in enumerate(sources)]
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
+    todo: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for b, budget in enumerate(sc.prune.budgets):
+        for i, (source, seed) in enumerate(pairs):
+            job = _job(sc, source, budget, seed, base, out / "prune", specs[b], log)
+            if "row" in job:
+                rows[b, i] = job["row"]
+            else:
+                todo.append(((b, i), job))
+    rows.update(_run_jobs(todo, splits, ts, sc, address, log))
+    keys = sorted(rows)
+    _append_trials(study, [rows[k] for k in keys if k[1] == 0], experiment=f"{sc.name}-prune")
+    return _add_repeats(study, [rows[k] for k in keys if k[1] > 0])
 
 
 def prune_sources(sc: Scale, out: Path) -> tuple[list[Path], dict[str, Any]]:
@@ -103,25 +118,19 @@ def _local_copy(row: Any, out: Path) -> Path:
     return dest
 
 
-def _run(
+def _job(
     sc: Scale,
     source: Path,
     budget: Any,
     seed: int,
     base: dict[str, Any],
     root: Path,
-    splits: Any,
-    ts: Any,
+    spec: dict[str, Any],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """One prune + fine-tune (or its earlier result): the trials row."""
-    from raydistill.export.prune import (
-        load_source,
-        prune_to_budget,
-        pruned_cell,
-        read_prune_row,
-        trials_row,
-    )
+    """One prune + fine-tune to run, or (`row`) its earlier result when `prune.json` there
+    names the same source."""
+    from raydistill.export.prune import load_source, pruned_cell, read_prune_row
     from raydistill.students.budget import parse_param_count
     from raydistill.training.config import TrainConfig
 
@@ -134,17 +143,112 @@ def _run(
         row = read_prune_row(done)
         if json.loads(row["config"]).get("source") == str(source):
             log(f"   reusing {cell} seed {seed}: test {row['test/acc']}")
-            return {**row, "experiment": f"{sc.name}-prune", "seed": seed}
+            return {"row": {**row, "experiment": f"{sc.name}-prune", "seed": seed}}
     shutil.rmtree(where, ignore_errors=True)  # an interrupted run, or another source's
     epochs = p.max_epochs or sc.search.max_epochs
     cfg = TrainConfig.from_dict(
         {**base, **p.train, "max_epochs": epochs, "seed": seed, "device": "auto"}
     )
-    res = prune_to_budget(source, budget, data=splits, transfer=ts, config=cfg, out_dir=where)
-    row = trials_row(res, experiment=f"{sc.name}-prune", seed=seed)
+    return {"source": str(source), "budget": budget, "seed": seed, "cell": cell,
+            "where": str(where), "config": cfg.to_dict(), "spec": spec,
+            "experiment": f"{sc.name}-prune"}  # fmt: skip
+
+
+def fine_tune_job(
+    job: dict[str, Any], splits: Any, ts: Any, weights: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Prune and fine-tune one job; {"row": its trials row}. In this process (no `weights`)
+    the student is written in place; in a Ray task `weights` holds the source's spec and
+    safetensors bytes, the student is written to a temporary directory and its files come
+    back as {"files": {relative path: bytes}} for the driver to write."""
+    from raydistill.export.prune import prune_to_budget, trials_row
+    from raydistill.training.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(job["config"])
+    run = {"data": splits, "transfer": ts, "config": cfg}
+    if weights is None:
+        res = prune_to_budget(job["source"], job["budget"], out_dir=job["where"], **run)
+        return {"row": trials_row(res, experiment=job["experiment"], seed=job["seed"])}
+    import tempfile
+
+    from safetensors.torch import load
+
+    with tempfile.TemporaryDirectory(prefix="raydistill-prune-") as tmp:
+        staged = Path(tmp) / "student"
+        source = (weights["spec"], load(weights["state"]))
+        res = prune_to_budget(job["source"], job["budget"], out_dir=staged, weights=source,
+                              moved_to=job["where"], **run)  # fmt: skip
+        files = {str(f.relative_to(staged)): f.read_bytes()
+                 for f in sorted(staged.rglob("*")) if f.is_file()}  # fmt: skip
+    return {"row": trials_row(res, experiment=job["experiment"], seed=job["seed"]), "files": files}
+
+
+def _run_jobs(
+    todo: list[tuple[Any, dict[str, Any]]],
+    splits: Any,
+    ts: Any,
+    sc: Scale,
+    address: str | None,
+    log: Callable[[str], None],
+) -> dict[Any, dict[str, Any]]:
+    """Each job's row, by key: in this process one after another, or as Ray tasks at
+    `address` with the search trials' resources (the module docstring)."""
+    if not todo:
+        return {}
+    if address is None:
+        return {key: _logged(fine_tune_job(job, splits, ts)["row"], log) for key, job in todo}
+    from raydistill.core.cluster import ray_session
+    from raydistill.core.resources import check_gpu_request, least_request
+    from raydistill.study.repeats import training_options
+
+    resources = sc.search.trial_resources()
+    with ray_session(address) as ray:
+        check_gpu_request(least_request(sc.search.gpus_per_trial), address,
+                          "search.gpus_per_trial")  # fmt: skip
+        task = ray.remote(max_retries=1)(fine_tune_job)
+        data_ref, ts_ref = ray.put(splits), ray.put(ts)  # once for every fine-tune
+        weights = {s: ray.put(_source_payload(s)) for s in {job["source"] for _, job in todo}}
+        pending = {
+            task.options(
+                **training_options(job["spec"], job["config"], splits, **resources)
+            ).remote(job, data_ref, ts_ref, weights[job["source"]]): (key, job)
+            for key, job in todo
+        }
+        out = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            key, job = pending.pop(done[0])
+            result = ray.get(done[0])
+            _write_student(Path(job["where"]), result["files"])
+            out[key] = _logged(result["row"], log)
+    return out
+
+
+def _source_payload(source: str) -> dict[str, Any]:
+    """A prune source as a task reads it: its spec and its weights as safetensors bytes."""
+    from safetensors.torch import save
+
+    from raydistill.export.prune import load_source
+
+    spec, state = load_source(source)
+    return {"spec": spec, "state": save({k: v.contiguous() for k, v in state.items()})}
+
+
+def _write_student(where: Path, files: dict[str, bytes]) -> None:
+    """A task's student files into `where` (replaced as a whole, atomically)."""
+    from raydistill.core.manifest import atomic_dir
+
+    with atomic_dir(where) as tmp:
+        for name, blob in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(blob)
+
+
+def _logged(row: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    source = json.loads(row["config"])
     log(
-        f"   {cell} ({res.params:,} params from {res.source_params:,} in {source.name}) seed {seed}: "
-        f"test {row['test/acc']}"
+        f"   {row['cell']} ({row['params']:,} params from {source['source_params']:,} in "
+        f"{Path(source['source']).name}) seed {row['seed']}: test {row['test/acc']}"
     )
     return row
 

@@ -60,6 +60,27 @@ def longest_first(jobs: Sequence[dict[str, Any]]) -> list[int]:
     return sorted(range(len(jobs)), key=lambda i: -jobs[i].get("epoch_s", math.inf))
 
 
+def training_options(
+    spec: dict[str, Any],
+    train: dict[str, Any],
+    splits: Any,
+    *,
+    gpus_per_trial: float | str = 0.0,
+    cpus_per_trial: float = 1.0,
+    gpu_memory_gib: float | None = None,
+) -> dict[str, Any]:
+    """`ray.remote` options of a task that trains `spec` (TrainConfig entries `train`) as a
+    search trial does: `cpus_per_trial` CPUs and the declared GPU share, for "auto" the
+    student's sized share (`raydistill.search.sizing.task_share`). Seed repeats and prune
+    fine-tunes use this."""
+    from raydistill.core.resources import task_options
+    from raydistill.search.sizing import resident_bytes, task_share
+
+    batch = int(train.get("batch_size", 128))
+    share = task_share(gpus_per_trial, spec, batch, gpu_memory_gib, resident_bytes(splits))
+    return task_options(share, cpus_per_trial)
+
+
 def run_job(
     job: dict[str, Any], splits: Any, transfer: Any, storage: str | None = None
 ) -> dict[str, Any] | str:
@@ -115,28 +136,17 @@ def run_repeats(
     if not jobs:
         return pd.DataFrame()
     from raydistill.core.cluster import ray_session
-    from raydistill.core.resources import check_gpu_request, least_request, task_options
-    from raydistill.search.sizing import resident_bytes, task_share
+    from raydistill.core.resources import check_gpu_request, least_request
 
-    resident = resident_bytes(splits)
-    shares = [
-        task_share(
-            gpus_per_trial,
-            j["spec"],
-            int(j["train"].get("batch_size", 128)),
-            gpu_memory_gib,
-            resident,
-        )
-        for j in jobs
-    ]
+    resources = {"gpus_per_trial": gpus_per_trial, "cpus_per_trial": cpus_per_trial,
+                 "gpu_memory_gib": gpu_memory_gib}  # fmt: skip
+    options = [training_options(j["spec"], j["train"], splits, **resources) for j in jobs]
     with ray_session(address) as ray:
         check_gpu_request(least_request(gpus_per_trial), address, "--gpus-per-trial")
         task = ray.remote(max_retries=1)(run_job)
         data_ref, transfer_ref = ray.put(splits), ray.put(transfer)
         pending = {
-            task.options(**task_options(shares[i], cpus_per_trial)).remote(
-                jobs[i], data_ref, transfer_ref, storage
-            ): i
+            task.options(**options[i]).remote(jobs[i], data_ref, transfer_ref, storage): i
             for i in longest_first(jobs)
         }
         rows: list[dict[str, Any] | None] = [None] * len(jobs)

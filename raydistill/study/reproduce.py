@@ -110,9 +110,11 @@ def reproduce(
     study = stage("combine", lambda: combine(out / "study", [search_dir, twins_dir], ensemble))
     repeats = stage("seeds", lambda: _repeat(sc, study, splits, transfer, address, log, storage))
     if sc.prune is not None:  # pruned rows next to the searched ones (raydistill.study.prune_stage)
-        repeats = stage("prune", lambda: prune_stage(sc, out, splits, transfer, repeats, log))
+        repeats = stage(
+            "prune", lambda: prune_stage(sc, out, splits, transfer, repeats, log, address)
+        )
     rep = stage("report", lambda: _report(study, repeats, source))
-    stage("export", lambda: _export(study, splits, out / "export"))
+    stage("export", lambda: _export(sc, study, splits, out / "export", address))
     text = report_markdown(sc, rep, repeats, stage.times, source, _teacher_summary(transfer))
     from raydistill.core.manifest import atomic_write_text
 
@@ -363,14 +365,8 @@ def _repeat(
     from raydistill.study.repeats import repeat_seeds
 
     ts = load_transfer_set(transfer, splits=splits)
-    s = sc.search
-    resources = {
-        "gpus_per_trial": s.gpus_per_trial,
-        "cpus_per_trial": s.cpus_per_trial,
-        "gpu_memory_gib": s.gpu_memory_gib,
-    }  # what the search trials asked for
     return repeat_seeds(study, load_results(study), splits, ts, sc.seeds, address=address,
-                        storage=storage, resources=resources, log=log)  # fmt: skip
+                        storage=storage, resources=sc.search.trial_resources(), log=log)  # fmt: skip
 
 
 def _report(study: Path, repeats: pd.DataFrame, source: str) -> Any:
@@ -380,10 +376,12 @@ def _report(study: Path, repeats: pd.DataFrame, source: str) -> Any:
                        paper_task=is_paper_task(source))  # fmt: skip
 
 
-def _export(study: Path, splits, where: Path) -> Any:
+def _export(sc: Scale, study: Path, splits, where: Path, address: str) -> Any:
+    """Every cell's best student; each test-set verification a Ray task (the trials' CPUs)."""
     from raydistill.export.exporter import export_cells
 
-    return export_cells(study, None, where, splits=splits)
+    return export_cells(study, None, where, splits=splits, address=address,
+                        cpus=sc.search.cpus_per_trial)  # fmt: skip
 
 
 def _teacher_summary(transfer: Path) -> dict[str, float]:

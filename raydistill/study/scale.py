@@ -108,6 +108,12 @@ class SearchSection(_Section):
         classmethod(lambda cls, v: _gpus(v))
     )
 
+    def trial_resources(self) -> dict[str, Any]:
+        """What each search trial asks for: the seed repeats and the prune fine-tunes ask the
+        same (`raydistill.study.repeats.training_options`)."""
+        return {"gpus_per_trial": self.gpus_per_trial, "cpus_per_trial": self.cpus_per_trial,
+                "gpu_memory_gib": self.gpu_memory_gib}  # fmt: skip
+
     def spec_for(self, space: str) -> dict[str, Any]:
         """The builder entries a scale sets for one space."""
         return {**self.spec, **self.spec_by_space.get(space, {})}
