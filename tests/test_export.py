@@ -394,15 +394,16 @@ def test_bad_exports_raise_one_error_naming_the_file(image_export, tmp_path: Pat
 
 
 def test_a_studys_verification_is_a_ray_task_with_the_policys_cpus(
-    ray_local, family_search: Path, tiny_splits, tmp_path: Path
+    ray_local, tiny_splits, tmp_path: Path
 ) -> None:
     """With an address (a study on Ray) the test-set measurement runs in a Ray worker holding
     what `resources.verification_options` gives (the trials' CPUs, no GPU) and measures what
     the in-process path measures; the driver writes the same files."""
-    cell = f"cnn-d2@{format_budget(BUDGET)}"
-    here = export_cells(family_search, [cell], tmp_path / "here", splits=tiny_splits)[0]
+    row = train_trial(tiny_splits, "cnn", 2, tmp_path / "ckpt")
+    search, cell = write_search_dir(tmp_path / "s", [row], tiny_splits.fingerprint), row["cell"]
+    here = export_cells(search, [cell], tmp_path / "here", splits=tiny_splits)[0]
     there = export_cells(
-        family_search, [cell], tmp_path / "ray", splits=tiny_splits, address="local", cpus=2
+        search, [cell], tmp_path / "ray", splits=tiny_splits, address="local", cpus=2
     )[0]
     a = json.loads((here.path / "spec.json").read_text())["verification"]
     b = json.loads((there.path / "spec.json").read_text())["verification"]
