@@ -178,6 +178,30 @@ def test_channels_last_changes_speed_not_numbers(tiny_splits) -> None:
         assert torch.allclose(value.float(), b.state_dict[key].float(), rtol=1e-3, atol=1e-4), key
 
 
+def test_resnet_whose_shortcut_breaks_cpu_channels_last_trains_nchw(tiny_splits) -> None:
+    """A resnet at 12k parameters has a 1×1 stride-2 shortcut from 6 channels, whose
+    channels_last backward corrupts the heap on the CPU (torch 2.14.1; `accel`): it trains, in
+    NCHW, while a model without such a conv keeps channels_last."""
+    from raydistill.students import data_spec_keys
+    from raydistill.students.budget import Budget
+    from raydistill.training.accel import cpu_channels_last_breaks, use_channels_last
+
+    sol = solve_budget("resnet", 1, Budget("params", 12000), None, **data_spec_keys(tiny_splits))
+    model = build(sol.spec)
+    broken = cpu_channels_last_breaks(model)
+    assert broken and all(dict(model.named_modules())[n].in_channels < 8 for n in broken), (
+        broken
+    )  # the 6-channel shortcut is found
+    assert not use_channels_last(model, True) and use_channels_last(build(SPEC), True)
+    cfg = TrainConfig.from_dict(
+        {"max_epochs": 1, "batch_size": 64, "loss": "hard", "device": "cpu", "channels_last": True}
+    )
+    trainer = Trainer(sol.spec, tiny_splits, None, cfg)
+    assert trainer.channels_last is False
+    result = train_student(sol.spec, tiny_splits, None, cfg)
+    assert result.status == "finished" and np.isfinite(result.history[-1]["train/loss"])
+
+
 def test_autocast_is_cuda_only() -> None:
     from raydistill.training.accel import autocast
 

@@ -59,10 +59,33 @@ def exact_fp32() -> Iterator[None]:
 
 
 def use_channels_last(model: nn.Module, wanted: bool) -> bool:
-    """Whether `model` runs channels_last: asked for and the model has a conv layer."""
+    """Whether `model` runs channels_last: asked for, the model has a conv layer, and (on the
+    CPU) none of the convolutions that torch's CPU kernels break in that layout
+    (`cpu_channels_last_breaks`)."""
     from raydistill.students import has_conv
 
-    return bool(wanted) and has_conv(model)
+    if not (bool(wanted) and has_conv(model)):
+        return False
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return not (on_cpu and cpu_channels_last_breaks(model))
+
+
+def cpu_channels_last_breaks(model: nn.Module) -> list[str]:
+    """The convolutions of `model` whose channels_last backward corrupts the heap on the CPU.
+
+    Seen with torch 2.14.1 (CPU, one thread, batch 128, 32×32): the backward of a 1×1,
+    stride-2 `Conv2d` with 2–7 input channels in channels_last aborts the process ("double
+    free or corruption") or hangs; 1 or ≥ 8 channels, 3×3 kernels, stride 1 or 3 run (any stride
+    above 1 is guarded). A resnet student at ~12k parameters has such a shortcut (6 → 12
+    channels). Those models train NCHW
+    (same numbers, another layout; `tests/test_train.py` trains one).
+    """
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+        and max(m.stride) > 1 and 1 < m.in_channels < 8
+    ]  # fmt: skip
 
 
 class CompiledForward:
