@@ -136,12 +136,38 @@ def test_a_chance_teacher_is_refused(splits) -> None:
         ("torchvision:resnet18", "use torchvision:ARCH=WEIGHTS"),
         ("torchvision:resnet18=/nope.safetensors", "weights file /nope.safetensors does not exist"),
         ("/nope.onnx", "file /nope.onnx does not exist"),
+        ("/nope.onnx?size=big", "input size='big' is not valid"),
+        ("/nope.onnx?gamma=2", "unknown input key 'gamma'"),
     ],
 )
 def test_bad_sources_are_one_line(text: str, needle: str) -> None:
     with pytest.raises(UserError, match=needle) as info:
         parse_teacher(text)
     assert "\n" not in str(info.value)
+
+
+def test_timm_teacher_keeps_its_normalisation_when_only_its_size_is_declared(tmp_path) -> None:
+    """timm by name + local safetensors, nothing downloaded; "?size=24" changes the size only:
+    the mean / std stay timm's pretrained_cfg values (test_resnet's are 0.5, not ImageNet's)."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    from raydistill.distill.external import load_teacher
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2).eval()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    member = load_teacher(
+        parse_teacher(f"timm:test_resnet={weights}?size=24"), 2, torch.device("cpu")
+    )
+    assert member.inputs == TeacherInput(size=24, mean=(0.5,) * 3, std=(0.5,) * 3)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        want = model(TeacherInput(size=24, mean=(0.5,) * 3, std=(0.5,) * 3).adapt(x))
+        assert torch.allclose(member(x), want, atol=1e-5)
+    plain = parse_teacher(f"timm:test_resnet={weights}?mean=0,0,0&std=1,1,1")
+    assert load_teacher(plain, 2, torch.device("cpu")).inputs == TeacherInput()  # declared wins
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -59,7 +59,7 @@ def families_run(args: argparse.Namespace) -> int:
 
 
 def budget(json: bool = False, *, cell: StudentCell) -> int:
-    """solve the widths of a family for a parameter budget
+    """solve the widths of a family for a budget: parameters, MACs or latency
 
     Args:
         json: machine-readable output

@@ -141,7 +141,7 @@ def search(
 
     Args:
         spaces: search spaces (search_spaces/*.yaml, or a shipped name: {SHIPPED})
-        budgets: parameter budgets per cell: 300k,1M,3.16M
+        budgets: budgets per cell: parameters (300k,1M), multiply-adds (40M-macs) or latency per image (2ms)
         depths: depths to search (∩ each space's), comma-separated
         trials: trials per cell
         transfer: transfer set (.parquet); without it: hard labels, loss 'hard'

@@ -13,7 +13,8 @@ state dict read with `torch.load(weights_only=True)`.
 
 Source strings (the CLI's `--teacher`): `model.pt2`, `model.onnx`, `torchvision:resnet18=W`,
 `timm:resnet18=W` (W: the weights file), each optionally followed by `?size=224&resize=crop&
-mean=0.485,0.456,0.406&std=0.229,0.224,0.225&channels=BGR` to declare the input.
+mean=0.485,0.456,0.406&std=0.229,0.224,0.225&channels=BGR` to declare the input; the keys it
+names replace the kind's defaults, the others keep them (`timm:...?size=64` keeps timm's mean).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def load_teacher(src: TeacherSource, num_classes: int, device: torch.device) -> 
     """The member for one source, on `device` (eval mode, nothing downloaded)."""
     if src.kind == "onnx":
         return TeacherModule(
-            OnnxTeacher(Path(src.path), device), src.inputs or TeacherInput(), src.text
+            OnnxTeacher(Path(src.path), device), src.input_over(TeacherInput()), src.text
         )
     if src.kind == "pt2":
         try:
@@ -103,9 +104,9 @@ def load_teacher(src: TeacherSource, num_classes: int, device: torch.device) -> 
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"teacher {src.path} is not a torch.export program: {first}") from None
         fn = program.module()
-        return TeacherModule(fn, src.inputs or TeacherInput(), src.text).to(device)
+        return TeacherModule(fn, src.input_over(TeacherInput()), src.text).to(device)
     model, default = _library_model(src, num_classes)
-    return TeacherModule(model.eval(), src.inputs or default, src.text).to(device)
+    return TeacherModule(model.eval(), src.input_over(default), src.text).to(device)
 
 
 def _library_model(src: TeacherSource, num_classes: int) -> tuple[nn.Module, TeacherInput]:
@@ -169,7 +170,7 @@ def as_source(
     """A string / path → TeacherSource; an nn.Module or callable → (it, its input)."""
     if isinstance(teacher, (str, Path)):
         src = parse_teacher(str(teacher))
-        return replace(src, inputs=inputs) if inputs is not None else src
+        return replace(src, inputs=inputs, declared=()) if inputs is not None else src
     if isinstance(teacher, nn.Module) or callable(teacher):
         return teacher, inputs or TeacherInput()
     raise UserError(

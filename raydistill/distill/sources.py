@@ -5,7 +5,8 @@ teacher declares (`TeacherInput`), so the CLI refuses a bad one before any heavy
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -72,6 +73,17 @@ class TeacherSource:
     arch: str = ""  # torchvision / timm architecture name
     inputs: TeacherInput | None = None  # None: the kind's default
     text: str = ""
+    # the TeacherInput fields the source string declared ("?size=64": ("size",)); the others
+    # keep the kind's default (a timm model asked for size=64 still gets timm's mean / std).
+    # Empty with `inputs` set: every field was given (a TeacherInput from Python).
+    declared: tuple[str, ...] = ()
+
+    def input_over(self, default: TeacherInput) -> TeacherInput:
+        """The teacher's input: what the source declared, the kind's `default` elsewhere."""
+        if self.inputs is None:
+            return default
+        keys = self.declared or tuple(f.name for f in fields(TeacherInput))
+        return replace(default, **{k: getattr(self.inputs, k) for k in keys})
 
     def record(self) -> dict[str, Any]:
         """The manifest's entry: source, kind, architecture, file sha256."""
@@ -84,7 +96,7 @@ def parse_teacher(text: str) -> TeacherSource:
 
     Refuses (one line) an unknown form, a missing file, or a bad input declaration."""
     body, _, query = str(text).partition("?")
-    inputs = _parse_inputs(query, text) if query else None
+    inputs, declared = _parse_inputs(query, text) if query else (None, ())
     lib, sep, rest = body.partition(":")
     if sep and lib in LIBRARIES:
         arch, eq, weights = rest.partition("=")
@@ -92,10 +104,12 @@ def parse_teacher(text: str) -> TeacherSource:
             raise UserError(
                 f"--teacher {text!r}: use {lib}:ARCH=WEIGHTS (a local safetensors or state-dict file)"
             )
-        return TeacherSource(lib, _existing(weights, text, "weights file"), arch, inputs, text)
+        path = _existing(weights, text, "weights file")
+        return TeacherSource(lib, path, arch, inputs, text, declared)
     suffix = Path(body).suffix.lower()
     if suffix in (".pt2", ".onnx"):
-        return TeacherSource(suffix[1:], _existing(body, text, "file"), "", inputs, text)
+        path = _existing(body, text, "file")
+        return TeacherSource(suffix[1:], path, "", inputs, text, declared)
     raise UserError(
         f"--teacher {text!r} is not a raydistill teach directory, a .pt2 or .onnx file, or "
         f"torchvision:ARCH=WEIGHTS / timm:ARCH=WEIGHTS"
@@ -108,17 +122,28 @@ def _existing(path: str, text: str, what: str) -> str:
     return path
 
 
-def _parse_inputs(query: str, text: str) -> TeacherInput:
-    fields: dict[str, Any] = {}
+def _numbers(value: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in value.split(","))
+
+
+# a declared input key → how its value is read (ValueError: not a valid value)
+_INPUT_KEYS: dict[str, Callable[[str], Any]] = {
+    "size": int, "resize": str, "mean": _numbers, "std": _numbers, "channels": str.upper,
+}  # fmt: skip
+
+
+def _parse_inputs(query: str, text: str) -> tuple[TeacherInput, tuple[str, ...]]:
+    given: dict[str, Any] = {}
     for key, value in parse_qsl(query, strict_parsing=False):
-        if key == "size":
-            fields[key] = int(value)
-        elif key in ("mean", "std"):
-            fields[key] = tuple(float(v) for v in value.split(","))
-        elif key in ("resize", "channels"):
-            fields[key] = value if key == "resize" else value.upper()
-        else:
+        if key not in _INPUT_KEYS:
             raise UserError(
-                f"--teacher {text!r}: unknown input key {key!r}; valid: size, resize, mean, std, channels"
+                f"--teacher {text!r}: unknown input key {key!r}; valid: {', '.join(_INPUT_KEYS)}"
             )
-    return TeacherInput(**fields)
+        try:
+            given[key] = _INPUT_KEYS[key](value)
+        except ValueError:
+            raise UserError(
+                f"--teacher {text!r}: input {key}={value!r} is not valid (size: an integer; "
+                f"mean, std: comma-separated numbers)"
+            ) from None
+    return TeacherInput(**given), tuple(given)
