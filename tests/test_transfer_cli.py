@@ -186,11 +186,13 @@ def test_a_split_mismatch_names_the_setting_and_the_flags_that_match(
         "--set",
         "max_epochs=1",
     ]
-    assert main([*train, "--val-size", "16"]) == 2
+    assert main([*train, "--val-size", "16", "--train-subset", "20"]) == 2
     err = one_line_error(capsys)
     assert "other split settings of 'synthetic-sep'" in err
-    assert "--val-size 32 (here 16), --train-subset 40 (here none)" in err, err
+    assert "--val-size 32 (here 16), --train-subset 40 (here 20)" in err, err
     assert "pass --val-size 32 --train-subset 40 to use it" in err, err
+    assert main([*train, "--val-size", "16"]) == 2  # the subset not given: the set's own 40
+    assert "--val-size 32 (here 16); pass --val-size 32 to use it" in one_line_error(capsys)
 
     search = [
         "search",
@@ -201,15 +203,16 @@ def test_a_split_mismatch_names_the_setting_and_the_flags_that_match(
         "1",
         "--data",
         SOURCE,
-        "--val-size",
-        "32",
         "--transfer",
         str(ts),
         "--dry-run",
     ]
-    assert main(search) == 2  # --dry-run checks the transfer set against the splits
-    assert "--train-subset 40 (here none)" in one_line_error(capsys)
-    assert main([*search, "--train-subset", "40"]) == 0
+    # --dry-run checks the transfer set against the splits; split options not given are the
+    # transfer set's own (it fits no other split), a given one that differs is refused
+    assert main([*search, "--train-subset", "20"]) == 2
+    assert "--train-subset 40 (here 20)" in one_line_error(capsys)
+    assert main(search) == 0
+    assert main([*search, "--val-size", "32", "--train-subset", "40"]) == 0
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(teacher: Path, tmp_path: Path, capsys) -> None:

@@ -67,14 +67,29 @@ class DataOptions(DataSource):
     """The dataset a command reads and its train / val split.
 
     Args:
-        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool); transfer: the teacher's)
-        split_seed: seed of the train / val split (default 0; transfer: the teacher's)
-        train_subset: class-balanced subset of the train split (CPU runs; transfer: the images to label, default the whole split)
+        val_size: validation images taken from the training pool (default: min(10000, 20% of the pool); transfer: the teacher's; train, search with --transfer: the transfer set's)
+        split_seed: seed of the train / val split (default 0; transfer: the teacher's; train, search with --transfer: the transfer set's)
+        train_subset: class-balanced subset of the train split (CPU runs; transfer: the images to label, default the whole split; train, search with --transfer: the transfer set's)
     """
 
     val_size: Count0 | None = None
     split_seed: int | None = None
     train_subset: Count | None = None
+
+    def follow_transfer_set(self, path: str | None) -> None:
+        """Split options not given take the transfer set's own: it was labelled for one split
+        and can be used with no other (a given option that differs is refused when it loads)."""
+        if not path:
+            return
+        from raydistill.distill.transfer.format import read_meta
+
+        made = read_meta(path).get("split") or {}
+        if self.val_size is None:
+            self.val_size = made.get("val_size")
+        if self.split_seed is None:
+            self.split_seed = made.get("seed")
+        if self.train_subset is None:
+            self.train_subset = made.get("train_subset")
 
     def split(self) -> dict[str, Any]:
         """The split as `raydistill.data.load_dataset` takes it (and manifests record it)."""

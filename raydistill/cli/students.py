@@ -63,6 +63,7 @@ def train_run(args: argparse.Namespace) -> int:
     except UserError as exc:  # TrainConfig's vocabularies: say which flag set the value
         raise UserError(f"--set: {exc}") from None
     args.dataset.prepare()
+    args.dataset.follow_transfer_set(args.transfer)
     splits = args.dataset.load()
     ts = None
     if args.transfer:
@@ -254,6 +255,7 @@ def search_run(args: argparse.Namespace) -> int:
     ds = args.dataset
     ds.data = ds.data or "cifar10"
     ds.prepare()
+    ds.follow_transfer_set(args.transfer)
     options = {**ds.split(), "cache_dir": ds.cache_dir}
     settings = SearchSettings(
         spaces=spaces,

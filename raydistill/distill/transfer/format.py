@@ -157,6 +157,11 @@ def _open_parquet(path: Path):
         ) from None
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A transfer set's metadata alone (the Parquet footer; no column is read)."""
+    return _read_meta(Path(path), _open_parquet(Path(path)))
+
+
 def _read_meta(path: Path, pf) -> dict[str, Any]:
     raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
