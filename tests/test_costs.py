@@ -109,3 +109,26 @@ def test_a_latency_budget_on_a_missing_gpu_is_one_line() -> None:
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError, match="needs a GPU"):
         solve_budget("resnet", 1, "1ms-cuda-b64")
+
+
+def test_a_cpu_latency_is_one_threads_whatever_threads_the_process_uses(monkeypatch) -> None:
+    """A trial (one CPU), `raydistill budget` and an export on a bigger driver measure the same
+    thing: CPU latencies run on `CPU_THREADS` threads, and the process's own are restored."""
+    from raydistill.students import cost
+
+    seen: list[int] = []
+
+    def timed(model, x) -> float:  # records the threads the timed forward passes run on
+        seen.append(torch.get_num_threads())
+        return 100.0
+
+    monkeypatch.setattr(cost, "time_forward", timed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _latency.cache_clear()
+        assert measure_latency({"family": "resnet", "depth": 1, "widths": [2, 2, 2]}) == 100.0
+        assert seen == [cost.CPU_THREADS] == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        _latency.cache_clear()

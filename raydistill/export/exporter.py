@@ -334,12 +334,12 @@ def _spec_json(
 
 def student_costs(spec: Mapping[str, Any]) -> dict[str, Any]:
     """An exported student's MACs per image (counted) and latency per image on this machine's
-    CPU at batch 1 (measured: median of repeated runs, with the threads torch uses here)."""
-    from raydistill.students.cost import count_macs, measure_latency
+    CPU at batch 1 (measured: median of repeated runs, `cost.CPU_THREADS` threads, as budgets)."""
+    from raydistill.students.cost import CPU_THREADS, count_macs, measure_latency
 
     return {"macs": count_macs(spec),
             "latency_us": {"cpu-b1": round(measure_latency(spec, "cpu", 1), 1),
-                           "threads": torch.get_num_threads()}}  # fmt: skip
+                           "threads": CPU_THREADS}}  # fmt: skip
 
 
 def _write_onnx(tmp: Path, model: nn.Module, example: torch.Tensor) -> list[str]:

@@ -10,13 +10,17 @@ for conv/linear-only nets this is exactly torch.utils.flop_counter's FLOPs / 2 (
 
 `measure_latency(spec, device, batch)`: µs per image of the eval-mode forward pass of the
 spec's network (freshly initialised: weights do not change its time) on `device` at `batch`,
-under no_grad, with the process's torch threads: the median of REPEATS timed runs after WARMUP
-untimed ones. "cpu" is this machine's CPU; "cuda" the visible GPU (synchronised around each
-run), refused in one line when there is none.
+under no_grad: the median of REPEATS timed runs after WARMUP untimed ones. "cpu" is this
+machine's CPU with CPU_THREADS torch threads whatever the process uses, so the budget solved in
+a trial (one CPU, one thread), by `raydistill budget`, in a report and in an export's spec.json
+is one figure (measured with the process's threads, an export on a 2-core driver recorded
+335 µs for a student solved at ≤ 300 µs in its trial); "cuda" the visible GPU (synchronised
+around each run), refused in one line when there is none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import statistics
@@ -32,6 +36,7 @@ from raydistill.students.budget import spec_key
 from raydistill.students.registry import build
 
 WARMUP, REPEATS = 5, 25
+CPU_THREADS = 1  # torch threads of a CPU latency: one core, as a search trial runs
 DEFAULT_SHAPE = (3, 32, 32)
 
 
@@ -109,7 +114,19 @@ def _latency(key: str, device: str, batch: int) -> float:
     torch.manual_seed(0)
     model = build(spec).to(dev).eval()
     x = torch.randn(batch, *spec.get("in_shape", DEFAULT_SHAPE), device=dev)
-    return time_forward(model, x) / batch
+    with _threads(CPU_THREADS) if dev.type == "cpu" else contextlib.nullcontext():
+        return time_forward(model, x) / batch
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op threads set to n for the block, the process's own restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def time_forward(model: nn.Module, x: torch.Tensor) -> float:
