@@ -83,7 +83,6 @@ def test_fit_widths_respects_a_cap() -> None:
 
 
 def test_a_latency_budget_is_solved_within_10_percent_of_its_target() -> None:
-    torch.set_num_threads(1)
     # A target well above the narrowest net's time (framework overhead) and reachable.
     floor = measure_latency({"family": "resnet", "depth": 2, "widths": [1, 1, 1]})
     target = parse_budget(f"{round(4 * floor)}us")
