@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from raydistill.core.errors import UserError
 from raydistill.distill.sources import (
+    ALL_INPUT_KEYS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     TeacherInput,
@@ -170,7 +171,7 @@ def as_source(
     """A string / path → TeacherSource; an nn.Module or callable → (it, its input)."""
     if isinstance(teacher, (str, Path)):
         src = parse_teacher(str(teacher))
-        return replace(src, inputs=inputs, declared=()) if inputs is not None else src
+        return replace(src, inputs=inputs, declared=ALL_INPUT_KEYS) if inputs is not None else src
     if isinstance(teacher, nn.Module) or callable(teacher):
         return teacher, inputs or TeacherInput()
     raise UserError(

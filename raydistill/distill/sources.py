@@ -73,17 +73,15 @@ class TeacherSource:
     arch: str = ""  # torchvision / timm architecture name
     inputs: TeacherInput | None = None  # None: the kind's default
     text: str = ""
-    # the TeacherInput fields the source string declared ("?size=64": ("size",)); the others
-    # keep the kind's default (a timm model asked for size=64 still gets timm's mean / std).
-    # Empty with `inputs` set: every field was given (a TeacherInput from Python).
+    # the TeacherInput fields the source declared ("?size=64": ("size",)); the others keep the
+    # kind's default (a timm model asked for size=64 still gets timm's mean / std)
     declared: tuple[str, ...] = ()
 
     def input_over(self, default: TeacherInput) -> TeacherInput:
         """The teacher's input: what the source declared, the kind's `default` elsewhere."""
         if self.inputs is None:
             return default
-        keys = self.declared or tuple(f.name for f in fields(TeacherInput))
-        return replace(default, **{k: getattr(self.inputs, k) for k in keys})
+        return replace(default, **{k: getattr(self.inputs, k) for k in self.declared})
 
     def record(self) -> dict[str, Any]:
         """The manifest's entry: source, kind, architecture, file sha256."""
@@ -147,3 +145,6 @@ def _parse_inputs(query: str, text: str) -> tuple[TeacherInput, tuple[str, ...]]
                 f"mean, std: comma-separated numbers)"
             ) from None
     return TeacherInput(**given), tuple(given)
+
+
+ALL_INPUT_KEYS = tuple(f.name for f in fields(TeacherInput))  # a whole TeacherInput given
